@@ -1,0 +1,109 @@
+"""OCP Microscaling (MX v1.0) block formats: blocks of 32 elements along one axis share an E8M0 scale.
+
+X = 2^(floor(log2 amax) - emax_elem), clamped to E8M0's 2^-127..2^127; each element is quantized as x / X in the
+element format with saturation (OCP MX v1.0 §6.3), then multiplied back by X. A block of zeros gets X = 2^-127.
+Our choices where the spec leaves room: the axis length need not be a multiple of 32 (the last block is padded
+with zeros, which do not change its amax); NaN and ±Inf elements pass through unchanged and do not enter amax.
+MXINT8 elements are 8-bit two's complement with an implicit scale of 2^-6 (emax 0), clamped symmetrically to ±127.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from .base import Format
+from .dfp import floor_log2
+from .float import FloatFormat
+from .float_kernel import pow2
+from .integer import FixedFormat, round_on_grid
+from .scaled import amax, group_view
+
+E8M0_EMIN, E8M0_EMAX = -127, 127
+
+
+@dataclasses.dataclass(frozen=True)
+class MXFormat(Format):
+    """An MX format: ``element`` is a FloatFormat or "int8"; ``block`` elements along ``axis`` share a scale."""
+
+    element: FloatFormat | str
+    block: int = 32
+    axis: int = -1
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.element, dict):
+            object.__setattr__(self, "element", FloatFormat(**{k: v for k, v in self.element.items() if k != "kind"}))
+        if not (isinstance(self.element, FloatFormat) or self.element == "int8"):
+            raise ValueError(f"MXFormat element must be a FloatFormat or 'int8', got {self.element!r}")
+        if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 1:
+            raise ValueError(f"MXFormat block must be a positive int, got {self.block!r}")
+        if not self.name:
+            el = "int8" if self.element == "int8" else self.element.name
+            object.__setattr__(self, "name", f"mx{el}-b{self.block}")
+
+    @property
+    def emax_elem(self) -> int:
+        return 0 if self.element == "int8" else self.element.emax
+
+    def shared_exponent(self, g: torch.Tensor) -> torch.Tensor:
+        """E8M0 exponent per block of a ``group_view`` tensor: floor(log2 amax) - emax_elem, clamped."""
+        a = amax(g.double())
+        e = floor_log2(a) - self.emax_elem
+        e = torch.where(a > 0, e, torch.full_like(e, E8M0_EMIN))
+        return torch.clamp(e, E8M0_EMIN, E8M0_EMAX)
+
+    def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
+        g, inv = group_view(x, self.axis, self.block)
+        scale = pow2(self.shared_exponent(g), torch.float64)
+        v = g.double() / scale  # exact: division by a power of two, float64 has the range
+        if self.element == "int8":
+            e = round_on_grid(v, 2.0**-6, -127, 127, rounding, rand_bits, generator)
+        else:
+            e = self.element.quantize(v, rounding, saturate=True, rand_bits=rand_bits, generator=generator)
+        y = (e * scale).to(x.dtype)
+        y = torch.where(torch.isfinite(g), y, g)
+        return inv(y)
+
+    def describe(self) -> dict[str, Any]:
+        el = {"name": "int8", "max": 127 / 64} if self.element == "int8" else self.element.describe()
+        bits = 8 if self.element == "int8" else self.element.total_bits
+        return {"name": self.name, "bits": bits, "bias": None if self.element == "int8" else self.element.bias,
+                "max": el["max"] * 2.0**E8M0_EMAX, "min_normal": None, "min_subnormal": None, "special": "none",
+                "notes": f"{bits}-bit {el['name']} elements, E8M0 scale per {self.block} along axis {self.axis} "
+                         f"({bits + 8 / self.block:.3g} bits/element)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class E8M0Format(Format):
+    """OCP E8M0 scale format: unsigned powers of two 2^-127..2^127, 0xFF = NaN, no zero (ml_dtypes float8_e8m0fnu).
+
+    Matches ml_dtypes: x <= 0, NaN, Inf and overflow give NaN (saturate=True: overflow and +Inf give 2^127);
+    values below 2^-127 give 2^-127. Nearest rounds in the linear domain, ties to even (3 -> 4).
+    """
+
+    name: str = "e8m0"
+
+    def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
+        from .scaled import round_to_int
+
+        xd = x.double()
+        pos = torch.where(xd > 0, xd, torch.ones_like(xd))
+        e = floor_log2(pos)
+        frac = pos / pow2(e, torch.float64)  # in [1, 2), exact
+        if rounding == "nearest":  # m = 0: the tie 1.5 goes to the even significand 2
+            up = (frac >= 1.5).to(torch.int64)
+        else:
+            up = round_to_int(frac - 1, rounding, rand_bits, generator).to(torch.int64)
+        e = torch.clamp(e + up, min=E8M0_EMIN)
+        y = pow2(torch.clamp(e, max=E8M0_EMAX), torch.float64)
+        over = (e > E8M0_EMAX) | torch.isinf(xd)
+        y = torch.where(over, torch.full_like(y, 2.0**127 if saturate else float("nan")), y)
+        y = torch.where(xd > 0, y, torch.full_like(y, float("nan")))
+        return y.to(x.dtype)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "bits": 8, "bias": 127, "max": 2.0**127, "min_normal": 2.0**-127,
+                "min_subnormal": None, "special": "fn", "notes": "unsigned power of two (MX scale), 0xFF = NaN"}
+

@@ -1,0 +1,104 @@
+"""Named formats (SPEC §4). ``get_format(name)`` also parses parametric names:
+``fixed<IL,FL>``, ``int<B>`` (2..32), ``dfp<B>`` and ``dfp<B>-b<BLOCK>``, ``ternary-g<N>`` (optionally ``-thr``)."""
+from __future__ import annotations
+
+import re
+
+from .base import Format
+from .block import E8M0Format, MXFormat
+from .dfp import DFPFormat
+from .float import FloatFormat
+from .integer import FixedFormat, IntFormat
+from .ternary import TernaryFormat
+
+# Choices for IBM's formats (Wang et al. 2018): the paper gives sign/exponent/mantissa widths and the biases but not
+# special values or overflow. We reserve the top exponent for Inf/NaN (IEEE style, like E5M2); pass saturate=True
+# to clamp instead. fp8-152 therefore has the same value set as e5m2.
+_IBM_NOTE = "IBM (Wang'18): specials not in source; we use IEEE-style (top exponent = Inf/NaN)"
+
+_E4M3 = FloatFormat(4, 3, special="fn", name="e4m3")
+_E5M2 = FloatFormat(5, 2, name="e5m2")
+_E2M3 = FloatFormat(2, 3, special="none", name="e2m3")
+_E3M2 = FloatFormat(3, 2, special="none", name="e3m2")
+_E2M1 = FloatFormat(2, 1, special="none", name="e2m1")
+
+FORMATS: dict[str, Format] = {
+    "fp32": FloatFormat(8, 23, name="fp32"),
+    "tf32": FloatFormat(8, 10, name="tf32"),
+    "bf16": FloatFormat(8, 7, name="bf16"),
+    "fp16": FloatFormat(5, 10, name="fp16"),
+    "e5m2": _E5M2,
+    "e4m3": _E4M3,
+    "e4m3fnuz": FloatFormat(4, 3, special="fnuz", name="e4m3fnuz"),
+    "e5m2fnuz": FloatFormat(5, 2, special="fnuz", name="e5m2fnuz"),
+    "e3m4": FloatFormat(3, 4, name="e3m4"),
+    "e4m3ieee": FloatFormat(4, 3, name="e4m3ieee"),
+    "e2m3": _E2M3,
+    "e3m2": _E3M2,
+    "e2m1": _E2M1,
+    "e8m0": E8M0Format(),
+    "fp8-152": FloatFormat(5, 2, bias=15, special="ieee", name="fp8-152"),
+    "fp16-169": FloatFormat(6, 9, bias=31, special="ieee", name="fp16-169"),
+    "int4": IntFormat(4),
+    "int8": IntFormat(8),
+    "int16": IntFormat(16),
+    "dfp8": DFPFormat(8),
+    "dfp16": DFPFormat(16),
+    "mxfp8_e4m3": MXFormat(_E4M3, name="mxfp8_e4m3"),
+    "mxfp8_e5m2": MXFormat(_E5M2, name="mxfp8_e5m2"),
+    "mxfp6_e3m2": MXFormat(_E3M2, name="mxfp6_e3m2"),
+    "mxfp6_e2m3": MXFormat(_E2M3, name="mxfp6_e2m3"),
+    "mxfp4_e2m1": MXFormat(_E2M1, name="mxfp4_e2m1"),
+    "mxint8": MXFormat("int8", name="mxint8"),
+    "ternary": TernaryFormat(64, name="ternary"),
+}
+
+NOTES = {
+    "fp8-152": _IBM_NOTE,
+    "fp16-169": _IBM_NOTE,
+    "e4m3": "OCP E4M3 (= e4m3fn)",
+    "e4m3ieee": "ml_dtypes float8_e4m3 (IEEE-style, max 240)",
+    "tf32": "NVIDIA TF32 (10-bit mantissa, fp32 range)",
+}
+
+_PARAMETRIC = [
+    (re.compile(r"fixed<(-?\d+),(-?\d+)>"), lambda m: FixedFormat(int(m[1]), int(m[2]))),
+    (re.compile(r"int(\d+)"), lambda m: IntFormat(int(m[1]))),
+    (re.compile(r"dfp(\d+)(?:-b(\d+))?"), lambda m: DFPFormat(int(m[1]), int(m[2]) if m[2] else None)),
+    (re.compile(r"ternary-g(\d+)(-thr)?"),
+     lambda m: TernaryFormat(int(m[1]), "threshold" if m[2] else "optimal")),
+]
+
+
+def format_names() -> list[str]:
+    return list(FORMATS)
+
+
+def get_format(name: str | Format) -> Format:
+    """The format called ``name`` (a Format is returned as is); unknown names raise ValueError listing the known."""
+    if isinstance(name, Format):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"a format is a name or a Format, got {type(name).__name__}")
+    key = name.strip().lower().replace(" ", "")
+    if key in FORMATS:
+        return FORMATS[key]
+    for pattern, make in _PARAMETRIC:
+        m = pattern.fullmatch(key)
+        if m:
+            return make(m)
+    raise ValueError(
+        f"unknown format {name!r}; known formats: {', '.join(FORMATS)}; parametric: fixed<IL,FL>, int<B>, dfp<B>, "
+        f"dfp<B>-b<BLOCK>, ternary-g<N>[-thr]"
+    )
+
+
+def format_from_dict(d: dict) -> Format:
+    """Inverse of ``Format.to_dict``."""
+    kinds = {c.__name__: c for c in (FloatFormat, IntFormat, FixedFormat, DFPFormat, MXFormat, TernaryFormat,
+                                     E8M0Format)}
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if kind not in kinds:
+        raise ValueError(f"unknown format kind {kind!r}; valid: {', '.join(kinds)}")
+    return kinds[kind](**d)
