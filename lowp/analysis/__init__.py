@@ -1,0 +1,1 @@
+"""lowp.analysis (see docs/architecture.md)."""

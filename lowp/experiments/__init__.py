@@ -1,0 +1,1 @@
+"""lowp.experiments (see docs/architecture.md)."""

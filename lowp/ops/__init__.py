@@ -1,0 +1,1 @@
+"""lowp.ops (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""lowp.recipes (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""lowp.techniques (see docs/architecture.md)."""
