@@ -46,6 +46,8 @@ class Format(abc.ABC):
             if out.shape != x.shape or out.dtype != x.dtype:
                 raise ValueError(f"out must have shape {tuple(x.shape)} and dtype {x.dtype}, got "
                                  f"{tuple(out.shape)} and {out.dtype}")
+        if x.numel() == 0:  # nothing to round (and no amax to take)
+            return torch.empty_like(x, memory_format=torch.contiguous_format) if out is None else out
         y = self._quantize(x, rounding, bool(saturate), k, generator, out)
         if out is not None and y is not out:
             out.copy_(y)

@@ -80,7 +80,8 @@ class E8M0Format(Format):
     """OCP E8M0 scale format: unsigned powers of two 2^-127..2^127, 0xFF = NaN, no zero (ml_dtypes float8_e8m0fnu).
 
     Matches ml_dtypes: x <= 0, NaN, Inf and overflow give NaN (saturate=True: overflow and +Inf give 2^127);
-    values below 2^-127 give 2^-127. Nearest rounds in the linear domain, ties to even (3 -> 4).
+    values below 2^-127 give 2^-127. Nearest rounds in the linear domain, ties to even (3 -> 4). One deviation:
+    ml_dtypes rounds every x in (2^-127, 1.5·2^-127) up to 2^-126; we round it to the nearer 2^-127.
     """
 
     name: str = "e8m0"

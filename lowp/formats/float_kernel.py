@@ -68,9 +68,13 @@ def round_float(
     is_nan = efield == emax_field
     is_nan = is_nan & ((mag & ((1 << mb) - 1)) != 0)
     is_inf = (efield == emax_field) & ~is_nan
-    ex = torch.clamp(efield, min=1) - eb
+    ex0 = torch.clamp(efield, min=1) - eb  # sig's scale: x = sig * 2^(ex0 - mb)
     sig = (mag & ((1 << mb) - 1)) | ((efield > 0).to(torch.int64) << mb)
-    d = (mb - man) + torch.clamp(emin - ex, min=0)
+    # the true exponent floor(log2|x|), also for input subnormals (matters when the target's emin < 1 - eb):
+    # sig < 2^mb converts exactly to float64, whose exponent field gives its bit length
+    sub_ex = ((sig.to(torch.float64).view(torch.int64) >> 52) - 1023) + (ex0 - mb)
+    ex = torch.where(efield > 0, ex0, sub_ex)
+    d = torch.maximum(ex, emin) - man - (ex0 - mb)  # dropped bits, >= 0 (the format's quantum >= the input's)
     dc = torch.clamp(d, max=mb + 2)
     q = sig >> dc
     rem = sig & ((torch.ones_like(dc) << dc) - 1)

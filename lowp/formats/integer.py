@@ -1,7 +1,8 @@
 """Integer and fixed-point formats.
 
-IntFormat(bits): symmetric integers q in [-(2^(b-1)-1), 2^(b-1)-1] times a scale s = amax / qmax, with amax taken
-per tensor (axis=None) or per slice along ``axis`` (per channel). The division x / s is done in float64 (exact
+IntFormat(bits): symmetric integers q in [-(2^(b-1)-1), 2^(b-1)-1] times a float32 scale s = fl32(amax / qmax)
+(s = 1 where amax = 0), with amax over the whole tensor (axis=None) or reduced over ``axis`` (per channel: for a
+weight (out, in), axis=1 gives one scale per output row). The division x / s is done in float64 (exact
 operands, one rounding of the quotient is avoided since both are float32 values: the float64 quotient is then
 rounded to an integer), and the result q·s is rounded once to the input dtype.
 

@@ -8,12 +8,15 @@ from ..rounding import draw_key, hash_bits
 
 
 def round_to_int(
-    v: torch.Tensor, rounding: str, rand_bits: int, generator: torch.Generator | None
+    v: torch.Tensor, rounding: str, rand_bits: int, generator: torch.Generator | None,
+    *, rand: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Round ``v`` (float32/float64) to integers with ``rounding``; exact (floor/ceil/trunc and a parity check).
 
-    Stochastic: round up with probability frac(v), taken from ``rand_bits`` random bits compared against the
-    fraction's top bits, the same counter-based bits as the float kernel (so seeded results are reproducible).
+    Stochastic, k = ``rand_bits``: with r a k-bit random integer per element, round up iff
+    r + floor(frac(v) * 2^k) >= 2^k (hardware: add k random bits below the LSB and truncate), so P(up) =
+    floor(frac * 2^k) / 2^k. r comes from the counter-based ``hash_bits`` keyed by ``generator`` (reproducible),
+    or is given explicitly as ``rand`` (int64, v's shape; tests).
     """
     if rounding == "nearest":
         return torch.round(v)  # torch.round is round-half-to-even
@@ -31,9 +34,11 @@ def round_to_int(
     # stochastic: frac = v - floor(v) is exact; compare frac * 2^k against k random bits
     f = torch.floor(v)
     frac = v - f
-    idx = torch.arange(v.numel(), dtype=torch.int64).view(v.shape)
-    r = (hash_bits(idx, draw_key(generator)) >> (32 - rand_bits)).to(torch.float64)
-    up = r < torch.floor(frac.double() * float(2**rand_bits))
+    if rand is None:
+        idx = torch.arange(v.numel(), dtype=torch.int64, device=v.device).view(v.shape)
+        rand = hash_bits(idx, draw_key(generator).to(v.device)) >> (32 - rand_bits)
+    top = torch.floor(frac.double() * float(2**rand_bits)).to(torch.int64)  # exact: frac is exact, 2^k a power
+    up = (rand + top) >= (1 << rand_bits)
     return torch.where(up, f + 1, f)
 
 

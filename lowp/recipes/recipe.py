@@ -110,6 +110,7 @@ class Recipe:
     exempt_first_last: bool = False
     exempt: tuple[str, ...] = ()
     activations: str | None = None  # e.g. "ktanh": replace tanh/sigmoid/GELU by integer-only approximations
+    transforms: tuple[str, ...] = ()  # registered model transforms "name[:args]" applied by emulate (extensions.py)
     source: str = ""
     notes: str = ""
 
@@ -125,6 +126,7 @@ class Recipe:
         if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
             raise ValueError(f"chunk must be a positive int or None, got {self.chunk!r}")
         object.__setattr__(self, "exempt", tuple(self.exempt))
+        object.__setattr__(self, "transforms", tuple(self.transforms))
 
     def replace(self, **overrides: Any) -> "Recipe":
         """A new recipe with fields replaced; a dict for a spec field updates that spec's fields."""

@@ -1,0 +1,93 @@
+"""Emulated training step time as a ratio to the plain FP32 step measured in the same run (SPEC §9, issue 3).
+
+MLP 784-1024-1024-10 (batch 256) and a small CNN (3 conv layers on 32x32x3, batch 128), SGD with momentum, under
+plain FP32 and the bf16, fp8-hybrid and fp8-ibm recipes (fp8-ibm: FP16 (1,6,9) chunked accumulation, chunk 64).
+Warm-up steps run first so torch.compile time is excluded; baseline and emulated runs are interleaved and the median
+per-round ratio is reported
+(timings on a shared machine are noisy: indicative only). Targets: <= 1.5x without accumulation, <= 15x with.
+
+    python benchmarks/bench_emulate.py [--steps 10] [--recipes bf16,fp8-hybrid,fp8-ibm] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import lowp
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                         nn.Linear(1024, 10))
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(64, 10))
+
+
+def stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    for _ in range(3):  # warm-up: compilation, allocator
+        step()
+    return step
+
+
+def timed(step, steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def paired_ratio(base_step, step, steps: int, rounds: int) -> tuple[float, float, float]:
+    """Interleave baseline and emulated runs (ABAB...) so machine load hits both alike; median of the per-round
+    ratios, and the median times."""
+    tb, te = [], []
+    for _ in range(rounds):
+        tb.append(timed(base_step, steps))
+        te.append(timed(step, steps))
+    ratio = statistics.median(e / b for e, b in zip(te, tb))
+    return ratio, statistics.median(tb), statistics.median(te)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--recipes", default="bf16,fp8-hybrid,fp8-ibm")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved baseline/emulated rounds")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    tasks = {"mlp 784-1024-1024-10 b256": (mlp(), torch.randn(256, 784), torch.randint(0, 10, (256,))),
+             "cnn 3conv 32x32x3 b128": (cnn(), torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,)))}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; step time, ratio to plain FP32 (same run)")
+    for task, (model, x, y) in tasks.items():
+        base_step = stepper(copy.deepcopy(model), x, y)
+        for name in args.recipes.split(","):
+            try:
+                step = stepper(lowp.emulate(copy.deepcopy(model), name), x, y)
+            except Exception as e:  # noqa: BLE001 - report and go on (e.g. a dependency not written yet)
+                print(f"{task}: {name:<10} unavailable: {type(e).__name__}: {e}")
+                continue
+            r, tb, te = paired_ratio(base_step, step, args.steps, args.rounds)
+            print(f"{task}: {name:<10} {te * 1e3:8.2f} ms vs fp32 {tb * 1e3:7.2f} ms  ratio {r:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Real low-precision inference on the CPU: FP32 vs BF16 (oneDNN) vs INT8 (torch._int_mm, lowp Int8Linear) vs INT8
+(torch.ao dynamic quantized Linear) for a Linear-heavy MLP 1024-4096-4096-1024, at batch 1 and 256. Prints
+throughput ratios to FP32 measured in the same run (median of repeats). Timings on a shared machine are noisy:
+indicative only.
+
+    python benchmarks/bench_inference.py [--threads 1] [--repeats 7]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from torch import nn
+
+from lowp.techniques.lowp_exec import dynamic_int8, to_bf16, to_int8
+
+
+def timeit(fn, x, repeats: int, min_time: float = 0.2) -> float:
+    with torch.no_grad():
+        fn(x)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < min_time / 4:
+            fn(x)
+            n += 1
+        n = max(1, n)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn(x)
+            ts.append((time.perf_counter() - t0) / n)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--sizes", default="1024,4096,4096,1024")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    model = nn.Sequential(*layers).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        variants = {"fp32": model, "bf16": to_bf16(model), "int8 (_int_mm)": to_int8(model),
+                    "int8 (ao dynamic)": dynamic_int8(model)}
+    print(f"MLP {args.sizes}, {args.threads} thread(s), cpu capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"{'batch':>5}  {'variant':<18} {'ms/batch':>9} {'samples/s':>10} {'x FP32':>7}  max|err| vs FP32")
+    for batch in (1, 256):
+        x = torch.randn(batch, sizes[0])
+        with torch.no_grad():
+            ref = model(x)
+        base = None
+        for name, m in variants.items():
+            t = timeit(m, x, args.repeats)
+            base = base or t
+            with torch.no_grad():
+                err = float((m(x) - ref).abs().max())
+            print(f"{batch:>5}  {name:<18} {1e3 * t:>9.3f} {batch / t:>10.0f} {base / t:>7.2f}  {err:.3g}")
+
+
+if __name__ == "__main__":
+    main()

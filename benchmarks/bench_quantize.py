@@ -1,0 +1,69 @@
+"""Quantize throughput against the memory-bandwidth bound, measured in the same run (issue 2).
+
+For each size (default 2^24 and 2^26 float32 elements), format (bf16, e4m3, e5m2, mxfp8_e4m3, int8) and rounding
+(nearest, stochastic), prints the median time of ``lowp.quantize`` allocating a fresh result and writing into a
+preallocated ``out=``, as ratios to ``torch.add(x, 0, out=y)`` (the bandwidth bound: one read, one write) and to
+``x.clone()`` (which also pays for a fresh allocation), plus GB/s counting 8 bytes (read + write) per element.
+Targets (issue 2): nearest <= 3x add with out=, <= 1x clone allocating; stochastic <= 4x add.
+
+    python benchmarks/bench_quantize.py [--sizes 24 26] [--repeats 5] [--formats ...]
+Timings on a shared machine are noisy: read them as indicative.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import lowp
+from lowp.formats import fast
+
+
+def timeit(fn, repeats: int) -> float:
+    fn()  # warm-up (and compilation)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[24, 26], help="log2 of the element counts")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--formats", nargs="+", default=["bf16", "e4m3", "e5m2", "mxfp8_e4m3", "int8"])
+    ap.add_argument("--roundings", nargs="+", default=["nearest", "stochastic"])
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, compile "
+          f"{'on' if fast.compile_enabled() else 'off (LOWP_COMPILE=0)'}")
+    for lg in args.sizes:
+        n = 1 << lg
+        x = torch.randn(n) * 3.0
+        y = torch.empty_like(x)
+        t_add = timeit(lambda: torch.add(x, 0, out=y), args.repeats)
+        t_clone = timeit(lambda: x.clone(), args.repeats)
+        gbs = lambda t: 8 * n / t / 1e9  # noqa: E731
+        print(f"\nn = 2^{lg}: add(out=) {t_add * 1e3:.1f} ms ({gbs(t_add):.1f} GB/s), clone {t_clone * 1e3:.1f} ms "
+              f"({gbs(t_clone):.1f} GB/s)")
+        print(f"{'format':<12} {'rounding':<11} {'variant':<6} {'ms':>8} {'x add':>7} {'x clone':>8} {'GB/s':>6}")
+        for name in args.formats:
+            for rnd in args.roundings:
+                g = torch.Generator().manual_seed(0)
+                for variant, fn in (("alloc", lambda: lowp.quantize(x, name, rnd, generator=g)),
+                                    ("out=", lambda: lowp.quantize(x, name, rnd, generator=g, out=y))):
+                    t = timeit(fn, args.repeats)
+                    print(f"{name:<12} {rnd:<11} {variant:<6} {t * 1e3:8.1f} {t / t_add:7.2f} {t / t_clone:8.2f} "
+                          f"{gbs(t):6.1f}", flush=True)
+        del x, y
+
+
+if __name__ == "__main__":
+    main()

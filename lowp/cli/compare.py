@@ -1,0 +1,57 @@
+"""``lowp compare``: train one task under several recipes, write results.json, report.html and plots, print the
+summary table. With no arguments: mnist1d-cnn under fp32, bf16, fp8-hybrid, fp8-e5m2, fp8-e5m2-noscale and
+fp8-ibm into ./lowp-compare."""
+from __future__ import annotations
+
+import os
+
+from ..experiments.config import DEFAULT_OUT, DEFAULT_RECIPES, DEFAULT_TASK
+
+
+def run(args) -> int:
+    from ..experiments.compare import compare
+    from ..experiments.report import format_table
+
+    if args.list_tasks:
+        from ..experiments.tasks import get_task, task_names
+
+        for n in task_names():
+            try:
+                t = get_task(n)
+            except Exception as e:  # noqa: BLE001 - a broken user task must not hide the others
+                print(f"{n:18s} (cannot be built: {type(e).__name__}: {e})")
+                continue
+            print(f"{n:18s} {t.metric_name:15s} epochs {t.epochs:3d}  lr {t.lr:<6g} batch {t.batch_size:4d}  "
+                  f"{t.description}")
+        return 0
+    comp = compare(task=args.task, recipes=args.recipes, epochs=args.epochs, seed=args.seed, out=args.out,
+                   jobs=args.jobs, config=args.config, lr=args.lr, batch_size=args.batch_size,
+                   numerics_every=args.numerics_every, quiet=args.quiet, progress=False if args.quiet else None)
+    print(format_table(comp))
+    print(f"\nreport: {os.path.join(comp.out, 'report.html')}  results: {os.path.join(comp.out, 'results.json')}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="train a task under several recipes and write a side-by-side report",
+        description="Train one task under several recipes (identical initial weights and data order) and write "
+                    "DIR/results.json, DIR/report.html and its PNG plots; print the summary table. Without "
+                    f"arguments: task {DEFAULT_TASK}, recipes {','.join(DEFAULT_RECIPES)}, out ./{DEFAULT_OUT}. "
+                    "A rerun into the same DIR reuses finished recipes with identical settings. Command-line "
+                    "options override --config.")
+    p.add_argument("--task", help=f"task name (default {DEFAULT_TASK}; see --list-tasks)")
+    p.add_argument("--recipes", help="comma-separated recipe names (see `lowp recipes`)")
+    p.add_argument("--epochs", type=int, help="epochs per recipe (default: the task's)")
+    p.add_argument("--seed", type=int, help="seed for initial weights and data order (default 0)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the task's)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the task's)")
+    p.add_argument("--out", help=f"output directory (default ./{DEFAULT_OUT})")
+    p.add_argument("--jobs", type=int, help="recipes trained in parallel processes (default 1)")
+    p.add_argument("--config", help="TOML file: task, recipes (names or [[recipes]] tables with base and "
+                                    "overrides), epochs, seed, lr, batch_size, jobs, out")
+    p.add_argument("--numerics-every", type=int, help="collect per-layer numerics statistics every N steps "
+                                                      "(needs lowp.analysis' collector)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines; only the table")
+    p.add_argument("--list-tasks", action="store_true", help="list the registered tasks and exit")
+    p.set_defaults(func=run)

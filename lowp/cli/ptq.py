@@ -1,0 +1,244 @@
+"""``lowp ptq``: train (or load) the FP32 model of a task, quantize it post-training with one method over a grid of
+options, evaluate, and write DIR/results.json, DIR/results.md (table) and DIR/ptq.png (accuracy against weight bits
+and against multiplications)."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+METHODS = ("int8", "fgq", "cluster", "ternary-residual")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tasks: lowp.experiments.tasks when it provides the task, else small built-in ones
+
+@dataclasses.dataclass
+class PTQTask:
+    """What ``lowp ptq`` needs of a task: a model factory, train/test tensors and SGD hyper-parameters."""
+
+    name: str
+    make_model: Callable[[], nn.Module]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    epochs: int = 10
+    lr: float = 0.05
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    metric_counts: Callable | None = None
+    loss_fn: Callable | None = None
+
+
+def get_ptq_task(name: str) -> PTQTask:
+    """A task of ``lowp.experiments.tasks`` (imported lazily: a higher layer), adapted for PTQ."""
+    from ..experiments.tasks import get_task
+    t = get_task(name)
+    d = t.load_data()
+    return PTQTask(t.name, t.build_model, d.x_train, d.y_train, d.x_test, d.y_test, t.epochs, t.lr, t.batch_size,
+                   t.momentum, t.weight_decay, t.metric_counts, t.loss_fn)
+
+
+def train_fp32(task: PTQTask, epochs: int | None = None, seed: int = 0) -> nn.Module:
+    """Plain FP32 training with the task's hyper-parameters: SGD with momentum, cosine learning rate."""
+    torch.manual_seed(seed)
+    model = task.make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=task.lr, momentum=task.momentum, weight_decay=task.weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    n = len(task.y_train)
+    ep = task.epochs if epochs is None else epochs
+    total, step = ep * math.ceil(n / task.batch_size), 0
+    loss_fn = task.loss_fn or nn.functional.cross_entropy
+    for _ in range(ep):
+        model.train()
+        for idx in torch.randperm(n, generator=g).split(task.batch_size):
+            for pg in opt.param_groups:
+                pg["lr"] = 0.5 * task.lr * (1 + math.cos(math.pi * step / total))
+            opt.zero_grad()
+            loss_fn(model(task.x_train[idx]), task.y_train[idx]).backward()
+            opt.step()
+            step += 1
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, task: PTQTask, batch: int = 1000) -> float:
+    """Test metric in percent."""
+    model.eval()
+    c = n = 0
+    for xb, yb in zip(task.x_test.split(batch), task.y_test.split(batch)):
+        out = model(xb)
+        if task.metric_counts is not None:
+            ci, ni = task.metric_counts(out, yb)
+        else:
+            ci, ni = int((out.argmax(-1) == yb).sum()), len(yb)
+        c, n = c + ci, n + ni
+    return 100.0 * c / max(n, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# configurations
+
+def configurations(args) -> list[tuple[dict[str, Any], Callable]]:
+    """(options, quantizer(model, calib) -> model) for every combination of the method's options."""
+    from ..techniques import cluster as C, fgq as F, ptq as P, ternary_residual as R
+    out = []
+    if args.method == "int8":
+        for gran, cal, asym, ab in itertools.product(args.granularity, args.calibration, args.asymmetric, args.act_bits):
+            cfg = P.PTQConfig(weight_bits=args.weight_bits, weight_granularity=gran, weight_symmetric=not asym,
+                              act_bits=ab, act_symmetric=not asym, calibration=cal,
+                              skip_first=args.skip_first, skip_last=args.skip_last)
+            out.append((cfg.to_dict(), lambda m, c, cfg=cfg: P.ptq_int8(m, c, cfg)))
+    elif args.method == "fgq":
+        for n, ab in itertools.product(args.group, args.act_bits):
+            cfg = F.FGQConfig(group=n, method=args.ternary_method, act_bits=ab, calibration=args.calibration[0],
+                              edge_bits=None if args.edge_bits == 0 else args.edge_bits)
+            out.append((cfg.to_dict(), lambda m, c, cfg=cfg: F.fgq(m, c, cfg)))
+    elif args.method == "cluster":
+        for n, kind, ab in itertools.product(args.cluster, args.kind, args.act_bits):
+            cfg = C.ClusterConfig(cluster=n, kind=kind, method=args.ternary_method, act_bits=ab,
+                                  calibration=args.calibration[0], edge_bits=None if args.edge_bits == 0 else args.edge_bits)
+            out.append((cfg.to_dict(), lambda m, c, cfg=cfg: C.cluster_quantize(m, c, cfg)))
+    else:
+        for r, n, ab in itertools.product(args.terms, args.group, args.act_bits):
+            cfg = R.ResidualConfig(group=n, method=args.ternary_method, terms=r, max_terms=max(r, args.max_terms),
+                                   budget_bytes=args.budget_bytes, block=args.block, act_bits=ab,
+                                   calibration=args.calibration[0],
+                                   edge_bits=None if args.edge_bits == 0 else args.edge_bits)
+            out.append((cfg.to_dict(), lambda m, c, cfg=cfg: R.ternary_residual(m, c, cfg)))
+    return out
+
+
+def _label(method: str, o: dict[str, Any]) -> str:
+    if method == "int8":
+        return (f"w{o['weight_bits']}-{o['weight_granularity']}-{o['calibration']}-a{o['act_bits']}"
+                + ("-asym" if not o["weight_symmetric"] else ""))
+    if method == "fgq":
+        return f"N={o['group']} a{o['act_bits']}"
+    if method == "cluster":
+        return f"{o['kind']} N={o['cluster']} a{o['act_bits']}"
+    return f"r={o['terms']} N={o['group']} a{o['act_bits']}" + (f" budget={o['budget_bytes']}" if o["budget_bytes"] else "")
+
+
+def write_outputs(out: str, res: dict[str, Any]) -> None:
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    rows = ["| configuration | metric | Δ vs FP32 | weight bits | size (bytes) | mults replaced |",
+            "|---|---|---|---|---|---|",
+            f"| fp32 | {res['fp32_metric']:.2f} | 0.00 | 32 | {res['fp32_bytes']} | 0% |"]
+    for c in res["configs"]:
+        rows.append(f"| {c['label']} | {c['metric']:.2f} | {c['metric'] - c['fp32_metric']:+.2f} | "
+                    f"{c['weight_bits']:.2f} | {c['size_bytes']} | {100 * c['mult_fraction_replaced']:.1f}% |")
+    table = "\n".join(rows)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(f"# lowp ptq: {res['task']}, method {res['method']}\n\n{table}\n")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, xl in ((axs[0], "weight_bits", "weight bits (average)"),
+                        (axs[1], "mult_fraction_replaced", "fraction of multiplications replaced")):
+        for c in res["configs"]:
+            ax.scatter(c[key], c["metric"])
+            ax.annotate(c["label"], (c[key], c["metric"]), fontsize=7)
+        ax.axhline(res["fp32_metric"], color="k", ls="--", lw=1, label="FP32")
+        ax.set_xlabel(xl)
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend()
+    fig.suptitle(f"{res['task']}: {res['method']}")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "ptq.png"), dpi=100)
+    plt.close(fig)
+    print(table)
+
+
+def run(args) -> int:
+    from ..techniques.ptq import model_stats
+    if args.calib_samples < 1:
+        raise ValueError(f"--calib-samples must be positive, got {args.calib_samples}")
+    torch.manual_seed(args.seed)
+    task = get_ptq_task(args.task)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"fp32_{task.name}.pt")
+    model = task.make_model()
+    if os.path.exists(path) and not args.retrain:
+        model.load_state_dict(torch.load(path, weights_only=True))
+        model.eval()
+        print(f"loaded FP32 model from {path}")
+    else:
+        t0 = time.time()
+        model = train_fp32(task, args.epochs, args.seed)
+        torch.save(model.state_dict(), path)
+        print(f"trained FP32 {task.name} in {time.time() - t0:.1f}s -> {path}")
+    fp32 = accuracy(model, task)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    cal_idx = torch.randperm(len(task.y_train), generator=g)[: args.calib_samples]
+    calib = list(task.x_train[cal_idx].split(128))
+    res = {"task": task.name, "method": args.method, "metric_name": "accuracy_percent", "fp32_metric": fp32,
+           "fp32_bytes": 4 * sum(p.numel() for p in model.parameters()), "calib_samples": len(cal_idx), "configs": []}
+    for opts, fn in configurations(args):
+        t0 = time.time()
+        q = fn(model, calib)
+        acc = accuracy(q, task)
+        st = model_stats(q)
+        res["configs"].append({"method": args.method, "label": _label(args.method, opts), "options": opts,
+                               "metric": acc, "fp32_metric": fp32, "weight_bits": st["weight_bits"],
+                               "size_bytes": st["size_bytes"], "mults": st["mults"], "macs": st["macs"],
+                               "mult_fraction_replaced": st["mult_fraction_replaced"],
+                               "wall_s": time.time() - t0})
+    write_outputs(args.out, res)
+    return 0
+
+
+def _pos_ints(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise ValueError(f"expected a positive integer, got {s}")
+    return v
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ptq", help="post-training quantization of a task's FP32 model",
+                       description="Train (or load from --out) a task's FP32 model, quantize it post-training "
+                                   "(INT8, FGQ ternary, cluster ternary/4-bit, ternary residual) over a grid of "
+                                   "options, evaluate, and write results.json, results.md and ptq.png.")
+    p.add_argument("--task", default="digits-mlp", help="task name from lowp.experiments.tasks (default digits-mlp)")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--out", required=True, help="output directory (the FP32 model is cached there)")
+    p.add_argument("--epochs", type=_pos_ints, default=None, help="FP32 training epochs (default: the task's)")
+    p.add_argument("--retrain", action="store_true", help="train even if DIR holds a model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calib-samples", type=int, default=512, help="calibration subset size (training data)")
+    p.add_argument("--calibration", nargs="+", default=["minmax"], choices=["minmax", "percentile", "entropy"])
+    p.add_argument("--act-bits", nargs="+", type=_pos_ints, default=[8])
+    p.add_argument("--weight-bits", type=_pos_ints, default=8, help="int8 method: weight bits")
+    p.add_argument("--granularity", nargs="+", default=["channel"], choices=["channel", "tensor"])
+    p.add_argument("--asymmetric", nargs="+", type=lambda s: {"0": False, "1": True}[s], default=[False],
+                   metavar="{0,1}", help="int8: asymmetric grids (1) or symmetric (0); several allowed")
+    p.add_argument("--skip-first", action="store_true", help="int8: keep the first layer FP32")
+    p.add_argument("--skip-last", action="store_true", help="int8: keep the last layer FP32")
+    p.add_argument("--group", nargs="+", type=_pos_ints, default=None, help="FGQ / residual group size N")
+    p.add_argument("--ternary-method", default="optimal", choices=["optimal", "threshold"])
+    p.add_argument("--edge-bits", type=int, default=8, help="first/last layer weight bits for ternary methods "
+                                                             "(0: ternary too)")
+    p.add_argument("--cluster", nargs="+", type=_pos_ints, default=[4], help="cluster: filters per scale")
+    p.add_argument("--kind", nargs="+", default=["ternary"], choices=["ternary", "int4"])
+    p.add_argument("--terms", nargs="+", type=_pos_ints, default=[1, 2, 3], help="residual terms (start count)")
+    p.add_argument("--max-terms", type=_pos_ints, default=4)
+    p.add_argument("--budget-bytes", type=_pos_ints, default=None, help="residual: greedy allocation budget")
+    p.add_argument("--block", type=_pos_ints, default=None, help="residual: filters per sensitivity unit")
+
+    def fix(args):
+        if args.group is None:
+            args.group = [4] if args.method == "fgq" else [64]
+        return run(args)
+    p.set_defaults(func=fix)

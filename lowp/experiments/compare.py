@@ -1,0 +1,262 @@
+"""``lowp.compare``: train one task under several recipes and write results, report and plots into a folder.
+
+Output folder layout (``out``, default ``./lowp-compare``)::
+
+    config.toml          the effective configuration (``lowp compare --config DIR/config.toml`` repeats the run)
+    config.orig.toml     the config file given with ``--config``, copied verbatim
+    runs/<recipe>.json   one finished run each, written as soon as it finishes (resume reads them)
+    results.json         every recipe: recipe, metric, metric_name, fp32_delta, diverged, history, skipped_steps,
+                         wall_s, ...; plus task, seed, epochs, lr, batch_size
+    report.html, *.png   the report (see report.py)
+
+All files are written atomically. Every input (task, recipes, numbers, folder) is checked before anything is
+written. A rerun into the same folder reuses each ``runs/<recipe>.json`` whose settings (task, seed, epochs, lr,
+batch size and the full recipe) are identical, and trains the rest (runs that ended in an exception are retried). ``fp32_delta`` is ``metric − metric(fp32)``
+in the metric's own units (a fraction for accuracy; the table shows percentage points); it is None when the
+comparison has no ``fp32`` recipe or the fp32 run failed.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+from typing import Any, Sequence
+
+from . import io
+from .config import CompareConfig, RecipeEntry, load_config
+from .tasks import get_task, register_task, task_factory
+from .train import RunResult, RunSettings, train_run
+
+REFERENCE = "fp32"
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """The results of one comparison (what ``results.json`` holds)."""
+
+    task: str
+    seed: int
+    epochs: int
+    lr: float
+    batch_size: int
+    metric_name: str
+    runs: tuple[RunResult, ...]
+    out: str | None = None
+    reused: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        from .. import __version__
+
+        return {"task": self.task, "seed": self.seed, "epochs": self.epochs, "lr": self.lr,
+                "batch_size": self.batch_size, "metric_name": self.metric_name, "reference": REFERENCE,
+                "lowp_version": __version__, "reused": list(self.reused),
+                "results": [r.to_dict() for r in self.runs]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], out: str | None = None) -> "Comparison":
+        return cls(d["task"], d["seed"], d["epochs"], d["lr"], d["batch_size"], d["metric_name"],
+                   tuple(RunResult.from_dict(r) for r in d["results"]), out, tuple(d.get("reused", ())))
+
+    def run(self, recipe: str) -> RunResult:
+        for r in self.runs:
+            if r.recipe == recipe:
+                return r
+        raise KeyError(recipe)
+
+
+def load_results(path: str) -> Comparison:
+    """Read a ``results.json`` (or the folder holding it)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "results.json")
+    with open(path, encoding="utf-8") as f:
+        return Comparison.from_dict(json.load(f), os.path.dirname(path))
+
+
+def _with_deltas(runs: Sequence[RunResult]) -> tuple[RunResult, ...]:
+    ref = next((r for r in runs if r.recipe == REFERENCE and r.metric is not None), None)
+    out = []
+    for r in runs:
+        delta = None if ref is None or r.metric is None else round(r.metric - ref.metric, 10)
+        out.append(dataclasses.replace(r, fp32_delta=delta))
+    return tuple(out)
+
+
+def _prepare_out(out: str) -> None:
+    """Create ``out`` (and runs/) and prove it writable, with a one-line error otherwise."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"output path {out!r} exists and is not a directory")
+    try:
+        os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write to output directory {out!r}: {e.strerror or e}") from None
+
+
+def _run_path(out: str, name: str) -> str:
+    return os.path.join(out, "runs", io.safe_filename(name) + ".json")
+
+
+def _finished(out: str, name: str, key: dict) -> RunResult | None:
+    """The saved run of ``name`` if its settings and recipe equal ``key``."""
+    p = _run_path(out, name)
+    try:
+        with open(p, encoding="utf-8") as f:
+            d = json.load(f)
+        if d.get("key") != key:
+            return None
+        res = RunResult.from_dict(d["result"])
+        return None if res.error else res  # a run that failed with an exception is retried
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _run_key(settings: RunSettings, recipe_spec: dict, numerics_every: int | None) -> dict:
+    # through JSON so that a key read back from disk compares equal (tuples become lists)
+    return json.loads(json.dumps({"settings": settings.to_dict(), "recipe": recipe_spec,
+                                  "numerics_every": numerics_every}))
+
+
+def _save_run(out: str, res: RunResult, key: dict) -> None:
+    io.atomic_write_json(_run_path(out, res.recipe), {"key": key, "result": res.to_dict()})
+
+
+def _worker_init(threads: int, tasks: dict[str, bytes]) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    for name, blob in tasks.items():
+        register_task(name, pickle.loads(blob), replace=True)
+
+
+def _worker(task: str, recipe_dict: dict, settings: RunSettings, out: str, key: dict,
+            numerics_every: int | None) -> dict:
+    from ..recipes.recipe import Recipe
+
+    res = train_run(task, Recipe.from_dict(recipe_dict), settings, progress=False, numerics_every=numerics_every)
+    _save_run(out, res, key)
+    return res.to_dict()
+
+
+def _log(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None, *, epochs: int | None = None,
+            seed: int | None = None, out: str | None = None, jobs: int | None = None,
+            config: "str | os.PathLike | CompareConfig | None" = None, lr: float | None = None,
+            batch_size: int | None = None, numerics_every: int | None = None, quiet: bool = False,
+            progress: bool | None = None, report: bool = True) -> Comparison:
+    """Train ``task`` under each of ``recipes`` and write results, plots and report into ``out``.
+
+    ``recipes``: names, ``RecipeEntry``/dicts (name, base, overrides), or a comma-separated string. Arguments
+    given here override ``config`` (a TOML path or a CompareConfig), which overrides the defaults (task
+    mnist1d-cnn; recipes fp32, bf16, fp8-hybrid, fp8-e5m2, fp8-e5m2-noscale, fp8-ibm; seed 0; out lowp-compare;
+    the task's epochs, lr and batch size). ``jobs`` > 1 trains recipes in that many spawned processes, each with
+    ``max(1, cores // jobs)`` torch threads. Returns the :class:`Comparison` (also written to results.json).
+    """
+    # ---- validate everything before writing anything
+    orig_config = None
+    if config is None:
+        cfg = CompareConfig()
+    elif isinstance(config, CompareConfig):
+        cfg = config
+    else:
+        orig_config = os.fspath(config)
+        cfg = load_config(orig_config)
+    if isinstance(recipes, str):
+        recipes = [r for r in (x.strip() for x in recipes.split(",")) if r]
+    cfg = cfg.replace(task=task, recipes=None if recipes is None else [RecipeEntry.from_any(r).to_dict()
+                                                                       for r in recipes],
+                      epochs=epochs, seed=seed, out=None if out is None else os.fspath(out), jobs=jobs, lr=lr,
+                      batch_size=batch_size, numerics_every=numerics_every)
+    the_task = get_task(cfg.task)
+    resolved = [(e.name, e.resolve()) for e in cfg.recipes]
+    settings = RunSettings(cfg.task, cfg.seed, cfg.epochs or the_task.epochs, float(cfg.lr or the_task.lr),
+                           cfg.batch_size or the_task.batch_size)
+    task_blobs: dict[str, bytes] = {}
+    if cfg.jobs > 1:
+        try:
+            task_blobs[cfg.task] = pickle.dumps(task_factory(cfg.task))
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"task {cfg.task!r} cannot be sent to worker processes ({type(e).__name__}); "
+                             "register a module-level factory or use jobs=1") from None
+    outdir = cfg.out
+    _prepare_out(outdir)
+
+    # ---- write the effective config; stale results/report are removed until this run writes new ones
+    io.atomic_write_text(os.path.join(outdir, "config.toml"), cfg.to_toml())
+    if orig_config is not None and os.path.abspath(orig_config) != os.path.abspath(
+            os.path.join(outdir, "config.toml")):
+        shutil.copyfile(orig_config, os.path.join(outdir, "config.orig.toml"))
+    for stale in ("results.json", "report.html"):
+        p = os.path.join(outdir, stale)
+        if os.path.exists(p):
+            os.unlink(p)
+
+    # ---- resume
+    results: dict[str, RunResult] = {}
+    pending = []
+    for name, recipe in resolved:
+        spec = recipe.to_dict()
+        key = _run_key(settings, spec, cfg.numerics_every)
+        done = _finished(outdir, name, key)
+        if done is not None:
+            results[name] = done
+            _log(quiet, f"lowp compare: {name}: reusing finished run {_run_path(outdir, name)}")
+        else:
+            pending.append((name, recipe, key))
+    reused = tuple(results)
+
+    # ---- train
+    if pending:
+        _log(quiet, f"lowp compare: {cfg.task} ({the_task.metric_name}), {settings.epochs} epochs, seed "
+                    f"{settings.seed}: training {', '.join(n for n, _, _ in pending)}"
+                    + (f" on {cfg.jobs} processes" if cfg.jobs > 1 else ""))
+    show = (not quiet) if progress is None else progress
+    show = show and sys.stderr.isatty() if progress is None else show
+    if cfg.jobs == 1 or len(pending) <= 1:
+        for name, recipe, key in pending:
+            res = train_run(the_task, recipe, settings, progress=show, numerics_every=cfg.numerics_every)
+            _save_run(outdir, res, key)
+            results[name] = res
+            _log(quiet, f"lowp compare: {name}: {_one_line(res)}")
+    else:
+        from tqdm.auto import tqdm
+
+        threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
+        with cf.ProcessPoolExecutor(max_workers=min(cfg.jobs, len(pending)), mp_context=mp.get_context("spawn"),
+                                    initializer=_worker_init, initargs=(threads, task_blobs)) as ex:
+            futs = {ex.submit(_worker, cfg.task, recipe.to_dict(), settings, outdir, key, cfg.numerics_every): name
+                    for name, recipe, key in pending}
+            with tqdm(total=len(futs), desc="recipes", disable=not show, leave=False) as bar:
+                for fut in cf.as_completed(futs):
+                    res = RunResult.from_dict(fut.result())
+                    results[futs[fut]] = res
+                    bar.update(1)
+                    _log(quiet, f"lowp compare: {futs[fut]}: {_one_line(res)}")
+
+    runs = _with_deltas([results[name] for name, _ in resolved])
+    comp = Comparison(cfg.task, settings.seed, settings.epochs, settings.lr, settings.batch_size,
+                      the_task.metric_name, runs, outdir, reused)
+    io.atomic_write_json(os.path.join(outdir, "results.json"), comp.to_dict())
+    if report:
+        from .report import render
+
+        render(comp, outdir)
+    return comp
+
+
+def _one_line(r: RunResult) -> str:
+    if r.error:
+        return f"error ({r.error}) after {r.wall_s:.1f}s"
+    m = "-" if r.metric is None else f"{r.metric_name} {100 * r.metric:.2f}%"
+    return f"{'DIVERGED, ' if r.diverged else ''}{m}, {r.skipped_steps} skipped steps, {r.wall_s:.1f}s"

@@ -1,0 +1,221 @@
+"""Configuration of a comparison (``lowp compare --config exp.toml``) and its TOML round trip.
+
+    task = "mnist1d-cnn"
+    epochs = 10            # optional: the task's default
+    seed = 0
+    lr = 0.05              # optional: the task's default
+    batch_size = 64        # optional: the task's default
+    jobs = 1
+    out = "lowp-compare"
+    recipes = ["fp32", "bf16"]            # names, or tables:
+    # [[recipes]]
+    # name = "fp8-hybrid-m1"
+    # base = "fp8-hybrid"
+    # overrides = {input = {margin = 1}}
+
+A recipe table's ``overrides`` go to ``Recipe.replace`` (a table for a tensor-spec field updates that spec).
+``CompareConfig.to_toml()`` writes a file that ``load_config`` reads back to an equal config; ``lowp compare``
+writes the effective config to ``DIR/config.toml`` so a run can be repeated exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+DEFAULT_TASK = "mnist1d-cnn"
+DEFAULT_RECIPES = ("fp32", "bf16", "fp8-hybrid", "fp8-e5m2", "fp8-e5m2-noscale", "fp8-ibm")
+DEFAULT_OUT = "lowp-compare"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeEntry:
+    """One recipe of a comparison: ``name`` (the label, and the recipe if ``base`` is None), an optional named
+    ``base`` recipe, and ``overrides`` for ``Recipe.replace``."""
+
+    name: str
+    base: str | None = None
+    overrides: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a recipe entry needs a non-empty name, got {self.name!r}")
+        if self.base is not None and not isinstance(self.base, str):
+            raise ValueError(f"recipe {self.name!r}: base must be a recipe name, got {self.base!r}")
+        if not isinstance(self.overrides, dict):
+            raise ValueError(f"recipe {self.name!r}: overrides must be a table, got {self.overrides!r}")
+
+    def resolve(self):
+        """The Recipe: base (or name) from the library, overrides applied, renamed to ``name`` when derived."""
+        from .train import resolve_recipe
+
+        if self.base is None and self.name.strip().lower() == "fp8-e5m2-noscale":
+            try:
+                return resolve_recipe(self.name)
+            except ValueError:  # a library without that name: derive it
+                return resolve_recipe("fp8-e5m2").replace(name=self.name, loss_scaling="none")
+        r = resolve_recipe(self.base if self.base is not None else self.name)
+        if self.overrides:
+            r = r.replace(**self.overrides)
+        if self.base is not None or self.overrides:
+            r = r.replace(name=self.name)
+        return r
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.base is not None:
+            d["base"] = self.base
+        if self.overrides:
+            d["overrides"] = self.overrides
+        return d
+
+    @classmethod
+    def from_any(cls, v: Any) -> "RecipeEntry":
+        if isinstance(v, RecipeEntry):
+            return v
+        if isinstance(v, str):
+            return cls(v.strip())
+        if isinstance(v, dict):
+            bad = set(v) - {"name", "base", "overrides"}
+            if bad:
+                raise ValueError(f"unknown key(s) {sorted(bad)} in recipe entry {v!r}; valid: name, base, overrides")
+            if "name" not in v:
+                raise ValueError(f"recipe entry {v!r} has no name")
+            return cls(v["name"], v.get("base"), dict(v.get("overrides") or {}))
+        raise ValueError(f"a recipe entry is a name or a table, got {v!r}")
+
+
+def _pos_int(name: str, v: Any, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    """Everything that defines a comparison. ``epochs``, ``lr`` and ``batch_size`` None mean the task's default."""
+
+    task: str = DEFAULT_TASK
+    recipes: tuple[RecipeEntry, ...] = tuple(RecipeEntry(r) for r in DEFAULT_RECIPES)
+    epochs: int | None = None
+    seed: int = 0
+    lr: float | None = None
+    batch_size: int | None = None
+    jobs: int = 1
+    out: str = DEFAULT_OUT
+    numerics_every: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task, str) or not self.task:
+            raise ValueError(f"task must be a task name, got {self.task!r}")
+        recipes = tuple(RecipeEntry.from_any(r) for r in self.recipes)
+        if not recipes:
+            raise ValueError("no recipes given")
+        names = [r.name for r in recipes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate recipe name(s): {', '.join(dup)}")
+        object.__setattr__(self, "recipes", recipes)
+        if self.epochs is not None:
+            _pos_int("epochs", self.epochs)
+        _pos_int("seed", self.seed, 0)
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
+                                    or not math.isfinite(self.lr) or self.lr <= 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.batch_size is not None:
+            _pos_int("batch_size", self.batch_size)
+        _pos_int("jobs", self.jobs)
+        if self.numerics_every is not None:
+            _pos_int("numerics_every", self.numerics_every)
+        if not isinstance(self.out, str) or not self.out:
+            raise ValueError(f"out must be a directory path, got {self.out!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["recipes"] = [r.to_dict() for r in self.recipes]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CompareConfig":
+        valid = {f.name for f in dataclasses.fields(cls)}
+        bad = set(d) - valid
+        if bad:
+            raise ValueError(f"unknown config key(s) {sorted(bad)}; valid: {', '.join(sorted(valid))}")
+        d = dict(d)
+        if "recipes" in d:
+            r = d["recipes"]
+            if isinstance(r, str):
+                r = [x for x in r.split(",") if x.strip()]
+            if not isinstance(r, (list, tuple)):
+                raise ValueError(f"recipes must be a list, got {r!r}")
+            d["recipes"] = tuple(RecipeEntry.from_any(x) for x in r)
+        return cls(**d)
+
+    def replace(self, **kw: Any) -> "CompareConfig":
+        """A copy with the given (non-None) fields replaced."""
+        return CompareConfig.from_dict({**self.to_dict(), **{k: v for k, v in kw.items() if v is not None}})
+
+    def to_toml(self) -> str:
+        """TOML text that ``load_config``/``parse_config`` read back to an equal config (None fields omitted)."""
+        lines = ["# lowp compare configuration (written by lowp; rerun with: lowp compare --config this-file)"]
+        d = self.to_dict()
+        for k, v in d.items():
+            if k != "recipes" and v is not None:
+                lines.append(f"{k} = {_toml_value(v)}")
+        for r in d["recipes"]:
+            lines += ["", "[[recipes]]"] + [f"{k} = {_toml_value(v)}" for k, v in r.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if v is None:
+        raise ValueError("TOML has no null value")
+    raise ValueError(f"cannot write {type(v).__name__} value {v!r} as TOML")
+
+
+def parse_config(text: str, source: str = "<config>") -> CompareConfig:
+    """A CompareConfig from TOML text; malformed TOML or bad values raise a one-line ValueError naming ``source``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"malformed config {source}: {e}") from None
+    try:
+        return CompareConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bad config {source}: {str(e).splitlines()[0]}") from None
+
+
+def load_config(path: str | os.PathLike) -> CompareConfig:
+    """Read a TOML config file (see the module docstring)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read config {path!r}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"malformed config {path}: not UTF-8 text") from None
+    return parse_config(text, path)

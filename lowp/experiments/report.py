@@ -1,0 +1,282 @@
+"""The compare report: a terminal table, PNG plots and one offline HTML page (``report.html``) referencing them.
+
+Plots (matplotlib, Agg canvas, no global state touched): ``loss.png`` (training loss per epoch, all recipes on
+shared axes, log scale), ``metric.png`` (test metric per epoch), ``final.png`` (final metric per recipe, FP32 as a
+dashed line; diverged runs hatched) and, per recipe with numerics records, ``numerics-<recipe>.png``.
+
+NUMERICS EXTENSION POINT: ``render(comparison, out, numerics=...)`` takes per-layer, per-role statistics records
+``{"layer", "role", "step", "underflow", "overflow", "subnormal", "sqnr_db", "amax"}`` (fractions in [0, 1], SQNR in
+dB; extra keys ignored), either as ``{recipe: [records]}``, or as one list whose records carry a ``"recipe"`` key;
+records stored in a run (``RunResult.numerics``, filled by the analysis layer's collector) are used when
+``numerics`` is None. For each recipe it draws heat maps of underflow and overflow (layer × role, mean over the
+sampled steps), the SQNR per layer and role, and the underflow of each role over training.
+"""
+from __future__ import annotations
+
+import html
+import io as _io
+import math
+import os
+from collections import defaultdict
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import io
+
+COLUMNS = ("recipe", "metric", "delta_fp32", "status", "skipped", "epochs", "wall_s")
+HEADERS = {"recipe": "recipe", "metric": "{metric} %", "delta_fp32": "Δ fp32 (pts)", "status": "status",
+           "skipped": "skipped steps", "epochs": "epochs run", "wall_s": "time s"}
+ROLE_ORDER = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight", "nongemm")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def _delta(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.2f}"
+
+
+def table_rows(comp) -> list[dict[str, str]]:
+    """One dict of display strings per recipe (the same cells in the terminal table and the HTML table):
+    metric and delta in percent / percentage points with 2 decimals, time in seconds with 1 decimal."""
+    rows = []
+    for r in comp.runs:
+        rows.append({"recipe": r.recipe, "metric": _pct(r.metric), "delta_fp32": _delta(r.fp32_delta),
+                     "status": r.status, "skipped": str(r.skipped_steps), "epochs": str(len(r.history)),
+                     "wall_s": f"{r.wall_s:.1f}"})
+    return rows
+
+
+def _headers(comp) -> list[str]:
+    return [HEADERS[c].format(metric=comp.metric_name) for c in COLUMNS]
+
+
+def format_table(comp) -> str:
+    """The summary table as aligned text."""
+    head = _headers(comp)
+    cells = [[row[c] for c in COLUMNS] for row in table_rows(comp)]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------- plots
+
+def _figure(w: float = 6.4, h: float = 4.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str) -> None:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    io.atomic_write_bytes(path, buf.getvalue())
+
+
+def _curve(comp, key: str, ylabel: str, path: str, log: bool = False) -> None:
+    fig = _figure()
+    ax = fig.add_subplot()
+    for r in comp.runs:
+        pts = [(h["epoch"], h[key]) for h in r.history if h.get(key) is not None]
+        if key == "test_metric":
+            pts = [(e, 100 * v) for e, v in pts]
+        if log:
+            pts = [(e, v) for e, v in pts if v > 0]
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3,
+                ls="--" if r.diverged else "-", label=r.recipe + (" (diverged)" if r.diverged else ""))
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.set_title(f"{comp.task}: {ylabel}")
+    _save(fig, path)
+
+
+def _bars(comp, path: str) -> None:
+    fig = _figure()
+    ax = fig.add_subplot()
+    names = [r.recipe for r in comp.runs]
+    vals = [0.0 if r.metric is None else 100 * r.metric for r in comp.runs]
+    bars = ax.bar(range(len(names)), vals, color=["tab:red" if r.status != "ok" else "tab:blue" for r in comp.runs])
+    for b, r in zip(bars, comp.runs):
+        if r.status != "ok":
+            b.set_hatch("//")
+    ref = next((r for r in comp.runs if r.recipe == "fp32" and r.metric is not None), None)
+    if ref is not None:
+        ax.axhline(100 * ref.metric, color="k", ls="--", lw=1, label=f"fp32 {100 * ref.metric:.2f}%")
+        ax.legend(fontsize=8)
+    for i, v in enumerate(vals):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"final {comp.metric_name} (%)")
+    ax.set_title(f"{comp.task}: final {comp.metric_name} (red: diverged / error)")
+    _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------ numerics section
+
+def group_numerics(numerics: Any, comp=None) -> dict[str, list[dict]]:
+    """Normalise numerics input to ``{recipe: [records]}`` (see module docstring)."""
+    if numerics is None:
+        if comp is None:
+            return {}
+        return {r.recipe: list(r.numerics) for r in comp.runs if r.numerics}
+    if isinstance(numerics, Mapping):
+        return {str(k): list(v) for k, v in numerics.items() if v}
+    out: dict[str, list[dict]] = defaultdict(list)
+    for rec in numerics:
+        out[str(rec.get("recipe", "?"))].append(rec)
+    return dict(out)
+
+
+def _order(values: Iterable[str], preferred: Sequence[str] = ()) -> list[str]:
+    seen: list[str] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    return sorted(seen, key=lambda v: (preferred.index(v) if v in preferred else len(preferred), seen.index(v)))
+
+
+def numerics_matrix(records: Sequence[dict], key: str) -> tuple[list[str], list[str], list[list[float]]]:
+    """(layers, roles, mean of ``key`` per layer × role over steps; NaN where absent)."""
+    layers = _order(str(r["layer"]) for r in records)
+    roles = _order((str(r["role"]) for r in records), ROLE_ORDER)
+    acc: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in records:
+        v = r.get(key)
+        if v is not None and math.isfinite(float(v)):
+            acc[(str(r["layer"]), str(r["role"]))].append(float(v))
+    m = [[(sum(acc[(l, ro)]) / len(acc[(l, ro)])) if acc[(l, ro)] else float("nan") for ro in roles]
+         for l in layers]
+    return layers, roles, m
+
+
+def _heat(fig, ax, layers, roles, m, title: str) -> None:
+    import numpy as np
+
+    a = np.array(m, dtype=float) * 100
+    im = ax.imshow(np.ma.masked_invalid(a), aspect="auto", cmap="magma_r", vmin=0,
+                   vmax=max(1.0, np.nanmax(a) if np.isfinite(a).any() else 1.0))  # at least 1%
+    ax.set_xticks(range(len(roles)))
+    ax.set_xticklabels(roles, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(len(layers)))
+    ax.set_yticklabels(layers, fontsize=7)
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if np.isfinite(a[i, j]):
+                ax.text(j, i, f"{a[i, j]:.2g}", ha="center", va="center", fontsize=6, color="tab:cyan")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of values")
+
+
+def render_numerics(recipe: str, records: Sequence[dict], path: str) -> None:
+    """One figure for one recipe: underflow and overflow heat maps (layer × role), SQNR per layer and role, and the
+    underflow of each role (mean over layers) against the training step."""
+    import numpy as np
+
+    layers, roles, under = numerics_matrix(records, "underflow")
+    _, _, over = numerics_matrix(records, "overflow")
+    _, _, sqnr = numerics_matrix(records, "sqnr_db")
+    fig = _figure(13, 3.2 + 0.25 * len(layers))
+    ax1, ax2, ax3, ax4 = (fig.add_subplot(1, 4, i) for i in range(1, 5))
+    _heat(fig, ax1, layers, roles, under, f"{recipe}: underflow (flushed to 0)")
+    _heat(fig, ax2, layers, roles, over, f"{recipe}: overflow / saturated")
+    s = np.array(sqnr, dtype=float)
+    width = 0.8 / max(1, len(roles))
+    for j, ro in enumerate(roles):
+        ax3.barh(np.arange(len(layers)) + j * width, np.nan_to_num(s[:, j], nan=0.0), height=width, label=ro)
+    ax3.set_yticks(np.arange(len(layers)) + 0.4 - width / 2)
+    ax3.set_yticklabels(layers, fontsize=7)
+    ax3.invert_yaxis()
+    ax3.set_xlabel("SQNR (dB)")
+    ax3.set_title("SQNR per layer", fontsize=9)
+    ax3.legend(fontsize=6)
+    by: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("underflow") is not None and r.get("step") is not None:
+            by[str(r["role"])][int(r["step"])].append(100 * float(r["underflow"]))
+    for ro in roles:
+        if ro in by:
+            steps = sorted(by[ro])
+            ax4.plot(steps, [sum(by[ro][t]) / len(by[ro][t]) for t in steps], label=ro)
+    ax4.set_xlabel("step")
+    ax4.set_ylabel("underflow % (mean over layers)")
+    ax4.set_title("underflow over training", fontsize=9)
+    ax4.legend(fontsize=6)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------------------ HTML
+
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+td:first-child,th:first-child{text-align:left}tr.bad td{background:#fde8e8}img{max-width:100%}
+code{background:#f4f4f4;padding:0 3px}details{margin:.3em 0}"""
+
+
+def _html_table(comp) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _headers(comp))
+    body = []
+    for row in table_rows(comp):
+        cls = ' class="bad"' if row["status"] != "ok" else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(row[c])}</td>" for c in COLUMNS) + "</tr>")
+    return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def render(comp, out: str, numerics: Any = None) -> str:
+    """Write the plots and ``report.html`` for ``comp`` into ``out``; returns the HTML path."""
+    os.makedirs(out, exist_ok=True)
+    _curve(comp, "train_loss", "training loss", os.path.join(out, "loss.png"), log=True)
+    _curve(comp, "test_metric", f"test {comp.metric_name} (%)", os.path.join(out, "metric.png"))
+    _bars(comp, os.path.join(out, "final.png"))
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lowp compare: {e(comp.task)}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>lowp compare: {e(comp.task)}</h1>",
+             f"<p>{len(comp.runs)} recipes, {comp.epochs} epochs, seed {comp.seed}, lr {comp.lr:g}, batch size "
+             f"{comp.batch_size}; identical initial weights and data order for every recipe. Metric: test "
+             f"{e(comp.metric_name)}; Δ fp32 in percentage points. Raw numbers: <a href='results.json'>"
+             f"results.json</a>; repeat with <code>lowp compare --config config.toml</code>.</p>",
+             "<h2>Summary</h2>", _html_table(comp)]
+    for r in comp.runs:
+        if r.error:
+            parts.append(f"<p><b>{e(r.recipe)}</b> failed: <code>{e(r.error)}</code></p>")
+        elif r.diverged:
+            parts.append(f"<p><b>{e(r.recipe)}</b> diverged (non-finite loss) at {e(str(r.diverged_at))}.</p>")
+    parts += ["<h2>Training</h2>", "<img src='loss.png' alt='training loss per epoch'>",
+              "<img src='metric.png' alt='test metric per epoch'>",
+              "<h2>Final metric against FP32</h2>", "<img src='final.png' alt='final metric per recipe'>"]
+    groups = group_numerics(numerics, comp)
+    if groups:  # the numerics section (see module docstring)
+        parts.append("<h2>Numerics per layer and role</h2><p>Underflow: fraction of nonzero values flushed to 0; "
+                     "overflow: fraction saturated or overflowed; SQNR of the quantized tensor against its "
+                     "unquantized value. Means over the sampled steps.</p>")
+        for name, recs in groups.items():
+            fn = f"numerics-{io.safe_filename(name)}.png"
+            render_numerics(name, recs, os.path.join(out, fn))
+            parts.append(f"<h3>{e(name)}</h3><img src='{e(fn)}' alt='numerics of {e(name)}'>")
+    parts.append("<h2>Recipes</h2>")
+    for r in comp.runs:
+        spec = r.recipe_spec or {}
+        parts.append(f"<details><summary><b>{e(r.recipe)}</b> — {e(str(spec.get('source', '')))}</summary>"
+                     f"<p>{e(str(spec.get('notes', '')))}</p><pre>{e(_spec_text(spec))}</pre></details>")
+    parts.append("</body></html>")
+    path = os.path.join(out, "report.html")
+    io.atomic_write_text(path, "\n".join(parts))
+    return path
+
+
+def _spec_text(spec: dict) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in spec.items() if k not in ("source", "notes") and v not in (None, (), []))

@@ -1,0 +1,322 @@
+"""Tasks for ``lowp compare``: a model factory, an offline data set, a loss, a metric and default hyper-parameters.
+
+Built in (all offline, SPEC §8; sizes chosen for 2 CPU cores):
+
+- ``digits-mlp``       scikit-learn's bundled 8×8 digits, fixed stratified 1437/360 split, MLP 64-128-64-10.
+- ``mnist1d-mlp``      MNIST-1D (``mnist1d`` package, generated, standard 4000/1000 split), MLP 40-256-256-10
+                       (published MLP baseline ≈ 68%).
+- ``mnist1d-cnn``      MNIST-1D, 3-layer 1-D CNN (32 channels) + linear head (published CNN baseline ≈ 94%).
+- ``resnet-mini``      digits 8×8 as images, a small residual CNN (two residual blocks with BatchNorm, 16 channels).
+- ``tiny-transformer`` a 2-layer causal decoder (d=32, 2 heads) on a generated *sort* task: given 8 digits and a
+                       separator, emit them sorted; metric = token accuracy on the 8 output positions (teacher
+                       forcing). Its attention products go through ``lowp.ops.Matmul`` so recipes emulate them.
+
+Users add their own with ``register_task(name, factory)``; ``factory()`` returns a :class:`Task` (or pass a Task).
+A task's data is generated once per process and cached.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+    """Train and test tensors of a task (inputs float32 or int64, targets int64)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def classification_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the last axis of ``out``; targets equal to -100 are ignored (sequence tasks)."""
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=-100)
+
+
+def accuracy_counts(out: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """(correct, counted) of argmax predictions; targets equal to -100 are not counted."""
+    pred = out.argmax(-1)
+    keep = y != -100
+    return int(((pred == y) & keep).sum()), int(keep.sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A model + data + metric with default training hyper-parameters (SGD with momentum, cosine schedule).
+
+    ``build_model()`` is called after ``torch.manual_seed(seed)``, so the initial weights depend only on the seed.
+    ``metric_counts(out, y) -> (correct, total)`` is summed over the test set; the metric is correct / total
+    (higher is better).
+    """
+
+    name: str
+    build_model: Callable[[], nn.Module]
+    load_data: Callable[[], TaskData]
+    metric_name: str = "accuracy"
+    epochs: int = 10
+    lr: float = 0.05
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss
+    metric_counts: Callable[[torch.Tensor, torch.Tensor], tuple[int, int]] = accuracy_counts
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"task {self.name!r}: unknown schedule {self.schedule!r}; valid: cosine, constant")
+        for f in ("epochs", "batch_size"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"task {self.name!r}: {f} must be a positive int, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"task {self.name!r}: lr must be > 0, got {self.lr!r}")
+
+    def defaults(self) -> dict[str, Any]:
+        """The serialisable description (everything but the callables)."""
+        return {"name": self.name, "metric_name": self.metric_name, "epochs": self.epochs, "lr": self.lr,
+                "batch_size": self.batch_size, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "schedule": self.schedule, "description": self.description}
+
+
+# ---------------------------------------------------------------------------------------------------- data sets
+
+@functools.lru_cache(maxsize=None)
+def digits_data() -> TaskData:
+    """scikit-learn digits, pixels scaled to [0, 1], fixed stratified split (360 test images, random_state=0)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=360, random_state=0, stratify=d.target)
+    t = torch.from_numpy
+    return TaskData(t(xtr), t(ytr.astype(np.int64)), t(xte), t(yte.astype(np.int64)))
+
+
+@functools.lru_cache(maxsize=None)
+def mnist1d_data() -> TaskData:
+    """MNIST-1D generated offline with the package's default arguments (seed 42): 4000 train, 1000 test, length 40."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())
+    f = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    i = lambda a: torch.tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
+    return TaskData(f(d["x"]), i(d["y"]), f(d["x_test"]), i(d["y_test"]))
+
+
+SORT_LEN, SORT_VOCAB = 8, 10  # digits 0..9, separator token 10
+
+
+@functools.lru_cache(maxsize=None)
+def sort_data(n_train: int = 4000, n_test: int = 1000, seed: int = 1234) -> TaskData:
+    """Sequence task: ``x = [a_1..a_8, SEP, s_1..s_7]``, target the next token, counted only on the 8 sorted outputs
+    ``s_1..s_8`` (other positions are -100). Generated with a fixed NumPy seed."""
+    rng = np.random.default_rng(seed)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a = rng.integers(0, SORT_VOCAB, size=(n, SORT_LEN))
+        s = np.sort(a, axis=1)
+        seq = np.concatenate([a, np.full((n, 1), SORT_VOCAB), s], axis=1)  # length 17
+        x, y = seq[:, :-1], seq[:, 1:].copy()
+        y[:, : SORT_LEN - 1] = -100  # no loss on predicting the (random) input digits
+        y[:, SORT_LEN - 1] = -100     # nor on the separator
+        return torch.tensor(x, dtype=torch.int64), torch.tensor(y, dtype=torch.int64)
+
+    xtr, ytr = make(n_train)
+    xte, yte = make(n_test)
+    return TaskData(xtr, ytr, xte, yte)
+
+
+# ------------------------------------------------------------------------------------------------------- models
+
+def mlp(sizes: tuple[int, ...]) -> nn.Module:
+    """Linear/ReLU stack."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def mnist1d_cnn(channels: int = 32) -> nn.Module:
+    """1-D CNN for length-40 signals: conv(5, stride 2) → conv(3) → pool → conv(3) → pool → linear."""
+    c = channels
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 40)),
+        nn.Conv1d(1, c, 5, 2, 2), nn.ReLU(),
+        nn.Conv1d(c, c, 3, 1, 1), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(c, c, 3, 1, 1), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Flatten(), nn.Linear(c * 5, 10))
+
+
+class ResBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus identity, ReLU."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(x + self.bn2(self.conv2(y)))
+
+
+class ResNetMini(nn.Module):
+    """Residual CNN for 8×8 digits: stem conv, two residual blocks, global average pool, linear."""
+
+    def __init__(self, c: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.blocks = nn.Sequential(ResBlock(c), ResBlock(c))
+        self.head = nn.Linear(c, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(-1, 1, 8, 8)
+        x = self.blocks(F.relu(self.bn(self.stem(x))))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def _matmul_module() -> nn.Module:
+    """``lowp.ops.Matmul`` (configured by ``lowp.emulate``); plain ``torch.matmul`` if that module is missing."""
+    try:
+        from ..ops.modules import Matmul
+        return Matmul()
+    except ImportError:  # pragma: no cover - lowp.ops is part of the package
+        class _Plain(nn.Module):
+            def forward(self, a, b):
+                return torch.matmul(a, b)
+        return _Plain()
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention whose q·kᵀ and p·v products are ``Matmul`` modules (emulated)."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.h = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.score = _matmul_module()
+        self.mix = _matmul_module()
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+        att = self.score(q, k.transpose(-1, -2)) / math.sqrt(d // self.h)
+        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        att = self.softmax(att.masked_fill(mask, float("-inf")))
+        y = self.mix(att, v).transpose(1, 2).reshape(b, t, d)
+        return self.proj(y)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)); x + MLP(LN(x))."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = CausalSelfAttention(d, heads)
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class TinyDecoder(nn.Module):
+    """Token + learned position embeddings, ``layers`` decoder blocks, final LayerNorm and vocabulary head."""
+
+    def __init__(self, vocab: int = SORT_VOCAB + 1, d: int = 32, heads: int = 2, layers: int = 2,
+                 max_len: int = 2 * SORT_LEN) -> None:
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(max_len, d)
+        self.blocks = nn.Sequential(*[DecoderBlock(d, heads) for _ in range(layers)])
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(idx.shape[1], device=idx.device)
+        return self.head(self.ln(self.blocks(self.tok(idx) + self.pos(pos))))
+
+
+# ----------------------------------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, Callable[[], Task] | Task] = {}
+
+
+def register_task(name: str, factory: "Callable[[], Task] | Task", *, replace: bool = False) -> None:
+    """Register a task under ``name``: ``factory()`` returns a :class:`Task` (or pass the Task itself).
+
+    For ``lowp compare --jobs K`` with K > 1 the factory must be picklable (a module-level function)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a task name is a non-empty string, got {name!r}")
+    if not (callable(factory) or isinstance(factory, Task)):
+        raise TypeError(f"register_task({name!r}, ...): factory must be a Task or a callable returning one")
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"task {name!r} is already registered (pass replace=True to override)")
+    _REGISTRY[name] = factory
+
+
+def task_names() -> list[str]:
+    """Names of the registered tasks (built-in first)."""
+    return list(_REGISTRY)
+
+
+def task_factory(name: str) -> "Callable[[], Task] | Task":
+    """The registered factory of ``name`` (ValueError listing the known names if unknown)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def get_task(name: str) -> Task:
+    """The :class:`Task` registered as ``name``."""
+    f = task_factory(name)
+    task = f if isinstance(f, Task) else f()
+    if not isinstance(task, Task):
+        raise TypeError(f"task factory for {name!r} returned {type(task).__name__}, not a Task")
+    return task
+
+
+def _digits_mlp() -> Task:
+    return Task("digits-mlp", lambda: mlp((64, 128, 64, 10)), digits_data, epochs=10, lr=0.05, batch_size=32,
+                description="sklearn digits 8x8, MLP 64-128-64-10")
+
+
+def _mnist1d_mlp() -> Task:
+    return Task("mnist1d-mlp", lambda: mlp((40, 256, 256, 10)), mnist1d_data, epochs=20, lr=0.05, batch_size=64,
+                description="MNIST-1D, MLP 40-256-256-10 (published MLP baseline ~68%)")
+
+
+def _mnist1d_cnn() -> Task:
+    return Task("mnist1d-cnn", mnist1d_cnn, mnist1d_data, epochs=10, lr=0.1, batch_size=64,
+                description="MNIST-1D, 3-layer 1-D CNN, 32 channels (published CNN baseline ~94%)")
+
+
+def _resnet_mini() -> Task:
+    return Task("resnet-mini", ResNetMini, digits_data, epochs=8, lr=0.05, batch_size=32,
+                description="sklearn digits 8x8, residual CNN (2 blocks, 16 channels, BatchNorm)")
+
+
+def _tiny_transformer() -> Task:
+    return Task("tiny-transformer", TinyDecoder, sort_data, metric_name="token_accuracy", epochs=6, lr=0.1,
+                batch_size=64, description="causal decoder (2 layers, d=32, 2 heads) sorting 8 digits")
+
+
+for _n, _f in [("digits-mlp", _digits_mlp), ("mnist1d-cnn", _mnist1d_cnn), ("mnist1d-mlp", _mnist1d_mlp),
+               ("resnet-mini", _resnet_mini), ("tiny-transformer", _tiny_transformer)]:
+    register_task(_n, _f)

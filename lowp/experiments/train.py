@@ -1,0 +1,282 @@
+"""The training loop of ``lowp compare``: one task under one recipe, seeded, with divergence detection.
+
+Every run with the same :class:`RunSettings` sees the same initial weights (``torch.manual_seed(seed)`` before the
+model is built, then the recipe is applied) and the same data order (a ``torch.Generator`` seeded with ``seed``).
+A recipe is applied through the training contract of docs/architecture.md (``lowp.emulate`` +
+``lowp.LowpOptimizer``), resolved at call time. A NaN/Inf training loss stops the run and marks it diverged.
+
+Numerics extension point: ``train_run(..., numerics_every=N)`` asks ``lowp.analysis`` for a collector
+(``lowp.analysis.numerics_collector(model, every=N)``, a context manager with ``.records() -> list[dict]``); when
+the analysis layer provides one, its records (layer, role, step, underflow, overflow, subnormal, sqnr_db, amax)
+land in ``RunResult.numerics`` and the report draws them.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import sys
+import time
+import warnings
+from typing import Any
+
+import torch
+
+from .tasks import Task, get_task
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What makes two runs comparable: task, seed, epochs and optimiser hyper-parameters."""
+
+    task: str
+    seed: int = 0
+    epochs: int = 10
+    lr: float = 0.05
+    batch_size: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSettings":
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of history: mean training loss, test metric, cumulative skipped steps, loss scale at the end."""
+
+    epoch: int
+    train_loss: float
+    test_metric: float
+    skipped_steps: int = 0
+    loss_scale: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """The outcome of one recipe. ``metric`` is the final test metric (also for a diverged run: the metric of the
+    model as it was when the run stopped); ``fp32_delta`` = metric − metric of the ``fp32`` run (None without
+    one); ``error`` is the one-line message of an exception that ended the run (then ``metric`` is None)."""
+
+    recipe: str
+    metric: float | None
+    metric_name: str
+    diverged: bool
+    history: tuple[dict, ...]
+    skipped_steps: int
+    wall_s: float
+    steps: int
+    settings: dict
+    recipe_spec: dict
+    fp32_delta: float | None = None
+    diverged_at: dict | None = None
+    loss_scale: float | None = None
+    error: str | None = None
+    numerics: tuple[dict, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["history"] = list(self.history)
+        d["numerics"] = None if self.numerics is None else list(self.numerics)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunResult":
+        d = dict(d)
+        d["history"] = tuple(d.get("history") or ())
+        if d.get("numerics") is not None:
+            d["numerics"] = tuple(d["numerics"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error else "diverged" if self.diverged else "ok"
+
+
+# ------------------------------------------------------------------------------------------- recipe adapter
+
+class _PlainOptimizer:
+    """Stand-in for ``lowp.LowpOptimizer`` when it is not available: plain FP32 update, no loss scaling."""
+
+    def __init__(self, opt: torch.optim.Optimizer) -> None:
+        self.optimizer = opt
+        self.skipped_steps = 0
+        self.loss_scale = None
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> bool:
+        self.optimizer.step()
+        return True
+
+
+def _lowp_attr(name: str):
+    import lowp
+
+    obj = getattr(lowp, name, None)
+    if obj is None:  # not (yet) exported at the top: look in the recipe layer
+        with contextlib.suppress(ImportError):
+            import lowp.recipes as rec
+            obj = getattr(rec, name, None)
+        if obj is None and name == "LowpOptimizer":
+            with contextlib.suppress(ImportError):
+                from lowp.recipes import optim
+                obj = getattr(optim, "LowpOptimizer", None)
+    return obj
+
+
+def resolve_recipe(recipe: Any):
+    """A Recipe from a name, a dict (``Recipe.to_dict``) or a Recipe."""
+    get_recipe = _lowp_attr("get_recipe")
+    if isinstance(recipe, dict):
+        from ..recipes.recipe import Recipe
+        return Recipe.from_dict(recipe)
+    return get_recipe(recipe)
+
+
+def apply_recipe(model: torch.nn.Module, opt: torch.optim.Optimizer, recipe: Any):
+    """Apply ``recipe`` by the training contract: ``(lowp.emulate(model, recipe), lowp.LowpOptimizer(opt, recipe))``.
+    Without LowpOptimizer (not built yet) the optimiser stays plain FP32 and a warning says so."""
+    emulate = _lowp_attr("emulate")
+    model = emulate(model, recipe)
+    lopt_cls = _lowp_attr("LowpOptimizer")
+    if lopt_cls is None:
+        if any(getattr(recipe, f, None) is not None for f in ("master", "optim_state")) or \
+                getattr(getattr(recipe, "loss_scaling", None), "kind", "none") != "none":
+            warnings.warn(f"lowp.LowpOptimizer is not available: recipe {recipe.name!r}'s master weights, optimizer "
+                          "state and loss scaling are not emulated", RuntimeWarning, stacklevel=2)
+        return model, _PlainOptimizer(opt)
+    return model, lopt_cls(opt, recipe)
+
+
+def _numerics_collector(model: torch.nn.Module, every: int):
+    """The analysis layer's collector, or None if it provides none (see module docstring)."""
+    try:
+        import lowp.analysis as an
+    except ImportError:  # pragma: no cover
+        return None
+    factory = getattr(an, "numerics_collector", None)
+    return None if factory is None else factory(model, every=every)
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+def _lr_at(task: Task, base_lr: float, step: int, total: int) -> float:
+    if task.schedule == "constant" or total <= 1:
+        return base_lr
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / total))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    """The task metric on (x, y), in eval mode."""
+    was = model.training
+    model.eval()
+    correct = total = 0
+    for i in range(0, len(x), batch):
+        c, n = task.metric_counts(model(x[i:i + batch]), y[i:i + batch])
+        correct, total = correct + c, total + n
+    model.train(was)
+    return correct / max(total, 1)
+
+
+def _show_progress(progress: bool | None) -> bool:
+    if progress is None:
+        return sys.stderr.isatty()
+    return progress
+
+
+def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress: bool | None = None,
+              numerics_every: int | None = None) -> RunResult:
+    """Train ``task`` under ``recipe`` with ``settings``; never raises for a numerical failure (diverged) or an
+    exception inside training (``error``), so that a comparison keeps going with the other recipes."""
+    from tqdm.auto import tqdm
+
+    task = get_task(task) if isinstance(task, str) else task
+    recipe = resolve_recipe(recipe)
+    data = task.load_data()
+    torch.manual_seed(settings.seed)
+    model = task.build_model()
+    base = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=task.momentum,
+                           weight_decay=task.weight_decay)
+    history: list[dict] = []
+    diverged_at = None
+    steps = 0
+    error = None
+    numerics = None
+    n = len(data.x_train)
+    per_epoch = math.ceil(n / settings.batch_size)
+    total = per_epoch * settings.epochs
+    gen = torch.Generator().manual_seed(settings.seed)
+    t0 = time.perf_counter()
+    opt = None
+    bar = tqdm(total=total, desc=f"{task.name} {recipe.name}", leave=False, disable=not _show_progress(progress),
+               dynamic_ncols=True)
+    try:
+        model, opt = apply_recipe(model, base, recipe)
+        collector = _numerics_collector(model, numerics_every) if numerics_every else None
+        with collector if collector is not None else contextlib.nullcontext():
+            model.train()
+            for epoch in range(settings.epochs):
+                order = torch.randperm(n, generator=gen)
+                loss_sum, loss_n = 0.0, 0
+                for i in range(0, n, settings.batch_size):
+                    idx = order[i:i + settings.batch_size]
+                    lr = _lr_at(task, settings.lr, steps, total)
+                    for g in base.param_groups:
+                        g["lr"] = lr
+                    opt.zero_grad()
+                    loss = task.loss_fn(model(data.x_train[idx]), data.y_train[idx])
+                    lv = float(loss.detach())
+                    if not math.isfinite(lv):
+                        diverged_at = {"epoch": epoch, "step": steps, "loss": str(lv)}
+                        break
+                    opt.backward(loss)
+                    opt.step()
+                    steps += 1
+                    loss_sum, loss_n = loss_sum + lv, loss_n + 1
+                    bar.update(1)
+                    if steps % 10 == 0:
+                        bar.set_postfix(loss=f"{lv:.3f}", refresh=False)
+                metric = evaluate(model, task, data.x_test, data.y_test)
+                history.append(EpochRecord(epoch + 1, loss_sum / loss_n if loss_n else float("nan"), metric,
+                                           int(opt.skipped_steps), _scale(opt)).to_dict())
+                if diverged_at is not None:
+                    break
+            if collector is not None:
+                numerics = tuple(_json_safe(dict(r)) for r in collector.records())
+    except Exception as e:  # noqa: BLE001 - reported per recipe, the comparison goes on
+        error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    metric = history[-1]["test_metric"] if history and error is None else None
+    return RunResult(
+        recipe=recipe.name, metric=metric, metric_name=task.metric_name, diverged=diverged_at is not None,
+        history=tuple(_json_safe(h) for h in history), skipped_steps=int(getattr(opt, "skipped_steps", 0) or 0),
+        wall_s=round(wall, 3), steps=steps, settings=settings.to_dict(), recipe_spec=json.loads(json.dumps(recipe.to_dict())),
+        diverged_at=diverged_at, loss_scale=_scale(opt), error=error, numerics=numerics)
+
+
+def _scale(opt: Any) -> float | None:
+    s = getattr(opt, "loss_scale", None)
+    if s is None:
+        return None
+    s = float(s)
+    return s if math.isfinite(s) else None
+
+
+def _json_safe(h: dict) -> dict:
+    """NaN/Inf floats become None (strict JSON)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in h.items()}

@@ -1,0 +1,179 @@
+"""Emulated GEMM-like ops (SPEC §5): linear, conv1d, conv2d, matmul/bmm and embedding with a format per tensor role.
+
+Each op is composed from two custom autograd Functions around torch's own kernels:
+
+    x_q = RoleQ(x)   forward: Q_input(x)        backward: Q_grad_input(dx)
+    w_q = RoleQ(w)   forward: Q_weight(w)       backward: Q_grad_weight(dw)
+    y   = GEMM(x_q, w_q) + b                    (torch kernel, or AccGEMM when the recipe accumulates in a format)
+    y_q = RoleQ(y)   forward: Q_output(y)       backward: Q_grad_output(dy)
+
+so in backward the error dy is rounded once (grad_output), the two backward GEMMs (dx = dy·W, dw = dyᵀ·x) run on
+the rounded operands, and their results are rounded once each (grad_input, grad_weight). Roles a recipe leaves
+unset cost nothing, so the ``fp32`` recipe runs exactly torch's kernels (bit-identical to plain PyTorch). The bias
+is added in FP32 before the output rounding; its gradient is the FP32 sum of the rounded dy.
+
+Accumulation (``recipe.accumulate``): the forward GEMM and both backward GEMMs call
+``lowp.ops.accumulate.matmul(a, b, accumulate=fmt, chunk=chunk)`` (products exact in FP32, sums rounded in
+``fmt``). Linear inputs are flattened to 2-D first so the weight-gradient reduction over batch·tokens is also a
+format-accumulated GEMM. Convolutions go through im2col (``F.unfold``): the reduction over C_in·kh·kw (forward),
+C_out (grad-input, per column) and N·L (grad-weight) accumulate in the format; the col2im (``F.fold``) sum of
+the k² overlapping grad-input contributions is FP32 (an emulation simplification). groups > 1 is not supported
+with accumulation.
+
+Attention convention for ``emulated_matmul(a, b)``: the left operand ``a`` takes the ``input`` role and the right
+operand ``b`` the ``weight`` role (so dA is ``grad_input`` and dB ``grad_weight``); for q·kᵀ that is q → input,
+kᵀ → weight; for p·v, p → input, v → weight. FP16/FP8 arithmetic is emulated by FP32 compute on rounded values:
+no reduced-precision matmul is ever called.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .context import OpContext
+
+
+class _RoleQ(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, opctx, fwd_role, bwd_role, chan_axis, block_axis, flatten):
+        ctx.args = (opctx, bwd_role, chan_axis, block_axis, flatten)
+        if fwd_role is None or not opctx.has(fwd_role):
+            return x.view_as(x)
+        return opctx.quantize(fwd_role, x, chan_axis, block_axis, flatten)
+
+    @staticmethod
+    def backward(ctx, g):
+        opctx, bwd_role, chan_axis, block_axis, flatten = ctx.args
+        if g is not None and bwd_role is not None and opctx.has(bwd_role):
+            if g.is_sparse:  # sparse embedding gradient: round its values
+                g = g.coalesce()
+                g = torch.sparse_coo_tensor(g.indices(), opctx.quantize(bwd_role, g.values(), -1, -1), g.shape)
+            else:
+                g = opctx.quantize(bwd_role, g, chan_axis, block_axis, flatten)
+        return g, None, None, None, None, None, None
+
+
+def role_q(x: torch.Tensor, opctx: OpContext, fwd_role: str | None, bwd_role: str | None, chan_axis: int = -1,
+           block_axis: int = -1, flatten: bool = False) -> torch.Tensor:
+    """Round ``x`` as ``fwd_role`` in forward and its gradient as ``bwd_role`` in backward (no-op when unset)."""
+    if not ((fwd_role and opctx.has(fwd_role)) or (bwd_role and opctx.has(bwd_role))):
+        return x
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return opctx.quantize(fwd_role, x, chan_axis, block_axis, flatten) if fwd_role and opctx.has(fwd_role) else x
+    return _RoleQ.apply(x, opctx, fwd_role, bwd_role, chan_axis, block_axis, flatten)
+
+
+class _AccMatmul(torch.autograd.Function):
+    """a @ b with accumulation in a format, forward and both backward GEMMs (a: (..., M, K), b: (..., K, N))."""
+
+    @staticmethod
+    def forward(ctx, a, b, fmt, chunk):
+        from .accumulate import matmul  # written concurrently; imported lazily
+
+        ctx.save_for_backward(a, b)
+        ctx.fmt, ctx.chunk = fmt, chunk
+        return matmul(a, b, accumulate=fmt, chunk=chunk)
+
+    @staticmethod
+    def backward(ctx, g):
+        from .accumulate import matmul
+
+        a, b = ctx.saved_tensors
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = matmul(g, b.transpose(-1, -2), accumulate=ctx.fmt, chunk=ctx.chunk)
+            ga = ga.sum_to_size(a.shape) if ga.shape != a.shape else ga
+        if ctx.needs_input_grad[1]:
+            gb = matmul(a.transpose(-1, -2), g, accumulate=ctx.fmt, chunk=ctx.chunk)
+            gb = gb.sum_to_size(b.shape) if gb.shape != b.shape else gb
+        return ga, gb, None, None
+
+
+def _gemm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext) -> torch.Tensor:
+    if opctx.accumulate is None:
+        return torch.matmul(a, b)
+    return _AccMatmul.apply(a, b, opctx.accumulate, opctx.chunk)
+
+
+def emulated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    opctx: OpContext) -> torch.Tensor:
+    """y = x·Wᵀ + b with every role rounded per ``opctx`` (see module docstring)."""
+    xq = role_q(x, opctx, "input", "grad_input", -1, -1)
+    wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1)
+    if opctx.accumulate is None:
+        y = F.linear(xq, wq, bias)
+    else:
+        k = xq.shape[-1]
+        y = _gemm(xq.reshape(-1, k), wq.t(), opctx).reshape(*xq.shape[:-1], wq.shape[0])
+        if bias is not None:
+            y = y + bias
+    return role_q(y, opctx, "output", "grad_output", -1, -1)
+
+
+def _conv_acc(xq: torch.Tensor, wq: torch.Tensor, bias, stride, padding, dilation, groups, opctx) -> torch.Tensor:
+    """2-D convolution as im2col + format-accumulated GEMM (x: (N, C, H, W), w: (Co, C, kh, kw))."""
+    if groups != 1:
+        raise NotImplementedError(f"emulated conv with accumulation supports groups=1 only, got groups={groups}")
+    n, _, h, w_ = xq.shape
+    co, _, kh, kw = wq.shape
+    cols = F.unfold(xq, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (N, C·kh·kw, L)
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w_ + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    a = cols.transpose(1, 2).reshape(n * oh * ow, -1)
+    y = _gemm(a, wq.reshape(co, -1).t(), opctx)  # (N·L, Co)
+    y = y.reshape(n, oh * ow, co).transpose(1, 2).reshape(n, co, oh, ow)
+    if bias is not None:
+        y = y + bias.reshape(1, co, 1, 1)
+    return y
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)  # type: ignore[return-value]
+
+
+def emulated_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, opctx: OpContext,
+                    stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
+    """Conv2d with roles rounded per ``opctx``; ``padding`` an int/pair (string padding: pre-pad with F.pad)."""
+    xq = role_q(x, opctx, "input", "grad_input", 1, 1)
+    wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
+    if opctx.accumulate is None:
+        y = F.conv2d(xq, wq, bias, stride, padding, dilation, groups)
+    else:
+        y = _conv_acc(xq, wq, bias, _pair(stride), _pair(padding), _pair(dilation), groups, opctx)
+    return role_q(y, opctx, "output", "grad_output", 1, 1)
+
+
+def emulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, opctx: OpContext,
+                    stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
+    """Conv1d with roles rounded per ``opctx`` (with accumulation: as a conv2d of height 1)."""
+    xq = role_q(x, opctx, "input", "grad_input", 1, 1)
+    wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
+    if opctx.accumulate is None:
+        y = F.conv1d(xq, wq, bias, stride, padding, dilation, groups)
+    else:
+        one = lambda v: v[0] if isinstance(v, (tuple, list)) else v  # noqa: E731
+        y = _conv_acc(xq.unsqueeze(2), wq.unsqueeze(2), bias, (1, one(stride)), (0, one(padding)),
+                      (1, one(dilation)), groups, opctx).squeeze(2)
+    return role_q(y, opctx, "output", "grad_output", 1, 1)
+
+
+def emulated_matmul(a: torch.Tensor, b: torch.Tensor, opctx: OpContext) -> torch.Tensor:
+    """a @ b (batched like torch.matmul) for attention: a is the ``input`` role, b the ``weight`` role."""
+    aq = role_q(a, opctx, "input", "grad_input", -1, -1)
+    bq = role_q(b, opctx, "weight", "grad_weight", -1, -2)
+    return role_q(_gemm(aq, bq, opctx), opctx, "output", "grad_output", -1, -1)
+
+
+def emulated_embedding(idx: torch.Tensor, weight: torch.Tensor, opctx: OpContext, padding_idx=None,
+                       max_norm=None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
+                       sparse: bool = False) -> torch.Tensor:
+    """Embedding lookup: the table is the ``weight`` role (its gradient ``grad_weight``), the gathered rows the
+    ``output`` role (their gradient ``grad_output``); indices are not rounded."""
+    if max_norm is not None:  # renormalises the table in place first, as torch does
+        with torch.no_grad():
+            torch.embedding_renorm_(weight, idx, max_norm, norm_type)
+    wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1)
+    y = F.embedding(idx, wq, padding_idx, None, norm_type, scale_grad_by_freq, sparse)
+    return role_q(y, opctx, "output", "grad_output", -1, -1)

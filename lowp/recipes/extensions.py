@@ -1,0 +1,43 @@
+"""Extension registries that let higher layers (techniques) plug into recipes without the recipe layer importing
+them (dependency inversion: ``lowp/__init__`` imports the techniques, which register themselves here).
+
+- Recipe families: ``register_recipe_family(regex, factory)``; ``get_recipe(name)`` falls back to the first family
+  whose regex fully matches the name and calls ``factory(match) -> Recipe`` (e.g. ``pact-w4a4``).
+- Recipe modifiers: ``register_modifier(name, fn)``; a recipe name ``BASE+name[:arg]`` (e.g. ``bf16+autosparse:0.8``)
+  is ``fn(base_recipe, arg) -> Recipe``.
+- Model transforms: ``register_transform(name, fn)``; ``emulate`` applies each entry ``"name[:args]"`` of
+  ``recipe.transforms`` as ``fn(model, recipe, args) -> model`` after swapping modules.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+RECIPE_FAMILIES: list[tuple[re.Pattern, Callable]] = []
+MODIFIERS: dict[str, Callable] = {}
+TRANSFORMS: dict[str, Callable] = {}
+
+
+def register_recipe_family(pattern: str, factory: Callable, *, description: str = "") -> None:
+    RECIPE_FAMILIES.append((re.compile(pattern), factory))
+    factory.__lowp_description__ = description or pattern  # type: ignore[attr-defined]
+
+
+def register_modifier(name: str, fn: Callable) -> None:
+    MODIFIERS[name] = fn
+
+
+def register_transform(name: str, fn: Callable) -> None:
+    TRANSFORMS[name] = fn
+
+
+def split_transform(entry: str) -> tuple[str, str | None]:
+    name, _, args = entry.partition(":")
+    return name, (args or None)
+
+
+def get_transform(entry: str) -> tuple[Callable, str | None]:
+    name, args = split_transform(entry)
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown model transform {name!r}; registered: {', '.join(TRANSFORMS) or 'none'}")
+    return TRANSFORMS[name], args

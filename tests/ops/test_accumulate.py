@@ -1,0 +1,224 @@
+"""lowp.matmul with accumulation in a format (SPEC §5) against a plain-Python oracle: exact products and sums as
+fractions.Fraction, each partial sum rounded by a Fraction-based round-to-nearest-even written here."""
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+
+import lowp
+from lowp.formats import FloatFormat
+from lowp.ops.accumulate import matmul, significand_bits
+
+
+def rn(x, fmt: FloatFormat):
+    """Round a Fraction (or ±inf/nan float) to ``fmt``: nearest, ties to even; overflow per the format's policy."""
+    if isinstance(x, float):
+        return x
+    if x == 0:
+        return Fraction(0)
+    e = math.floor(math.log2(abs(x)))  # fix up the float estimate exactly
+    while Fraction(2) ** e > abs(x):
+        e -= 1
+    while Fraction(2) ** (e + 1) <= abs(x):
+        e += 1
+    quantum = Fraction(2) ** (max(e, fmt.emin) - fmt.man)
+    y = round(x / quantum) * quantum  # Fraction.__round__ is ties-to-even
+    if abs(y) > Fraction(fmt.max):
+        if fmt.special == "ieee":
+            return math.copysign(math.inf, y)
+        return math.nan if fmt.special in ("fn", "fnuz") else Fraction(fmt.max) * (1 if y > 0 else -1)
+    return y
+
+
+def add(s, p, fmt):
+    if isinstance(s, float) or isinstance(p, float):  # inf/nan arithmetic
+        return rn(float(s) + float(p), fmt)
+    return rn(s + p, fmt)
+
+
+def prod(x: float, y: float):
+    if math.isfinite(x) and math.isfinite(y):
+        return Fraction(x) * Fraction(y)
+    return x * y
+
+
+def oracle(a, b, fmt, chunk):
+    """Sequential loops per output element: chunk register starts with its first product (exact), RN after each
+    add; the chunk results are summed the same way; the result is RN of the total."""
+    m, k = a.shape
+    n = b.shape[1]
+    c = k if chunk is None or chunk <= 1 or chunk >= k else chunk
+    out = torch.empty(m, n, dtype=torch.float64)
+    for i in range(m):
+        for j in range(n):
+            prods = [prod(float(a[i, t]), float(b[t, j])) for t in range(k)]
+            chunks = []
+            for s0 in range(0, k, c):
+                r = prods[s0]
+                for p in prods[s0 + 1:s0 + c]:
+                    r = add(r, p, fmt)
+                chunks.append(r)
+            t = chunks[0]
+            for r in chunks[1:]:
+                t = add(t, r, fmt)
+            out[i, j] = float(rn(t, fmt))
+    return out
+
+
+def same(x, y):
+    return bool(((x == y) | (torch.isnan(x) & torch.isnan(y))).all())
+
+
+FORMATS = ["fp16", "bf16", "fp16-169", "e5m2", "e4m3"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("chunk", [None, 2, 3, 5, 8])
+@pytest.mark.parametrize("operands", ["fp32", "e5m2"])
+def test_bit_exact_against_fraction_oracle(fmt, chunk, operands):
+    g = torch.Generator().manual_seed(hash((fmt, chunk, operands)) % 2**31)
+    a = torch.randn(3, 13, generator=g) * 4
+    b = torch.randn(13, 4, generator=g) * torch.rand(13, 1, generator=g) * 3
+    if operands != "fp32":
+        a, b = lowp.quantize(a, operands), lowp.quantize(b, operands)
+    f = lowp.get_format(fmt)
+    got = matmul(a, b, accumulate=fmt, chunk=chunk)
+    assert got.dtype == torch.float32
+    ref = oracle(a, b, f, chunk)
+    assert same(got.double(), ref), (got, ref)
+    assert same(lowp.quantize(got, fmt), got)  # every value on the accumulator grid
+
+
+def test_swamping_cases_exact():
+    """Values that swamp: one large term then many small ones, mixed signs, cancellation to zero."""
+    f = lowp.get_format("fp16")
+    a = torch.tensor([[2048.0] + [1.0] * 9 + [-2048.0] + [0.5] * 5, [1.0, -1.0] * 8])
+    b = torch.ones(16, 2)
+    b[:, 1] = torch.linspace(-1, 1, 16)
+    for chunk in (None, 4, 16, 100):
+        assert same(matmul(a, b, accumulate=f, chunk=chunk).double(), oracle(a, b, f, chunk))
+    # sequential fp16: 2048 + 1 = 2049 -> 2048 (tie to even), the ones are lost
+    assert matmul(a, b, accumulate="fp16")[0, 0] == 2.5
+
+
+def test_chunk_k_and_one_mean_plain_sequential():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(5, 40, generator=g), torch.randn(40, 6, generator=g)
+    plain = matmul(a, b, accumulate="fp16")
+    for c in (1, 40, 41, 1000):
+        assert torch.equal(matmul(a, b, accumulate="fp16", chunk=c), plain)
+    assert not torch.equal(matmul(a, b, accumulate="fp16", chunk=8), plain)  # chunking changes the rounding
+
+
+def test_overflow_nan_inf_and_range_rules():
+    """Paths with the general kernel: partial sums that overflow, Inf and NaN inputs, flush-to-zero formats."""
+    f16 = lowp.get_format("fp16")
+    a = torch.tensor([[60000.0, 60000.0, -60000.0], [1.0, float("nan"), 1.0], [1.0, float("inf"), 2.0]])
+    b = torch.ones(3, 1)
+    got = matmul(a, b, accumulate=f16)
+    ref = oracle(a, b, f16, None)
+    assert same(got.double(), ref)
+    assert got[0, 0] == math.inf  # overflow to Inf stays Inf although the exact total is 60000
+    e4 = lowp.get_format("e4m3")  # fn: overflow gives NaN
+    got = matmul(torch.tensor([[300.0, 300.0, -300.0]]), torch.ones(3, 1), accumulate=e4)
+    assert torch.isnan(got).all()
+    ftz = FloatFormat(5, 10, subnormals=False, name="fp16ftz")
+    a = torch.tensor([[2.0**-20, 2.0**-20, 2.0**-14]])
+    assert matmul(a, torch.ones(3, 1), accumulate=ftz)[0, 0] == 2.0**-14  # 2^-20 + 2^-20 flushed to 0
+    assert matmul(a, torch.ones(3, 1), accumulate="fp16")[0, 0] == 2.0**-14 + 2.0**-19
+
+
+def test_signed_zero_and_fp32_accumulator():
+    a = torch.tensor([[-0.0, -0.0], [1e-30, -1e-30]])
+    got = matmul(a, torch.ones(2, 1), accumulate="fp16")
+    assert torch.signbit(got[0, 0]) and got[0, 0] == 0 and not torch.signbit(got[1, 0])
+    tiny = matmul(torch.tensor([[-2.0**-30]]), torch.ones(1, 1), accumulate="fp16")  # rounds to -0
+    assert tiny[0, 0] == 0 and torch.signbit(tiny[0, 0])
+    # fp32 accumulator on fp32 operands (48-bit products: the round-to-odd path)
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(4, 50, generator=g), torch.randn(50, 3, generator=g)
+    assert same(matmul(a, b, accumulate="fp32").double(), oracle(a, b, lowp.get_format("fp32"), None))
+
+
+def test_batched_broadcast_and_vectors():
+    g = torch.Generator().manual_seed(7)
+    a, b = torch.randn(2, 1, 3, 9, generator=g), torch.randn(4, 9, 5, generator=g)
+    got = matmul(a, b, accumulate="bf16", chunk=4)
+    assert got.shape == (2, 4, 3, 5)
+    for i in range(2):
+        for j in range(4):
+            assert torch.equal(got[i, j], matmul(a[i, 0], b[j], accumulate="bf16", chunk=4))
+    v = torch.randn(9, generator=g)
+    assert torch.equal(matmul(v, b[0], accumulate="fp16"), matmul(v[None], b[0], accumulate="fp16")[0])
+    assert torch.equal(matmul(a[0, 0], v, accumulate="fp16"), matmul(a[0, 0], v[:, None], accumulate="fp16")[:, 0])
+    assert matmul(v, v, accumulate="fp16").shape == ()
+    torch.testing.assert_close(matmul(a, b, accumulate="fp32"), torch.matmul(a, b))
+    assert torch.equal(matmul(a, b), torch.matmul(a, b))  # accumulate=None is torch.matmul
+
+
+def test_bad_arguments():
+    a = torch.ones(2, 3)
+    with pytest.raises(ValueError, match="chunk"):
+        matmul(a, a.t(), accumulate="fp16", chunk=0)
+    with pytest.raises(ValueError, match="cannot be multiplied"):
+        matmul(a, a, accumulate="fp16")
+    with pytest.raises(ValueError, match="unknown format"):
+        matmul(a, a.t(), accumulate="fp17")
+    with pytest.raises(ValueError, match="int8"):
+        matmul(a, a.t(), accumulate="int8")
+    with pytest.raises(TypeError, match="floating point"):
+        matmul(a.long(), a.t(), accumulate="fp16")
+
+
+def test_significand_bits():
+    assert significand_bits(torch.tensor([1.0, 0.0, 3.0])) == 2
+    assert significand_bits(lowp.quantize(torch.randn(1000), "e5m2")) <= 3
+    assert significand_bits(torch.tensor([1.0 + 2.0**-23])) == 24
+    assert significand_bits(torch.tensor([1.0 + 2.0**-52], dtype=torch.float64)) == 53
+
+
+def test_swamping_demonstration():
+    """4096 values of similar magnitude summed in fp16: sequential accumulation stalls once the sum's half-ulp
+    exceeds the addends (swamping); chunks of 64 keep the partial sums small."""
+    g = torch.Generator().manual_seed(0)
+    x = lowp.quantize(torch.rand(8, 4096, generator=g) * 0.5 + 0.5, "fp16")  # uniform(0.5, 1), exact in fp16
+    ones = torch.ones(4096, 1)
+    exact = x.double().sum(1)
+    seq = matmul(x, ones, accumulate="fp16")[:, 0].double()
+    chunked = matmul(x, ones, accumulate="fp16", chunk=64)[:, 0].double()
+    err_seq = ((seq - exact).abs() / exact).max().item()
+    err_chunk = ((chunked - exact).abs() / exact).max().item()
+    print(f"\nsum of 4096 x ~ U(0.5, 1) in fp16: exact ≈ {exact[0]:.1f}, sequential {seq[0]:.0f} "
+          f"(rel. error {err_seq:.2e}), chunk 64 {chunked[0]:.0f} (rel. error {err_chunk:.2e})")
+    assert err_seq > 0.25  # stalls at 2048 (ulp 2 there: adding x < 1 rounds back), exact ≈ 3072
+    assert err_chunk < 5e-3  # chunk sums ≈ 48 and the total both keep ~2^-11 relative accuracy per add
+    assert err_chunk < err_seq / 50
+    ones_seq = matmul(torch.ones(1, 4096), ones, accumulate="fp16")[0, 0]
+    ones_chunk = matmul(torch.ones(1, 4096), ones, accumulate="fp16", chunk=64)[0, 0]
+    print(f"sum of 4096 ones in fp16: sequential {ones_seq:.0f}, chunk 64 {ones_chunk:.0f}")
+    assert ones_seq == 2048 and ones_chunk == 4096
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp16-169", "e5m2", "e4m3fnuz", "fp32"])
+def test_fast_rounding_is_the_general_kernel(fmt):
+    """The magic-number rounding used on the fast path equals Format.quantize (float64 kernel) bit for bit on
+    every grid value, every midpoint and their float64 neighbours, over the in-range part of the format."""
+    from lowp.ops.accumulate import _Rounder
+
+    f = lowp.get_format(fmt)
+    g = torch.Generator().manual_seed(11)
+    e = torch.randint(f.emin - f.man - 2, f.emax + 1, (20000,), generator=g)
+    m = torch.randint(0, 2 ** (f.man + 2), (20000,), generator=g)
+    base = torch.ldexp(1.0 + m.double() / 2 ** (f.man + 2), e.double())  # includes grid points and midpoints
+    x = torch.cat([base, torch.nextafter(base, torch.tensor(math.inf, dtype=torch.float64)),
+                   torch.nextafter(base, torch.tensor(0.0, dtype=torch.float64)), torch.zeros(1)])
+    x = torch.cat([x, -x])
+    x = x[x.abs() <= f.max]
+    out, ibuf = torch.empty_like(x), torch.empty(x.shape, dtype=torch.int64)
+    r = _Rounder(f, fast=True, odd=False)
+    r.round_(x, out, ibuf)
+    ref = f.quantize(x)
+    if f.special == "fnuz":
+        out = out + 0.0  # fnuz has no -0: ``finish`` applies this at the end of an accumulation
+    assert torch.equal(out.view(torch.int64), ref.view(torch.int64))
