@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 from .experiments.compare import compare  # noqa: E402  (lowp compare; reads __version__)
 from .experiments.tasks import register_task, task_names  # noqa: E402
 from .techniques import qat as _qat  # noqa: E402,F401  (registers pact/dorefa/wrpn/ternary-ft recipes)
+from .techniques import autosparse as _autosparse  # noqa: E402,F401  (registers RECIPE+autosparse)
 
 __all__ = [
     "quantize", "quantize_ste", "get_format", "format_names", "ROUNDING_MODES",

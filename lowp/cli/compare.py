@@ -26,7 +26,8 @@ def run(args) -> int:
         return 0
     comp = compare(task=args.task, recipes=args.recipes, epochs=args.epochs, seed=args.seed, out=args.out,
                    jobs=args.jobs, config=args.config, lr=args.lr, batch_size=args.batch_size,
-                   numerics_every=args.numerics_every, quiet=args.quiet, progress=False if args.quiet else None)
+                   numerics_every=args.numerics_every, nproc=args.nproc, grad_hook=args.grad_hook,
+                   quiet=args.quiet, progress=False if args.quiet else None)
     print(format_table(comp))
     print(f"\nreport: {os.path.join(comp.out, 'report.html')}  results: {os.path.join(comp.out, 'results.json')}")
     return 0
@@ -52,6 +53,10 @@ def register(sub) -> None:
                                     "overrides), epochs, seed, lr, batch_size, jobs, out")
     p.add_argument("--numerics-every", type=int, help="collect per-layer numerics statistics every N steps "
                                                       "(needs lowp.analysis' collector)")
+    p.add_argument("--nproc", type=int, help="train each recipe data-parallel on P processes (torch.distributed, "
+                                             "gloo on loopback; default 1)")
+    p.add_argument("--grad-hook", help="gradient communication hook with --nproc: none (default), "
+                                       "adacomp[:CONV_BIN[:FC_BIN]], allreduce:FORMAT[:nearest|:stochastic][:ef]")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines; only the table")
     p.add_argument("--list-tasks", action="store_true", help="list the registered tasks and exit")
     p.set_defaults(func=run)

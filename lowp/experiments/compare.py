@@ -153,7 +153,8 @@ def _log(quiet: bool, msg: str) -> None:
 def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None, *, epochs: int | None = None,
             seed: int | None = None, out: str | None = None, jobs: int | None = None,
             config: "str | os.PathLike | CompareConfig | None" = None, lr: float | None = None,
-            batch_size: int | None = None, numerics_every: int | None = None, quiet: bool = False,
+            batch_size: int | None = None, numerics_every: int | None = None, nproc: int | None = None,
+            grad_hook: str | None = None, quiet: bool = False,
             progress: bool | None = None, report: bool = True) -> Comparison:
     """Train ``task`` under each of ``recipes`` and write results, plots and report into ``out``.
 
@@ -161,7 +162,10 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
     given here override ``config`` (a TOML path or a CompareConfig), which overrides the defaults (task
     mnist1d-cnn; recipes fp32, bf16, fp8-hybrid, fp8-e5m2, fp8-e5m2-noscale, fp8-ibm; seed 0; out lowp-compare;
     the task's epochs, lr and batch size). ``jobs`` > 1 trains recipes in that many spawned processes, each with
-    ``max(1, cores // jobs)`` torch threads. Returns the :class:`Comparison` (also written to results.json).
+    ``max(1, cores // jobs)`` torch threads. ``nproc`` > 1 trains each recipe data-parallel on that many processes
+    (torch.distributed, gloo) with the gradient communication hook ``grad_hook`` (``none``, ``adacomp``,
+    ``allreduce:FORMAT[:stochastic][:ef]``; see lowp.distributed); results then carry bytes_per_step and
+    compression_ratio. Returns the :class:`Comparison` (also written to results.json).
     """
     # ---- validate everything before writing anything
     orig_config = None
@@ -177,7 +181,7 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
     cfg = cfg.replace(task=task, recipes=None if recipes is None else [RecipeEntry.from_any(r).to_dict()
                                                                        for r in recipes],
                       epochs=epochs, seed=seed, out=None if out is None else os.fspath(out), jobs=jobs, lr=lr,
-                      batch_size=batch_size, numerics_every=numerics_every)
+                      batch_size=batch_size, numerics_every=numerics_every, nproc=nproc, grad_hook=grad_hook)
     the_task = get_task(cfg.task)
     resolved = [(e.name, e.resolve()) for e in cfg.recipes]
     settings = RunSettings(cfg.task, cfg.seed, cfg.epochs or the_task.epochs, float(cfg.lr or the_task.lr),
@@ -208,6 +212,8 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
     for name, recipe in resolved:
         spec = recipe.to_dict()
         key = _run_key(settings, spec, cfg.numerics_every)
+        if cfg.nproc > 1:
+            key = {**key, "nproc": cfg.nproc, "grad_hook": cfg.grad_hook}
         done = _finished(outdir, name, key)
         if done is not None:
             results[name] = done
@@ -223,9 +229,12 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
                     + (f" on {cfg.jobs} processes" if cfg.jobs > 1 else ""))
     show = (not quiet) if progress is None else progress
     show = show and sys.stderr.isatty() if progress is None else show
-    if cfg.jobs == 1 or len(pending) <= 1:
+    if cfg.jobs == 1 or len(pending) <= 1 or cfg.nproc > 1:
         for name, recipe, key in pending:
-            res = train_run(the_task, recipe, settings, progress=show, numerics_every=cfg.numerics_every)
+            if cfg.nproc > 1:
+                res = _data_parallel_run(cfg, recipe, settings)
+            else:
+                res = train_run(the_task, recipe, settings, progress=show, numerics_every=cfg.numerics_every)
             _save_run(outdir, res, key)
             results[name] = res
             _log(quiet, f"lowp compare: {name}: {_one_line(res)}")
@@ -253,6 +262,26 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
 
         render(comp, outdir)
     return comp
+
+
+def _data_parallel_run(cfg: CompareConfig, recipe, settings: RunSettings) -> RunResult:
+    """One recipe trained data-parallel (lowp.distributed.launch); a failure is reported as this run's error."""
+    import dataclasses as dc
+
+    from ..distributed.launch import run_data_parallel
+
+    try:
+        if any(t.split(":")[0] == "autosparse" for t in recipe.transforms):
+            raise ValueError("AutoSparse recipes cannot run data-parallel yet (--nproc 1 only)")
+        d = run_data_parallel(cfg.task, recipe, settings, nproc=cfg.nproc, hook=cfg.grad_hook)
+    except Exception as e:  # noqa: BLE001 - reported per recipe, the comparison goes on
+        return RunResult(recipe=recipe.name, metric=None, metric_name=get_task(cfg.task).metric_name,
+                         diverged=False, history=(), skipped_steps=0, wall_s=0.0, steps=0,
+                         settings=settings.to_dict(), recipe_spec=recipe.to_dict(), nproc=cfg.nproc,
+                         grad_hook=cfg.grad_hook, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    res = RunResult.from_dict(d)
+    return dc.replace(res, nproc=cfg.nproc, grad_hook=cfg.grad_hook, bytes_per_step=d.get("bytes_per_step"),
+                      compression_ratio=d.get("compression_ratio"))
 
 
 def _one_line(r: RunResult) -> str:

@@ -111,6 +111,8 @@ class CompareConfig:
     jobs: int = 1
     out: str = DEFAULT_OUT
     numerics_every: int | None = None
+    nproc: int = 1
+    grad_hook: str = "none"
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -136,6 +138,12 @@ class CompareConfig:
             _pos_int("numerics_every", self.numerics_every)
         if not isinstance(self.out, str) or not self.out:
             raise ValueError(f"out must be a directory path, got {self.out!r}")
+        _pos_int("nproc", self.nproc)
+        from ..distributed.hooks import parse_hook
+
+        parse_hook(self.grad_hook)  # unknown hook names raise ValueError listing the valid ones
+        if self.grad_hook != "none" and self.nproc < 2:
+            raise ValueError(f"grad_hook {self.grad_hook!r} needs nproc >= 2 (data-parallel training)")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

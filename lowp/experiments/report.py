@@ -24,7 +24,8 @@ from . import io
 
 COLUMNS = ("recipe", "metric", "delta_fp32", "status", "skipped", "epochs", "wall_s")
 HEADERS = {"recipe": "recipe", "metric": "{metric} %", "delta_fp32": "Δ fp32 (pts)", "status": "status",
-           "skipped": "skipped steps", "epochs": "epochs run", "wall_s": "time s"}
+           "skipped": "skipped steps", "epochs": "epochs run", "wall_s": "time s", "sparsity": "sparsity %",
+           "flops": "train/infer FLOPs vs dense", "comm": "comm bytes/step (×)"}
 ROLE_ORDER = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight", "nongemm")
 
 
@@ -43,18 +44,33 @@ def table_rows(comp) -> list[dict[str, str]]:
     for r in comp.runs:
         rows.append({"recipe": r.recipe, "metric": _pct(r.metric), "delta_fp32": _delta(r.fp32_delta),
                      "status": r.status, "skipped": str(r.skipped_steps), "epochs": str(len(r.history)),
-                     "wall_s": f"{r.wall_s:.1f}"})
+                     "wall_s": f"{r.wall_s:.1f}",
+                     "sparsity": "-" if r.sparsity is None else f"{100 * r.sparsity:.1f}",
+                     "flops": "-" if r.train_flops_ratio is None else
+                     f"{r.train_flops_ratio:.2f} / {r.inference_flops_ratio:.2f}",
+                     "comm": "-" if r.bytes_per_step is None else
+                     f"{r.bytes_per_step:.0f} ({r.compression_ratio:.1f}×)"})
     return rows
 
 
+def columns(comp) -> tuple[str, ...]:
+    """The table's columns: the fixed ones, plus sparsity/FLOPs and communication when some run has them."""
+    cols = COLUMNS
+    if any(r.sparsity is not None for r in comp.runs):
+        cols += ("sparsity", "flops")
+    if any(r.bytes_per_step is not None for r in comp.runs):
+        cols += ("comm",)
+    return cols
+
+
 def _headers(comp) -> list[str]:
-    return [HEADERS[c].format(metric=comp.metric_name) for c in COLUMNS]
+    return [HEADERS[c].format(metric=comp.metric_name) for c in columns(comp)]
 
 
 def format_table(comp) -> str:
     """The summary table as aligned text."""
     head = _headers(comp)
-    cells = [[row[c] for c in COLUMNS] for row in table_rows(comp)]
+    cells = [[row[c] for c in columns(comp)] for row in table_rows(comp)]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
@@ -231,7 +247,7 @@ def _html_table(comp) -> str:
     body = []
     for row in table_rows(comp):
         cls = ' class="bad"' if row["status"] != "ok" else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(row[c])}</td>" for c in COLUMNS) + "</tr>")
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(row[c])}</td>" for c in columns(comp)) + "</tr>")
     return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 

@@ -18,7 +18,6 @@ import json
 import math
 import sys
 import time
-import warnings
 from typing import Any
 
 import torch
@@ -79,6 +78,13 @@ class RunResult:
     loss_scale: float | None = None
     error: str | None = None
     numerics: tuple[dict, ...] | None = None
+    sparsity: float | None = None
+    train_flops_ratio: float | None = None
+    inference_flops_ratio: float | None = None
+    nproc: int = 1
+    grad_hook: str = "none"
+    bytes_per_step: float | None = None
+    compression_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -102,62 +108,57 @@ class RunResult:
 
 # ------------------------------------------------------------------------------------------- recipe adapter
 
-class _PlainOptimizer:
-    """Stand-in for ``lowp.LowpOptimizer`` when it is not available: plain FP32 update, no loss scaling."""
-
-    def __init__(self, opt: torch.optim.Optimizer) -> None:
-        self.optimizer = opt
-        self.skipped_steps = 0
-        self.loss_scale = None
-
-    def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-    def step(self) -> bool:
-        self.optimizer.step()
-        return True
-
-
-def _lowp_attr(name: str):
-    import lowp
-
-    obj = getattr(lowp, name, None)
-    if obj is None:  # not (yet) exported at the top: look in the recipe layer
-        with contextlib.suppress(ImportError):
-            import lowp.recipes as rec
-            obj = getattr(rec, name, None)
-        if obj is None and name == "LowpOptimizer":
-            with contextlib.suppress(ImportError):
-                from lowp.recipes import optim
-                obj = getattr(optim, "LowpOptimizer", None)
-    return obj
-
-
 def resolve_recipe(recipe: Any):
     """A Recipe from a name, a dict (``Recipe.to_dict``) or a Recipe."""
-    get_recipe = _lowp_attr("get_recipe")
+    from ..recipes import get_recipe
+    from ..recipes.recipe import Recipe
+
     if isinstance(recipe, dict):
-        from ..recipes.recipe import Recipe
         return Recipe.from_dict(recipe)
     return get_recipe(recipe)
 
 
-def apply_recipe(model: torch.nn.Module, opt: torch.optim.Optimizer, recipe: Any):
-    """Apply ``recipe`` by the training contract: ``(lowp.emulate(model, recipe), lowp.LowpOptimizer(opt, recipe))``.
-    Without LowpOptimizer (not built yet) the optimiser stays plain FP32 and a warning says so."""
-    emulate = _lowp_attr("emulate")
+def apply_recipe(model: torch.nn.Module, recipe: Any, make_optimizer):
+    """The training contract: ``lowp.emulate(model, recipe)``, then the base optimiser over the emulated model's
+    parameters (transforms such as PACT add parameters, e.g. its clipping level alpha), wrapped by
+    ``lowp.LowpOptimizer``. Returns (model, lowp optimizer, base optimizer)."""
+    from ..recipes import emulate
+    from ..recipes.optim import LowpOptimizer
+
     model = emulate(model, recipe)
-    lopt_cls = _lowp_attr("LowpOptimizer")
-    if lopt_cls is None:
-        if any(getattr(recipe, f, None) is not None for f in ("master", "optim_state")) or \
-                getattr(getattr(recipe, "loss_scaling", None), "kind", "none") != "none":
-            warnings.warn(f"lowp.LowpOptimizer is not available: recipe {recipe.name!r}'s master weights, optimizer "
-                          "state and loss scaling are not emulated", RuntimeWarning, stacklevel=2)
-        return model, _PlainOptimizer(opt)
-    return model, lopt_cls(opt, recipe)
+    base = make_optimizer(model.parameters())
+    return model, LowpOptimizer(base, recipe), base
+
+
+def start_epoch(model: torch.nn.Module, epoch: int, epochs: int) -> None:
+    """Per-epoch hooks of the techniques: AutoSparse's gradient-annealing schedule (a no-op without AutoSparse)."""
+    with contextlib.suppress(ImportError):
+        from ..techniques import autosparse
+
+        autosparse.on_epoch(model, epoch, epochs)
+
+
+def epoch_report(model: torch.nn.Module, sample: torch.Tensor) -> tuple[dict[str, Any], dict | None]:
+    """What the techniques report at the end of an epoch: PACT's clipping level alpha per layer (mean over channels
+    for per-channel alpha) and, for AutoSparse models, overall and per-layer sparsity. Returns (history extras,
+    the FLOPs/sparsity report or None)."""
+    from ..techniques import autosparse, pact
+    from ..techniques.flops import sparsity_report
+
+    extras: dict[str, Any] = {}
+    alphas = pact.pact_alphas(model)
+    if alphas:
+        extras["pact_alpha"] = {k: sum(v) / len(v) for k, v in alphas.items()}
+    report = None
+    if autosparse.autosparse_layers(model):
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            report = sparsity_report(model, sample)
+        model.train(was)
+        extras["sparsity"] = report["sparsity"]
+        extras["layer_sparsity"] = report["layer_sparsity"]
+    return extras, report
 
 
 def _numerics_collector(model: torch.nn.Module, every: int):
@@ -208,8 +209,10 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
     data = task.load_data()
     torch.manual_seed(settings.seed)
     model = task.build_model()
-    base = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=task.momentum,
-                           weight_decay=task.weight_decay)
+
+    def make_optimizer(params):
+        return torch.optim.SGD(params, lr=settings.lr, momentum=task.momentum, weight_decay=task.weight_decay)
+
     history: list[dict] = []
     diverged_at = None
     steps = 0
@@ -221,14 +224,16 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
     gen = torch.Generator().manual_seed(settings.seed)
     t0 = time.perf_counter()
     opt = None
+    sparsity_reports: list[dict] = []
     bar = tqdm(total=total, desc=f"{task.name} {recipe.name}", leave=False, disable=not _show_progress(progress),
                dynamic_ncols=True)
     try:
-        model, opt = apply_recipe(model, base, recipe)
+        model, opt, base = apply_recipe(model, recipe, make_optimizer)
         collector = _numerics_collector(model, numerics_every) if numerics_every else None
         with collector if collector is not None else contextlib.nullcontext():
             model.train()
             for epoch in range(settings.epochs):
+                start_epoch(model, epoch, settings.epochs)
                 order = torch.randperm(n, generator=gen)
                 loss_sum, loss_n = 0.0, 0
                 for i in range(0, n, settings.batch_size):
@@ -250,8 +255,13 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
                     if steps % 10 == 0:
                         bar.set_postfix(loss=f"{lv:.3f}", refresh=False)
                 metric = evaluate(model, task, data.x_test, data.y_test)
-                history.append(EpochRecord(epoch + 1, loss_sum / loss_n if loss_n else float("nan"), metric,
-                                           int(opt.skipped_steps), _scale(opt)).to_dict())
+                rec = EpochRecord(epoch + 1, loss_sum / loss_n if loss_n else float("nan"), metric,
+                                  int(opt.skipped_steps), _scale(opt)).to_dict()
+                extras, sp_report = epoch_report(model, data.x_train[:1])
+                rec.update(extras)
+                if sp_report is not None:
+                    sparsity_reports.append(sp_report)
+                history.append(rec)
                 if diverged_at is not None:
                     break
             if collector is not None:
@@ -266,7 +276,19 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
         recipe=recipe.name, metric=metric, metric_name=task.metric_name, diverged=diverged_at is not None,
         history=tuple(_json_safe(h) for h in history), skipped_steps=int(getattr(opt, "skipped_steps", 0) or 0),
         wall_s=round(wall, 3), steps=steps, settings=settings.to_dict(), recipe_spec=json.loads(json.dumps(recipe.to_dict())),
-        diverged_at=diverged_at, loss_scale=_scale(opt), error=error, numerics=numerics)
+        diverged_at=diverged_at, loss_scale=_scale(opt), error=error, numerics=numerics,
+        **_sparsity_fields(sparsity_reports))
+
+
+def _sparsity_fields(reports: list[dict]) -> dict[str, Any]:
+    """results.json fields of an AutoSparse run: final sparsity, training FLOPs over the whole run and final
+    inference FLOPs, both against dense (``lowp.techniques.flops``)."""
+    if not reports:
+        return {}
+    from ..techniques.flops import cumulative_train_flops_ratio
+
+    return {"sparsity": reports[-1]["sparsity"], "train_flops_ratio": cumulative_train_flops_ratio(reports),
+            "inference_flops_ratio": reports[-1]["inference_flops_ratio"]}
 
 
 def _scale(opt: Any) -> float | None:

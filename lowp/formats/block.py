@@ -55,6 +55,10 @@ class MXFormat(Format):
         return torch.clamp(e, E8M0_EMIN, E8M0_EMAX)
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
+        from . import fast
+
+        if fast.mx_fast_ok(x, self):  # compiled twin of the code below (same bits)
+            return fast.mx_dispatch(x, self, rounding, rand_bits, generator, out)
         g, inv = group_view(x, self.axis, self.block)
         scale = pow2(self.shared_exponent(g), torch.float64)
         v = g.double() / scale  # exact: division by a power of two, float64 has the range

@@ -1,9 +1,12 @@
-"""Dispatch between the eager reference kernel and its torch.compile'd twin.
+"""Dispatch between the eager reference kernels and their torch.compile'd twins.
 
-The compiled path is used for float32 tensors of at least ``FAST_MIN_NUMEL`` elements when ``LOWP_COMPILE`` is not
-"0". It is compiled lazily on first use (never at import), on flattened tensors with dynamic shapes and with every
-format parameter passed as a tensor, so one graph per (deterministic | stochastic) serves every format, shape and
-rank without recompiling. ``compiled_calls`` counts calls that really took the compiled path (tests check it).
+The compiled paths are used for float32 tensors of at least ``FAST_MIN_NUMEL`` elements when ``LOWP_COMPILE`` is
+not "0": every FloatFormat (``fast_kernels.round_f32``, int32 arithmetic), MX with a float element along the last
+axis of a tensor whose last dim is a multiple of the block (``mx_into``), and per-tensor IntFormat (``int_into``).
+They give the same bits as the eager references (tests check it). They are compiled lazily on first use (never at
+import), on flattened tensors with dynamic shapes and with every format parameter passed as a 0-d tensor, so one
+graph per (kernel, deterministic | stochastic) serves every format, shape and rank without recompiling; each writes
+straight into its output (``out=`` or a fresh tensor). ``compiled_calls`` counts calls that took a compiled path.
 """
 from __future__ import annotations
 
@@ -13,43 +16,85 @@ import threading
 import torch
 
 from ..rounding import draw_key
+from . import fast_kernels
 from .float_kernel import MODE_CODE, round_float
 
 FAST_MIN_NUMEL = 1 << 16
 _lock = threading.Lock()
-_compiled = None
+_compiled: dict[str, object] = {}
 compiled_calls = 0
+
+_FNS = {"generic": round_float, "float": fast_kernels.float_into, "mx": fast_kernels.mx_into,
+        "int": fast_kernels.int_into}
 
 
 def compile_enabled() -> bool:
     return os.environ.get("LOWP_COMPILE", "1") != "0"
 
 
-def _get_compiled():
-    global _compiled
+def _get_compiled(which: str = "generic"):
     with _lock:
-        if _compiled is None:
-            _compiled = torch.compile(round_float, dynamic=True, fullgraph=True)
-    return _compiled
+        fn = _compiled.get(which)
+        if fn is None:
+            fn = _compiled[which] = torch.compile(_FNS[which], dynamic=True, fullgraph=True)
+    return fn
 
 
 _MODE_T = {name: torch.tensor(code, dtype=torch.int64) for name, code in MODE_CODE.items()}
+_MODE32 = {name: torch.tensor(code, dtype=torch.int32) for name, code in MODE_CODE.items()}
 _BOOL_T = {False: torch.tensor(False), True: torch.tensor(True)}
 _RANDK_T = {k: torch.tensor(k, dtype=torch.int64) for k in range(1, 33)}
+_P32: dict[int, tuple[dict, dict]] = {}
+
+
+def _params32(params: dict) -> dict:
+    """The FloatFormat kernel parameters as int32 / float32 0-d tensors (cached per params dict)."""
+    hit = _P32.get(id(params))
+    if hit is None or hit[0] is not params:
+        p = {k: (v.to(torch.int32) if v.dtype == torch.int64 else v.to(torch.float32)) for k, v in params.items()}
+        hit = _P32[id(params)] = (params, p)
+    return hit[1]
+
+
+def use_compiled(x: torch.Tensor) -> bool:
+    return x.dtype == torch.float32 and x.numel() >= FAST_MIN_NUMEL and compile_enabled()
+
+
+def _run_into(which: str, x: torch.Tensor, out: torch.Tensor | None, *args, **kwargs) -> torch.Tensor:
+    """Run compiled kernel ``which`` on flat x, writing into out (or a fresh tensor); returns x-shaped result."""
+    global compiled_calls
+    flat = x.reshape(-1)
+    direct = out is not None and out.is_contiguous()
+    target = out.view(-1) if direct else torch.empty_like(flat)
+    _get_compiled(which)(target, flat, *args, **kwargs)
+    compiled_calls += 1
+    if out is None:
+        return target.view(x.shape)
+    if not direct:
+        out.copy_(target.view(x.shape))
+    return out
+
+
+def _stochastic_kwargs(rounding, rand_bits, generator) -> dict:
+    if rounding != "stochastic":
+        return {}
+    return {"rand_k": _RANDK_T[rand_bits], "key": draw_key(generator)}
 
 
 def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, out, *, force: str | None = None):
     """Round ``x`` with FloatFormat kernel ``params``; ``force`` = "eager" | "compiled" overrides the choice."""
     global compiled_calls
+    use_fast = force == "compiled" or (force is None and use_compiled(x))
+    if use_fast and x.dtype == torch.float32:
+        p = _params32(params)
+        return _run_into("float", x, out, p["man"], p["emin"], p["maxval"], _MODE32[rounding], p["over_inf"],
+                         _BOOL_T[saturate], p["subnormals"], p["no_negzero"], p["minnorm"],
+                         **_stochastic_kwargs(rounding, rand_bits, generator))
     kwargs = dict(params, mode=_MODE_T[rounding], saturate=_BOOL_T[saturate])
-    if rounding == "stochastic":
-        kwargs.update(key=draw_key(generator), rand_k=_RANDK_T[rand_bits])
-    use_fast = force == "compiled" or (
-        force is None and x.dtype == torch.float32 and x.numel() >= FAST_MIN_NUMEL and compile_enabled()
-    )
+    kwargs.update(_stochastic_kwargs(rounding, rand_bits, generator))
     flat = x.reshape(-1)
     if use_fast:
-        y = _get_compiled()(flat, **kwargs)
+        y = _get_compiled("generic")(flat, **kwargs)
         compiled_calls += 1
     else:
         y = round_float(flat, **kwargs)
@@ -58,3 +103,24 @@ def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, ou
         out.copy_(y)
         return out
     return y
+
+
+def mx_fast_ok(x: torch.Tensor, fmt) -> bool:
+    """MX fast path: float element, float32 input, blocks along the last (memory-contiguous) axis, no padding."""
+    from .float import FloatFormat
+
+    return (isinstance(fmt.element, FloatFormat) and use_compiled(x) and x.dim() >= 1
+            and fmt.axis % x.dim() == x.dim() - 1 and x.shape[-1] % fmt.block == 0)
+
+
+def mx_dispatch(x, fmt, rounding, rand_bits, generator, out):
+    el = fmt.element
+    p = _params32(el.kernel_params(torch.float32))
+    return _run_into("mx", x, out, fmt.block, p["man"], p["emin"], torch.tensor(el.emax, dtype=torch.int32),
+                     p["maxval"], p["no_negzero"], _MODE32[rounding],
+                     **_stochastic_kwargs(rounding, rand_bits, generator))
+
+
+def int_dispatch(x, fmt, rounding, rand_bits, generator, out):
+    return _run_into("int", x, out, torch.tensor(fmt.qmax, dtype=torch.int64), _MODE32[rounding],
+                     **_stochastic_kwargs(rounding, rand_bits, generator))

@@ -63,7 +63,7 @@ def round_f32(x, man, emin, maxval, mode, over_inf, saturate, subnormals, no_neg
     up = torch.where(mode == 3, nz & ~neg, up)
     up = torch.where(mode == 4, nz & neg, up)
     if key is not None:
-        idx = torch.arange(x.numel(), dtype=torch.int64, device=x.device) + base
+        idx = (torch.arange(x.numel(), dtype=torch.int64, device=x.device) + base).view(x.shape)
         kk = rand_k
         r = hash_bits(idx, key) >> (32 - kk)
         sh = d.to(torch.int64) - kk
@@ -127,7 +127,7 @@ def int_into(out, x, qmax, mode, rand_k=None, key=None):
     if key is not None:
         idx = torch.arange(x.numel(), dtype=torch.int64, device=x.device)
         r = hash_bits(idx, key) >> (32 - rand_k)
-        top = torch.floor(frac * torch.pow(2.0, rand_k.to(torch.float64))).to(torch.int64)
+        top = torch.floor(frac * (torch.ones_like(rand_k) << rand_k).to(torch.float64)).to(torch.int64)
         q = torch.where(mode == 5, torch.where((r + top) >= (torch.ones_like(rand_k) << rand_k), f + 1, f), q)
     qm = qmax.to(torch.float64)
     q = torch.minimum(torch.maximum(q, -qm), qm)

@@ -39,6 +39,8 @@ from ..formats import FloatFormat, Format, get_format
 from ..formats.integer import FixedFormat
 
 _EXP_MASK = 0x7FF0000000000000
+FAST_PATH = "auto"  # "auto": the compiled float32 path (accumulate_fast) when it is exact and M·N·K is large enough;
+#                     "always": whenever it is exact (tests); "never": the float64 reference path only
 _MAX_TILE = 1 << 19  # elements per working tile (rows of the output are processed in blocks; ~4 MB float64 fits cache)
 
 
@@ -169,6 +171,22 @@ def _accumulate(at: torch.Tensor, b: torch.Tensor, rounder: _Rounder, chunk: int
     return rounder.finish(t, ibuf[:, 0])
 
 
+def _fast(a2, b2, batch, m, k, n, fmt, chunk) -> torch.Tensor | None:
+    """The compiled float32 path of ``accumulate_fast`` when allowed, applicable and exact; else None."""
+    from . import accumulate_fast as af
+
+    if FAST_PATH == "never" or k == 0 or not af.compile_enabled() or not isinstance(fmt, FloatFormat):
+        return None
+    nb = math.prod(batch)
+    if FAST_PATH != "always" and nb * m * n * k < af.MIN_WORK:
+        return None
+    if not af.plan(a2, b2, fmt):
+        return None
+    a3 = a2.expand(*batch, m, k).reshape(-1, m, k)
+    b3 = b2.expand(*batch, k, n).reshape(-1, k, n)
+    return af.matmul3(a3, b3, fmt, chunk)
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor, *, accumulate: str | Format | None = None,
            chunk: int | None = None) -> torch.Tensor:
     """a @ b (shapes as torch.matmul, batch dims broadcast; 1-D operands as in torch.matmul) with the sum over K
@@ -196,6 +214,14 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, accumulate: str | Format | None 
     batch = torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     m, k, n = a2.shape[-2], a2.shape[-1], b2.shape[-1]
     with torch.no_grad():
+        out = _fast(a2.detach(), b2.detach(), batch, m, k, n, fmt, chunk)
+        if out is not None:
+            out = out.reshape(*batch, m, n).to(out_dtype)
+            if a_vec:
+                out = out.squeeze(-2)
+            if b_vec:
+                out = out.squeeze(-1)
+            return out
         a64 = a2.detach().to(torch.float64).expand(*batch, m, k).reshape(-1, m, k)
         b64 = b2.detach().to(torch.float64).expand(*batch, k, n).reshape(-1, k, n)
         if k == 0:

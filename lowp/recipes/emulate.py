@@ -8,8 +8,8 @@ and left plain: the first and last GEMM-like module in registration order (``nam
 patterns. With ``recipe.nongemm`` set, the outputs of norm and softmax modules (LayerNorm, GroupNorm,
 BatchNorm*, Softmax, LogSoftmax) are rounded by a forward hook (straight-through gradient). With
 ``recipe.activations == "ktanh"`` the K-TanH helper (``lowp.ops.ktanh.replace_activations``) is applied when
-installed, then each registered ``recipe.transforms`` entry
-(``extensions.register_transform``); restore undoes neither. No global state of torch is touched.
+installed, then each registered ``recipe.transforms`` entry (``extensions.register_transform``); restore undoes
+both (K-TanH modules and every transform registered with an ``undo``). No global state of torch is touched.
 """
 from __future__ import annotations
 
@@ -82,7 +82,13 @@ def emulate(model: nn.Module, recipe: Recipe | str) -> nn.Module:
 
 
 def restore(model: nn.Module) -> nn.Module:
-    """Undo ``emulate``: plain torch classes again, same parameters; Matmul modules back to torch.matmul."""
+    """Undo ``emulate``: registered transforms removed (``extensions.UNDO``), K-TanH activations put back, plain
+    torch classes again with the same parameters; Matmul modules back to torch.matmul."""
+    for undo in extensions.UNDO.values():
+        undo(model)
+    from ..ops import ktanh
+
+    ktanh.restore_activations(model)
     for m in model.modules():
         if type(m) in PLAIN:
             m.__class__ = PLAIN[type(m)]

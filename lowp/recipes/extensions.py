@@ -6,7 +6,8 @@ them (dependency inversion: ``lowp/__init__`` imports the techniques, which regi
 - Recipe modifiers: ``register_modifier(name, fn)``; a recipe name ``BASE+name[:arg]`` (e.g. ``bf16+autosparse:0.8``)
   is ``fn(base_recipe, arg) -> Recipe``.
 - Model transforms: ``register_transform(name, fn)``; ``emulate`` applies each entry ``"name[:args]"`` of
-  ``recipe.transforms`` as ``fn(model, recipe, args) -> model`` after swapping modules.
+  ``recipe.transforms`` as ``fn(model, recipe, args) -> model`` after swapping modules; ``restore`` calls each
+  registered ``undo(model)``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Callable
 RECIPE_FAMILIES: list[tuple[re.Pattern, Callable]] = []
 MODIFIERS: dict[str, Callable] = {}
 TRANSFORMS: dict[str, Callable] = {}
+UNDO: dict[str, Callable] = {}
 
 
 def register_recipe_family(pattern: str, factory: Callable, *, description: str = "") -> None:
@@ -27,8 +29,12 @@ def register_modifier(name: str, fn: Callable) -> None:
     MODIFIERS[name] = fn
 
 
-def register_transform(name: str, fn: Callable) -> None:
+def register_transform(name: str, fn: Callable, undo: Callable | None = None) -> None:
+    """``fn(model, recipe, args) -> model``; ``undo(model)`` (optional) removes it again and is called by
+    ``lowp.restore`` on every model (so it must be a no-op on a model without the transform)."""
     TRANSFORMS[name] = fn
+    if undo is not None:
+        UNDO[name] = undo
 
 
 def split_transform(entry: str) -> tuple[str, str | None]:

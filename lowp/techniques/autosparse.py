@@ -211,9 +211,10 @@ def _pre_hook(module: nn.Module, args: Any) -> None:
         return
     ctl = p.controller
     w = module.parametrizations.weight.original
+    steer = module.training and torch.is_grad_enabled() and ctl.target_now is not None and ctl.config.gain > 0
     with torch.no_grad():
         ctl.kept[id(p)] = (int(p.mask(w).sum()), w.numel())
-        if module.training and torch.is_grad_enabled() and ctl.target_now is not None and ctl.config.gain > 0:
+        if steer:
             p.s.add_(ctl.config.gain * (ctl.target_now - ctl.sparsity()))
             ctl.kept[id(p)] = (int(p.mask(w).sum()), w.numel())
 
@@ -334,10 +335,9 @@ def parse_args(args: str | None) -> AutoSparseConfig:
 
 
 def _transform(model: nn.Module, recipe: Recipe | None, args: str | None) -> nn.Module:
-    cfg = parse_args(args)
-    if recipe is not None and recipe.exempt:
-        cfg = dataclasses.replace(cfg, exempt=cfg.exempt + tuple(recipe.exempt))
-    return apply_autosparse(model, cfg)
+    # recipe.exempt / exempt_first_last are about precision, not sparsity: every GEMM layer is pruned unless the
+    # transform says skip-first-last (or apply_autosparse is called with AutoSparseConfig.exempt).
+    return apply_autosparse(model, parse_args(args))
 
 
 def _modifier(base: Recipe, arg: str | None) -> Recipe:
@@ -352,7 +352,7 @@ def _modifier(base: Recipe, arg: str | None) -> Recipe:
 def register() -> None:
     """Register the ``autosparse`` recipe modifier and model transform (idempotent)."""
     extensions.register_modifier("autosparse", _modifier)
-    extensions.register_transform("autosparse", _transform)
+    extensions.register_transform("autosparse", _transform, undo=remove_autosparse)
 
 
 register()

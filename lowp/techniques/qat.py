@@ -354,7 +354,7 @@ def _ternary_family(m) -> Recipe:
 def register() -> None:
     """Register the transforms and the recipe families (idempotent)."""
     for name, fn in _TRANSFORMS.items():
-        extensions.register_transform(name, fn)
+        extensions.register_transform(name, fn, undo=remove_qat)
     known = {p.pattern for p, _ in extensions.RECIPE_FAMILIES}
     fams = [(r"(pact|dorefa)-w(\d+)a(\d+)", _qat_family, "pact-wKaJ, dorefa-wKaJ (K-bit weights, J-bit activations)"),
             (r"wrpn-w(\d+)a(\d+)-x(\d+)", _wrpn_family, "wrpn-wKaJ-xF (widening F)"),

@@ -1,0 +1,94 @@
+"""Low-precision gradient all-reduce: each worker's gradient is cast to a lowp format before the all-reduce and the
+reduced result is cast again before it is handed back ("cast before and back after").
+
+Emulation of a ring all-reduce whose payload is in format F (reduce-scatter, then all-gather):
+
+1. reduce-scatter payload: every worker quantizes its (error-compensated) gradient x per parameter tensor:
+   q = Q(x * s) / s with a per-tensor scale s = (F.max / amax(x)) (current scaling, ``lowp.scaling``) for formats
+   with a narrow range (fp8, fp16; ``scaled=None`` decides by range), s = 1 for bf16 / fp32-range formats. Rounding
+   ``nearest`` or ``stochastic`` (independent random bits per worker and step). The decoded values are summed in
+   FP32 (what a receiver does after decoding each chunk), here by a plain FP32 all-reduce of q.
+2. all-gather payload: the averaged sum is quantized once more (per-tensor scale from the average, identical on all
+   workers; for stochastic rounding the random bits are keyed by (seed, step, tensor) shared by all workers, so the
+   replicas stay bit-identical).
+
+Error feedback (optional): e' = x - q with x = g + e, kept locally (only for phase 1, the worker's own message).
+
+Bytes counted per step and worker: the payload of one message, n * bits(F) / 8 (+ 4 bytes per tensor for the
+scale when scaled); the FP32 reference is 4 n. (A ring all-reduce moves 2(P-1)/P times this per worker; the factor
+is the same for every hook, so the ratio is unaffected.)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..formats import get_format
+from ..scaling import current_scale
+
+ROUNDINGS = ("nearest", "stochastic")
+
+
+def format_bits(fmt) -> int:
+    bits = get_format(fmt).describe().get("bits")
+    if not isinstance(bits, int):
+        raise ValueError(f"format {get_format(fmt).name!r} has no fixed bit width")
+    return bits
+
+
+class LowpAllreduceCodec:
+    """Per-tensor quantization of gradient messages; holds the error-feedback residues and byte counts."""
+
+    def __init__(self, fmt: str = "bf16", rounding: str = "nearest", *, error_feedback: bool = False,
+                 scaled: bool | None = None, seed: int = 0, rank: int = 0) -> None:
+        self.fmt = get_format(fmt)
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"all-reduce rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+        self.rounding = rounding
+        self.bits = format_bits(self.fmt)
+        fmax = getattr(self.fmt, "max", None)
+        if scaled is None:
+            scaled = isinstance(fmax, (int, float)) and fmax < 1e30
+        self.scaled = bool(scaled)
+        self.error_feedback = bool(error_feedback)
+        self.seed, self.rank = int(seed), int(rank)
+        self.errors: dict = {}
+        self.bytes = 0
+        self.dense_bytes = 0
+        self.calls = 0
+
+    def _q(self, x: torch.Tensor, rounding: str, gen: torch.Generator | None) -> torch.Tensor:
+        if not bool(torch.isfinite(x).all()):
+            return x  # an overflowed step passes through unchanged, so the loss scaler sees the Inf/NaN and skips
+        if self.scaled:
+            s = current_scale(x, self.fmt)
+            return self.fmt.quantize(x * s, rounding, saturate=True, generator=gen) / s
+        return self.fmt.quantize(x, rounding, saturate=True, generator=gen)
+
+    def _gen(self, *key: int) -> torch.Generator:
+        h = 0
+        for k in key:
+            h = (h * 1_000_003 + int(k)) % (2**62)
+        return torch.Generator().manual_seed(h)
+
+    @torch.no_grad()
+    def encode(self, key: int, g: torch.Tensor, step: int) -> torch.Tensor:
+        """Phase 1: this worker's message for tensor ``key`` (decoded, float32, g's shape)."""
+        x = g.float()
+        if self.error_feedback and key in self.errors:
+            x = x + self.errors[key]
+        gen = self._gen(self.seed, 1, self.rank, step, key) if self.rounding == "stochastic" else None
+        q = self._q(x, self.rounding, gen)
+        if self.error_feedback:
+            self.errors[key] = x - q
+        n = g.numel()
+        self.bytes += math.ceil(n * self.bits / 8) + (4 if self.scaled else 0)
+        self.dense_bytes += 4 * n
+        return q
+
+    @torch.no_grad()
+    def decode(self, key: int, avg: torch.Tensor, step: int) -> torch.Tensor:
+        """Phase 2: the averaged result as the all-gather would carry it (same on every worker)."""
+        gen = self._gen(self.seed, 2, step, key) if self.rounding == "stochastic" else None
+        return self._q(avg.float(), self.rounding, gen)

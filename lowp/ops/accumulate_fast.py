@@ -1,0 +1,233 @@
+"""Compiled float32 fast path of ``lowp.matmul(a, b, accumulate=fmt, chunk=c)`` (see ``accumulate.py``).
+
+When it applies (``plan`` decides; otherwise the float64 reference path of ``accumulate.py`` runs):
+
+* ``fmt`` is a FloatFormat with p = man + 1 <= 11 (so 24 >= 2p + 2) and fmt.max·(2^(24-p)+1) < 2^127;
+* every operand element is finite and has at most s = floor(p/2) significant bits (checked by rounding to s bits:
+  the value must not move), so every product has q <= 2s <= p bits and is exact in float32;
+* every nonzero product is a multiple of 2^G with G >= emin - man (>= emin for a flush-to-zero format) and
+  G >= -100, G bounded below by (smallest nonzero exponent of a) + (same of b) - 2(s - 1): all partial sums are then
+  multiples of 2^G, so anything below the format's normal range is exactly representable (no subnormal rounding,
+  nothing flushed) and nothing underflows in float32;
+* no partial sum can overflow: K·max|a|·max|b|·(1+2^-p)^(K+2) <= fmt.max (else the exact |a|·|b| GEMM bound
+  of the reference ``_plan`` is tried).
+
+Then every add r <- RN_p(r + p_k) is done as fl32(r + p_k) followed by rounding to p bits with Veltkamp splitting
+(t = x·C, y = t - (t - x), C = 2^(24-p) + 1), which is round-to-nearest-even to p bits of a float32 (checked
+bit for bit against ``Format.quantize`` in the tests, and on a probe when the kernel is first compiled). The two
+roundings are one correct rounding: r and p_k both have at most p significant bits and 24 >= 2p + 2, so by
+Figueroa (1995) RN_p(RN_24(r + p_k)) = RN_p(r + p_k) (innocuous double rounding for addition needs 24 >= 2p + 1);
+the chunk totals (p-bit values) are added the same way. A chunk register starts at -0: RN(-0 + p_1) = p_1 because
+p_1 is an in-range p-bit value, and -0 is the identity of IEEE addition (x + -0 = x, also for x = ±0), so chunks
+are padded with -0 products (a = -0, b = +0) to a multiple of ``UNROLL`` and the chunk count to a multiple of
+``SUM_UNROLL`` with -0 chunk results, without changing any bit.
+
+Layout: all chunks at once. The register tile is (nch·B, rows, N) float32; ``_steps`` (compiled, one fused loop
+over the tile) performs ``UNROLL`` consecutive adds per call with the products a[:, k]·b[k, :] formed on the fly
+(outer-product broadcast, nothing K×M×N is materialised); ``_sums`` adds ``SUM_UNROLL`` chunk results per call.
+Rows are processed in blocks (``TILE_BYTES``) so the tile stays in cache. torch.compile runs lazily on first use
+(dynamic shapes, fixed ranks: one graph per kernel, plus one when the tile's leading size is 1), never at import;
+``LOWP_COMPILE=0`` disables this path. ``fast_calls`` counts matmuls that really took it (tests check it).
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import warnings
+
+import torch
+
+from ..formats import FloatFormat
+
+UNROLL = 16  # adds per compiled call (graph size vs call overhead)
+SUM_UNROLL = 8  # chunk results added per compiled call
+TILE_BYTES = 1 << 21  # register tile per row block (all chunks), bytes
+MIN_WORK = 1 << 18  # M·N·K below which the eager reference path is used (compiling is not worth it)
+
+fast_calls = 0
+_lock = threading.Lock()
+_kernels = None  # None: not tried; False: compiling or the probe failed
+
+
+def compile_enabled() -> bool:
+    return os.environ.get("LOWP_COMPILE", "1") != "0"
+
+
+def _rnd(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Round-to-nearest-even of float32 ``x`` to p bits (Veltkamp splitting, c = 2^(24-p) + 1)."""
+    t = x * c
+    return t - (t - x)
+
+
+def _steps(r: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
+    """r (B, M, N) <- UNROLL sequential adds r <- RN_p(r + a[u]·b[u]); a (U, B, M, 1), b (U, B, 1, N)."""
+    x = r
+    for u in range(UNROLL):
+        x = _rnd(x + a[u] * b[u], c)
+    r.copy_(x)
+
+
+def _sums(t: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> None:
+    """t (B, M, N) <- SUM_UNROLL sequential adds t <- RN_p(t + x[j]); x (J, B, M, N)."""
+    y = t
+    for j in range(SUM_UNROLL):
+        y = _rnd(y + x[j], c)
+    t.copy_(y)
+
+
+def _probe(steps, sums) -> bool:
+    """The compiled kernels against the same ops run eagerly, on values built to hit midpoints and neighbours."""
+    g = torch.Generator().manual_seed(1)
+    c = torch.tensor(float(2 ** (24 - 10) + 1))
+    base = torch.randint(-8, 8, (UNROLL, 2, 3, 1), generator=g).float() * 2.0 ** torch.randint(
+        -6, 6, (UNROLL, 2, 3, 1), generator=g).float()
+    bb = torch.randint(-8, 8, (UNROLL, 2, 1, 17), generator=g).float() * 2.0 ** torch.randint(
+        -6, 6, (UNROLL, 2, 1, 17), generator=g).float()
+    r0 = torch.randint(-2 ** 10, 2 ** 10, (2, 3, 17), generator=g).float() * 2.0 ** 4
+    r1, r2 = r0.clone(), r0.clone()
+    steps(r1, base, bb, c)
+    _steps(r2, base, bb, c)
+    x = torch.randint(-2 ** 10, 2 ** 10, (SUM_UNROLL, 2, 3, 17), generator=g).float() * 2.0 ** torch.randint(
+        -4, 4, (SUM_UNROLL, 2, 1, 1), generator=g).float()
+    t1, t2 = r1.clone(), r2.clone()
+    sums(t1, x, c)
+    _sums(t2, x, c)
+    return torch.equal(r1.view(torch.int32), r2.view(torch.int32)) and torch.equal(t1.view(torch.int32),
+                                                                                   t2.view(torch.int32))
+
+
+def _get_kernels():
+    global _kernels
+    with _lock:
+        if _kernels is None:
+            try:
+                steps = torch.compile(_steps, dynamic=True, fullgraph=True)
+                sums = torch.compile(_sums, dynamic=True, fullgraph=True)
+                ok = _probe(steps, sums)
+                if not ok:
+                    warnings.warn("lowp.matmul: the compiled accumulation kernel differs from eager on the probe; "
+                                  "using the reference path", RuntimeWarning, stacklevel=4)
+            except Exception as e:  # noqa: BLE001  (no C++ compiler, unsupported backend, ...)
+                warnings.warn(f"lowp.matmul: torch.compile failed ({type(e).__name__}: {e}); using the reference "
+                              f"path", RuntimeWarning, stacklevel=4)
+                ok = False
+            _kernels = (steps, sums) if ok else False
+        return _kernels or None
+
+
+def _analyse(x: torch.Tensor) -> torch.Tensor:
+    """x flat float32 → int32 [max of |x|'s bits, min 2-adic valuation over nonzero elements (-1000 for a float32
+    subnormal, 1000 if none), max significant bits over nonzero elements (0 if none)]."""
+    bits = x.view(torch.int32) & 0x7FFFFFFF
+    expf = bits >> 23
+    low = bits & -bits  # lowest set bit of the stored mantissa (with the hidden bit, 1 << 23, as a backstop)
+    low = torch.where((bits & 0x7FFFFF) == 0, 1 << 23, low & 0x7FFFFF)
+    tz = (low.float().view(torch.int32) >> 23) - 127
+    nz = bits != 0
+    val = torch.where(nz, torch.where(expf == 0, -1000, expf - 150 + tz), 1000)
+    sig = torch.where(nz, 24 - tz, 0)
+    return torch.stack([bits.max(), val.min(), sig.max()])
+
+
+_analyse_c = None
+
+
+def _stats(x: torch.Tensor) -> tuple[float, int, int]:
+    """(max |x| (nan/inf propagate), min valuation over nonzero, max significant bits over nonzero) of float x."""
+    global _analyse_c
+    flat = x.reshape(-1).float()
+    if flat.numel() == 0:
+        return 0.0, 1000, 0
+    if _analyse_c is None:
+        _analyse_c = torch.compile(_analyse, dynamic=True, fullgraph=True)
+    mb, val, sig = (int(v) for v in (_analyse_c if flat.numel() >= 4096 else _analyse)(flat))
+    return float(torch.tensor(mb, dtype=torch.int32).view(torch.float32)), val, sig
+
+
+def plan(a: torch.Tensor, b: torch.Tensor, fmt) -> bool:
+    """Whether the float32 path is exact for ``a`` (…, M, K) @ ``b`` (…, K, N) accumulated in ``fmt``."""
+    if not isinstance(fmt, FloatFormat):
+        return False
+    p = fmt.man + 1
+    if 2 * p + 2 > 24:
+        return False
+    limit = min(fmt.max, 2.0 ** 126 / (2.0 ** (24 - p) + 1))  # no partial sum overflows fmt, nor x·C float32
+    if a.dtype not in (torch.float32, torch.float16, torch.bfloat16) or b.dtype not in (
+            torch.float32, torch.float16, torch.bfloat16):
+        return False  # float64 operands: the reference path (their values may not fit float32)
+    amax, aval, asig = _stats(a)
+    if not math.isfinite(amax) or amax >= 2.0 ** 100:
+        return False
+    bmax, bval, bsig = _stats(b)
+    if not math.isfinite(bmax) or bmax >= 2.0 ** 100:
+        return False
+    if amax == 0 or bmax == 0:
+        return True  # all products are ±0
+    if asig + bsig > p:
+        return False
+    g = aval + bval
+    if g < -100 or g < (fmt.emin - fmt.man if fmt.subnormals else fmt.emin):
+        return False
+    k = a.shape[-1]
+    factor = math.exp((k + 2) * (math.log1p(2.0 ** -p) + 2.0 ** -52)) * (1 + 1e-9)
+    if k * amax * bmax * factor <= limit:
+        return True
+    bound = torch.matmul(a.double().abs(), b.double().abs()).max()
+    return bool(torch.isfinite(bound)) and float(bound) * factor <= limit
+
+
+def matmul3(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, chunk: int | None) -> torch.Tensor | None:
+    """a (Bt, M, K) @ b (Bt, K, N) (float32 values, ``plan`` true) accumulated in ``fmt`` → (Bt, M, N) float32, or
+    None when the compiled kernels are unavailable."""
+    global fast_calls
+    kernels = _get_kernels()
+    if kernels is None:
+        return None
+    steps, sums = kernels
+    a, b = a.float(), b.float()
+    bt, m, k = a.shape
+    n = b.shape[-1]
+    if n < 16 and m > n:  # vectorise over the longer side: C^T = B^T A^T has the same products in the same order
+        return matmul3(b.transpose(1, 2), a.transpose(1, 2), fmt, chunk).transpose(1, 2)
+    c = k if chunk is None or chunk <= 1 or chunk >= k else chunk
+    nch = -(-k // c)
+    cp = -(-c // UNROLL) * UNROLL  # steps per chunk, padded with -0 products
+    nchp = nch if nch == 1 else -(-nch // SUM_UNROLL) * SUM_UNROLL
+    cst = torch.tensor(float(2 ** (24 - fmt.man - 1) + 1))
+    bsz = nch * bt
+    rows = max(2, min(m, TILE_BYTES // (4 * nchp * bt * n)))
+    nblk = -(-m // rows)
+    mp = nblk * rows
+    # a -> (nblk, cp, nch·Bt, rows, 1): [blk, u, j·Bt + i, r] = a[i, blk·rows + r, j·c + u]
+    ap = torch.full((bt, mp, nch * c), -0.0)
+    ap[:, :m, :k] = a
+    ap = ap.view(bt, mp, nch, c)
+    if cp > c:
+        ap = torch.cat([ap, torch.full((bt, mp, nch, cp - c), -0.0)], 3)
+    a_s = ap.view(bt, nblk, rows, nch, cp).permute(1, 4, 3, 0, 2).reshape(nblk, cp, bsz, rows, 1)
+    # b -> (cp, nch·Bt, 1, N): [u, j·Bt + i, 0, n] = b[i, j·c + u, n]
+    bp = torch.zeros(bt, nch * c, n)
+    bp[:, :k] = b
+    bp = bp.view(bt, nch, c, n)
+    if cp > c:
+        bp = torch.cat([bp, torch.zeros(bt, nch, cp - c, n)], 2)
+    b_s = bp.permute(2, 1, 0, 3).reshape(cp, bsz, 1, n)
+    out = torch.empty(nblk, bt, rows, n)
+    for blk in range(nblk):
+        r = torch.full((nchp * bt, rows, n), -0.0)
+        rv = r[:bsz]
+        for u in range(0, cp, UNROLL):
+            steps(rv, a_s[blk, u:u + UNROLL], b_s[u:u + UNROLL], cst)
+        if nchp == 1:
+            out[blk] = r
+        else:
+            t = out[blk].fill_(-0.0)
+            x = r.view(nchp, bt, rows, n)
+            for j in range(0, nchp, SUM_UNROLL):
+                sums(t, x[j:j + SUM_UNROLL], cst)
+    res = out.permute(1, 0, 2, 3).reshape(bt, mp, n)[:, :m]
+    if fmt.special == "fnuz":
+        res = res + 0.0  # fnuz has no -0
+    fast_calls += 1
+    return res

@@ -1,0 +1,74 @@
+"""The compiled fast paths (lowp.formats.fast): bit-identical to the eager references, really taken, no
+recompiles across formats/shapes/ranks, and LOWP_COMPILE=0 turns them off. (Compilation costs seconds: the
+tensors are just above FAST_MIN_NUMEL and each kernel is compiled once per process.)"""
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import lowp
+from lowp.formats import fast
+
+
+def same_bits(a, b):
+    return bool(((a.view(torch.int32) == b.view(torch.int32)) | (torch.isnan(a) & torch.isnan(b))).all())
+
+
+def data(n=fast.FAST_MIN_NUMEL, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g) * torch.exp2(torch.randint(-40, 40, (n,), generator=g).float())
+    x[3], x[40], x[41] = float("nan"), float("inf"), -float("inf")
+    x[64:96] = 0.0  # a zero MX block
+    x[96:128] *= 2.0**-100  # float32 subnormals inside a block
+    return x
+
+
+def eager(monkeypatch, x, name, mode, **kw):
+    monkeypatch.setenv("LOWP_COMPILE", "0")
+    try:
+        return lowp.quantize(x, name, mode, **kw)
+    finally:
+        monkeypatch.setenv("LOWP_COMPILE", "1")
+
+
+@pytest.mark.parametrize("name", ["mxfp4_e2m1", "int8", "fp16-169"])
+def test_fast_paths_bit_identical_and_taken(name, monkeypatch):
+    x = data()
+    for mode, kw in [("nearest", {}), ("up", {}), ("stochastic", {"rand_bits": 8})]:
+        a = eager(monkeypatch, x, name, mode, generator=torch.Generator().manual_seed(1), **kw)
+        before = fast.compiled_calls
+        b = lowp.quantize(x, name, mode, generator=torch.Generator().manual_seed(1), **kw)
+        assert fast.compiled_calls == before + 1, (name, mode)
+        assert same_bits(a, b), (name, mode)
+        out = torch.empty_like(x)
+        assert lowp.quantize(x, name, mode, generator=torch.Generator().manual_seed(1), out=out, **kw) is out
+        assert same_bits(out, a)
+
+
+def test_small_or_other_tensors_stay_eager(monkeypatch):
+    before = fast.compiled_calls
+    lowp.quantize(torch.randn(100), "e4m3")
+    lowp.quantize(data().double(), "e4m3")
+    lowp.quantize(data().reshape(-1, 32), lowp.MXFormat(lowp.get_format("e4m3"), axis=0))  # blocks along axis 0
+    lowp.quantize(data()[: fast.FAST_MIN_NUMEL - 16].reshape(-1, 48), "mxfp8_e4m3")  # 48 % 32 != 0: padded
+    monkeypatch.setenv("LOWP_COMPILE", "0")
+    lowp.quantize(data(), "e4m3")
+    lowp.quantize(data(), "int8")
+    assert fast.compiled_calls == before
+
+
+def test_no_recompiles_across_formats_shapes_ranks(monkeypatch):
+    x = data(1 << 17, seed=3)
+    lowp.quantize(x, "e4m3")  # warm: the float kernel is compiled (dynamic shapes, tensor parameters)
+    lowp.quantize(x, "mxfp8_e4m3")
+    graphs = counters["stats"]["unique_graphs"]
+    calls = fast.compiled_calls
+    shapes = [(1 << 17,), (256, 512), (2, 3, 96, 128)]
+    for i, shape in enumerate(shapes):
+        xs = data(int(torch.tensor(shape).prod()), seed=i).reshape(shape)
+        for name in ("bf16", "e3m2", "tf32", "mxfp6_e3m2"):
+            for mode in ("nearest", "down"):
+                y = lowp.quantize(xs, name, mode)
+                assert y.shape == xs.shape
+                assert same_bits(y, eager(monkeypatch, xs, name, mode)), (shape, name, mode)
+    assert fast.compiled_calls == calls + len(shapes) * 4 * 2
+    assert counters["stats"]["unique_graphs"] == graphs  # not one recompilation
