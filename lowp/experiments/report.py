@@ -251,6 +251,51 @@ def _html_table(comp) -> str:
     return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _per_layer_series(comp, key: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """recipe -> layer -> [(epoch, value)] for a per-layer dict stored in the history under ``key``
+    (``pact_alpha``: PACT's clipping level; ``layer_sparsity``: AutoSparse's fraction of zero weights)."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for r in comp.runs:
+        for h in r.history:
+            for layer, v in (h.get(key) or {}).items():
+                if v is not None:
+                    out.setdefault(r.recipe, {}).setdefault(layer, []).append((h["epoch"], float(v)))
+    return out
+
+
+def _layer_plot(series: dict[str, dict[str, list[tuple[int, float]]]], ylabel: str, path: str,
+                scale: float = 1.0) -> None:
+    """One panel per recipe, one line per layer, value against epoch."""
+    fig = _figure(4.2 * len(series), 3.4)
+    for i, (recipe, layers) in enumerate(series.items()):
+        ax = fig.add_subplot(1, len(series), i + 1)
+        for layer, pts in layers.items():
+            ax.plot([p[0] for p in pts], [scale * p[1] for p in pts], marker="o", ms=3, label=layer)
+        ax.set_title(recipe, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="layer", title_fontsize=7)
+    _save(fig, path)
+
+
+def _technique_sections(comp, out: str) -> list[str]:
+    """Report sections for techniques that log per-layer values each epoch: PACT alpha, AutoSparse sparsity."""
+    parts = []
+    alpha = _per_layer_series(comp, "pact_alpha")
+    if alpha:
+        _layer_plot(alpha, "PACT clipping level α", os.path.join(out, "pact-alpha.png"))
+        parts += ["<h2>PACT clipping levels</h2><p>α per layer at the end of each epoch (mean over channels for "
+                  "per-channel α).</p>", "<img src='pact-alpha.png' alt='PACT alpha per layer over training'>"]
+    sparsity = _per_layer_series(comp, "layer_sparsity")
+    if sparsity:
+        _layer_plot(sparsity, "zero weights (%)", os.path.join(out, "sparsity.png"), scale=100.0)
+        parts += ["<h2>Sparsity</h2><p>Fraction of zero weights per layer at the end of each epoch; the table "
+                  "gives the final overall sparsity and the training / inference FLOPs against dense.</p>",
+                  "<img src='sparsity.png' alt='sparsity per layer over training'>"]
+    return parts
+
+
 def render(comp, out: str, numerics: Any = None) -> str:
     """Write the plots and ``report.html`` for ``comp`` into ``out``; returns the HTML path."""
     os.makedirs(out, exist_ok=True)
@@ -274,6 +319,7 @@ def render(comp, out: str, numerics: Any = None) -> str:
     parts += ["<h2>Training</h2>", "<img src='loss.png' alt='training loss per epoch'>",
               "<img src='metric.png' alt='test metric per epoch'>",
               "<h2>Final metric against FP32</h2>", "<img src='final.png' alt='final metric per recipe'>"]
+    parts += _technique_sections(comp, out)
     groups = group_numerics(numerics, comp)
     if groups:  # the numerics section (see module docstring)
         parts.append("<h2>Numerics per layer and role</h2><p>Underflow: fraction of nonzero values flushed to 0; "

@@ -77,20 +77,25 @@ def _sums(t: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> None:
 
 
 def _probe(steps, sums) -> bool:
-    """The compiled kernels against the same ops run eagerly, on values built to hit midpoints and neighbours."""
+    """The compiled kernels against the same ops run eagerly, on values built to hit midpoints and neighbours.
+    The shapes are those of a real tile: the first call's sizes are the hints inductor's heuristics (threads,
+    vector tiling) see, as the graphs are compiled with dynamic shapes."""
     g = torch.Generator().manual_seed(1)
     c = torch.tensor(float(2 ** (24 - 10) + 1))
-    base = torch.randint(-8, 8, (UNROLL, 2, 3, 1), generator=g).float() * 2.0 ** torch.randint(
-        -6, 6, (UNROLL, 2, 3, 1), generator=g).float()
-    bb = torch.randint(-8, 8, (UNROLL, 2, 1, 17), generator=g).float() * 2.0 ** torch.randint(
-        -6, 6, (UNROLL, 2, 1, 17), generator=g).float()
-    r0 = torch.randint(-2 ** 10, 2 ** 10, (2, 3, 17), generator=g).float() * 2.0 ** 4
-    r1, r2 = r0.clone(), r0.clone()
-    steps(r1, base, bb, c)
-    _steps(r2, base, bb, c)
-    x = torch.randint(-2 ** 10, 2 ** 10, (SUM_UNROLL, 2, 3, 17), generator=g).float() * 2.0 ** torch.randint(
-        -4, 4, (SUM_UNROLL, 2, 1, 1), generator=g).float()
-    t1, t2 = r1.clone(), r2.clone()
+    bsz, rows, n = 8, 32, 256
+
+    def vals(*shape, mant, lo, hi):
+        m = torch.randint(-(2 ** mant), 2 ** mant, shape, generator=g).float()
+        return m * 2.0 ** torch.randint(lo, hi, shape, generator=g).float()
+
+    a = vals(UNROLL, bsz, rows, 1, mant=3, lo=-6, hi=6)
+    b = vals(UNROLL, bsz, 1, n, mant=3, lo=-6, hi=6)
+    r1 = vals(bsz, rows, n, mant=10, lo=-2, hi=6)
+    r2 = r1.clone()
+    steps(r1, a, b, c)
+    _steps(r2, a, b, c)
+    x = vals(SUM_UNROLL, bsz // SUM_UNROLL, rows, n, mant=10, lo=-4, hi=4)
+    t1, t2 = r1[:1].clone(), r2[:1].clone()
     sums(t1, x, c)
     _sums(t2, x, c)
     return torch.equal(r1.view(torch.int32), r2.view(torch.int32)) and torch.equal(t1.view(torch.int32),
@@ -214,9 +219,10 @@ def matmul3(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, chunk: int | Non
         bp = torch.cat([bp, torch.zeros(bt, nch, cp - c, n)], 2)
     b_s = bp.permute(2, 1, 0, 3).reshape(cp, bsz, 1, n)
     out = torch.empty(nblk, bt, rows, n)
+    r = torch.empty(nchp * bt, rows, n)
+    rv = r[:bsz]
     for blk in range(nblk):
-        r = torch.full((nchp * bt, rows, n), -0.0)
-        rv = r[:bsz]
+        r.fill_(-0.0)
         for u in range(0, cp, UNROLL):
             steps(rv, a_s[blk, u:u + UNROLL], b_s[u:u + UNROLL], cst)
         if nchp == 1:

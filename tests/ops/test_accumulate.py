@@ -222,3 +222,153 @@ def test_fast_rounding_is_the_general_kernel(fmt):
     if f.special == "fnuz":
         out = out + 0.0  # fnuz has no -0: ``finish`` applies this at the end of an accumulation
     assert torch.equal(out.view(torch.int64), ref.view(torch.int64))
+
+
+# ---- compiled float32 fast path (lowp/ops/accumulate_fast.py) ------------------------------------------------------
+
+def test_veltkamp_rounding_is_the_general_kernel():
+    """The float32 Veltkamp rounding of the fast path equals Format.quantize bit for bit for p = 3..11 on two
+    binades: every pattern of the top 15 mantissa bits with low byte 0, 1 or 0xFF (all p-bit grid points, midpoints
+    and their float32 neighbours for p <= 16), and on random values."""
+    from lowp.ops.accumulate_fast import _rnd
+
+    hi = torch.arange(0, 2**15, dtype=torch.int64) << 8
+    m = torch.cat([hi, hi | 1, hi | 0xFF])
+    x = torch.cat([(m | (127 << 23)).to(torch.int32).view(torch.float32),  # [1, 2)
+                   (m | (100 << 23)).to(torch.int32).view(torch.float32)])  # [2^-27, 2^-26)
+    g = torch.Generator().manual_seed(2)
+    x = torch.cat([x, torch.randn(100000, generator=g) * 2.0 ** torch.randint(-20, 20, (100000,), generator=g)])
+    x = torch.cat([x, -x])
+    for p in range(3, 12):
+        f = FloatFormat(8, p - 1, name=f"e8m{p - 1}")  # float32's range: no subnormal/overflow effects here
+        got = _rnd(x, torch.tensor(float(2 ** (24 - p) + 1)))
+        assert torch.equal(got.view(torch.int32), f.quantize(x.double()).float().view(torch.int32)), p
+
+
+@pytest.fixture
+def fast_always(monkeypatch):
+    import lowp.ops.accumulate as acc
+
+    monkeypatch.setattr(acc, "FAST_PATH", "always")
+    monkeypatch.delenv("LOWP_COMPILE", raising=False)
+    return acc
+
+
+def _ref(a, b, fmt, chunk):
+    import lowp.ops.accumulate as acc
+
+    old, acc.FAST_PATH = acc.FAST_PATH, "never"
+    try:
+        return matmul(a, b, accumulate=fmt, chunk=chunk)
+    finally:
+        acc.FAST_PATH = old
+
+
+def _bits_equal(x, y):
+    return x.dtype == y.dtype and x.shape == y.shape and torch.equal(x.view(torch.int32), y.view(torch.int32))
+
+
+@pytest.mark.parametrize("fmt,chunk,ops", [("fp16-169", 64, "fp8-152"), ("fp16-169", None, "fp8-152"),
+                                           ("fp16-169", 5, "e4m3"), ("bf16", 16, "fp8-152"),
+                                           ("fp16", 8, "e4m3"), ("e4m3fnuz", 3, "pow2")])
+def test_fast_path_bit_identical_to_reference(fast_always, fmt, chunk, ops):
+    """The compiled float32 path is taken (counter) and equals the float64 reference path bit for bit, signed zeros
+    included; odd sizes (padding of chunks, rows, chunk count), batches, tiny (fp8 subnormal) operands."""
+    import lowp.ops.accumulate_fast as af
+
+    g = torch.Generator().manual_seed(hash((fmt, chunk, ops)) % 2**31)
+    a, b = torch.randn(2, 37, 203, generator=g) * 4, torch.randn(203, 45, generator=g)
+    if ops != "pow2":
+        a, b = lowp.quantize(a, ops), lowp.quantize(b, ops)
+    else:  # 1-bit operands into a 4-bit accumulator, products >= 2^-8 (e4m3fnuz: emin - man = -10)
+        a = torch.sign(a) * 2.0 ** torch.randint(-5, -1, a.shape, generator=g).float()
+        b = torch.sign(b) * 2.0 ** torch.randint(-3, 1, b.shape, generator=g).float()
+        a, b = a[..., :20], b[:20]  # the overflow bound grows as (1 + 2^-p)^K: keep K small for p = 4
+    if ops == "fp8-152":
+        a[0, :3] = lowp.quantize(a[0, :3] * 2.0**-14, ops)  # subnormal fp8 operands: products down to 2^-32
+        b[:, :2] = lowp.quantize(b[:, :2] * 2.0**-14, ops)
+    a[1, 0] = -0.0
+    b[:, 3] = -0.0  # columns of signed zeros
+    b[:100, 4] = 0.0
+    before = af.fast_calls
+    got = matmul(a, b, accumulate=fmt, chunk=chunk)
+    assert af.fast_calls == before + 1, "the fast path was not taken"
+    assert _bits_equal(got, _ref(a, b, fmt, chunk))
+
+
+def test_fast_path_matches_fraction_oracle(fast_always):
+    import lowp.ops.accumulate_fast as af
+
+    g = torch.Generator().manual_seed(9)
+    a = lowp.quantize(torch.randn(2, 50, generator=g) * 8, "fp8-152")
+    b = lowp.quantize(torch.randn(50, 17, generator=g), "fp8-152")
+    f = lowp.get_format("fp16-169")
+    for chunk in (None, 16, 7):
+        before = af.fast_calls
+        got = matmul(a, b, accumulate=f, chunk=chunk)
+        assert af.fast_calls == before + 1
+        assert same(got.double(), oracle(a, b, f, chunk))
+
+
+def test_fast_path_large_and_transposed(fast_always):
+    """A shape with several row blocks and a narrow output (computed transposed), against the reference."""
+    import lowp.ops.accumulate_fast as af
+
+    g = torch.Generator().manual_seed(4)
+    a = lowp.quantize(torch.randn(300, 130, generator=g), "fp8-152")
+    b = lowp.quantize(torch.randn(130, 700, generator=g), "fp8-152")
+    before = af.fast_calls
+    for x, y in ((a, b), (b.t(), a.t())):  # N = 700 wide; then N = 300 with M = 700
+        assert _bits_equal(matmul(x, y, accumulate="fp16-169", chunk=64), _ref(x, y, "fp16-169", 64))
+    x, y = b.t()[:, :64], a.t()[:64, :7]  # N = 7 < 16: computed as (y^T x^T)^T
+    assert _bits_equal(matmul(x, y, accumulate="fp16-169", chunk=8), _ref(x, y, "fp16-169", 8))
+    assert af.fast_calls == before + 3
+
+
+def test_fast_path_declines_when_not_exact(fast_always):
+    """Cases the float32 path cannot do exactly go to the reference path: too many operand bits, accumulator
+    subnormals finer than the products, possible overflow, Inf/NaN, a flush-to-zero format, p > 11."""
+    import lowp.ops.accumulate_fast as af
+
+    g = torch.Generator().manual_seed(6)
+    a8 = lowp.quantize(torch.randn(8, 40, generator=g), "fp8-152")
+    b8 = lowp.quantize(torch.randn(40, 24, generator=g), "fp8-152")
+    tiny = a8 * 2.0**-14  # fp8 subnormal-sized: products below fp16's subnormal quantum 2^-24
+    big = torch.full((8, 40), 57344.0)
+    nan = a8.clone()
+    nan[0, 0] = math.nan
+    ftz = FloatFormat(6, 9, bias=31, subnormals=False, name="fp16-169ftz")
+    cases = [(torch.randn(8, 40, generator=g), b8, "fp16-169"), (tiny, b8, "fp16"), (big, b8 * 100, "fp16"),
+             (nan, b8, "fp16-169"), (tiny, b8 * 2.0**-10, ftz), (a8, b8, "fp32")]
+    for a, b, fmt in cases:
+        before = af.fast_calls
+        got = matmul(a, b, accumulate=fmt)
+        assert af.fast_calls == before, fmt
+        assert got.shape == (8, 24)
+    # and the reference path is what ran: compare a small case with the oracle
+    got = matmul(tiny[:2, :12], b8[:12, :3], accumulate="fp16")
+    assert same(got.double(), oracle(tiny[:2, :12], b8[:12, :3], lowp.get_format("fp16"), None))
+
+
+def test_fast_path_off_with_lowp_compile_0(fast_always, monkeypatch):
+    import lowp.ops.accumulate_fast as af
+
+    monkeypatch.setenv("LOWP_COMPILE", "0")
+    a = lowp.quantize(torch.randn(30, 64), "fp8-152")
+    before = af.fast_calls
+    matmul(a, a.t(), accumulate="fp16-169", chunk=16)
+    assert af.fast_calls == before
+
+
+def test_auto_path_threshold():
+    """In the default mode small GEMMs use the reference path and large ones the fast path."""
+    import lowp.ops.accumulate as acc
+    import lowp.ops.accumulate_fast as af
+
+    if not af.compile_enabled() or acc.FAST_PATH != "auto":
+        pytest.skip("LOWP_COMPILE=0")
+    a = lowp.quantize(torch.randn(64, 64), "fp8-152")
+    before = af.fast_calls
+    matmul(a, a, accumulate="fp16-169", chunk=64)  # 2^18 = MIN_WORK
+    matmul(a[:8], a, accumulate="fp16-169", chunk=64)
+    assert af.fast_calls == before + 1

@@ -1,0 +1,42 @@
+"""Techniques inside `lowp compare`: PACT alpha and AutoSparse sparsity in history, results.json and the report;
+data-parallel runs with a gradient hook."""
+import json
+
+import pytest
+
+from lowp.experiments.compare import compare
+
+
+def test_pact_alpha_and_sparsity_reported(tmp_path):
+    comp = compare(task="digits-mlp", recipes="fp32,pact-w4a4,fp32+autosparse:0.6", epochs=2, out=str(tmp_path),
+                   quiet=True, progress=False)
+    runs = {r.recipe: r for r in comp.runs}
+    assert all(r.status == "ok" for r in runs.values())
+    alpha = runs["pact-w4a4"].history[-1]["pact_alpha"]
+    assert alpha and all(0 < v <= 10.5 for v in alpha.values())
+    sp = runs["fp32+autosparse:0.6"]
+    assert sp.sparsity == pytest.approx(0.6, abs=0.05)
+    assert 0 < sp.inference_flops_ratio < 0.6 and 0 < sp.train_flops_ratio < 1
+    assert set(sp.history[-1]["layer_sparsity"]) and runs["fp32"].sparsity is None
+    saved = {r["recipe"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
+    assert saved["fp32+autosparse:0.6"]["sparsity"] == sp.sparsity
+    html = (tmp_path / "report.html").read_text()
+    assert "pact-alpha.png" in html and "sparsity.png" in html and "sparsity %" in html
+    assert (tmp_path / "pact-alpha.png").stat().st_size > 0 and (tmp_path / "sparsity.png").stat().st_size > 0
+
+
+def test_data_parallel_with_hook(tmp_path):
+    comp = compare(task="digits-mlp", recipes="fp32", epochs=1, out=str(tmp_path), nproc=2, grad_hook="adacomp",
+                   quiet=True, progress=False)
+    r = comp.runs[0]
+    assert r.status == "ok", r.error
+    assert r.nproc == 2 and r.grad_hook == "adacomp" and r.compression_ratio > 5 and r.bytes_per_step > 0
+    assert "comm bytes/step" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.parametrize("kw, msg", [(dict(nproc=1, grad_hook="adacomp"), "needs nproc"),
+                                     (dict(nproc=2, grad_hook="bogus"), "unknown hook")])
+def test_bad_hook_settings(tmp_path, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        compare(task="digits-mlp", recipes="fp32", epochs=1, out=str(tmp_path / "o"), quiet=True, **kw)
+    assert not (tmp_path / "o").exists()
