@@ -61,15 +61,19 @@ def _rnd(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def _steps(r: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
-    """r (B, M, N) <- UNROLL sequential adds r <- RN_p(r + a[u]·b[u]); a (U, B, M, 1), b (U, B, 1, N)."""
-    x = r
+    """UNROLL sequential adds x <- RN_p(x + a[u]·b[u]) on x = the first B tiles of r (J, Bt, M, N) (the rest stays);
+    a (UNROLL, B, M), b (UNROLL, B, N). Every argument is a standalone contiguous tensor (no views: no guards on
+    bases or offsets, so no recompiles)."""
+    nb = a.shape[1]
+    rf = r.view(-1, r.shape[2], r.shape[3])
+    x = rf[:nb]
     for u in range(UNROLL):
-        x = _rnd(x + a[u] * b[u], c)
-    r.copy_(x)
+        x = _rnd(x + a[u].unsqueeze(-1) * b[u].unsqueeze(-2), c)
+    rf[:nb].copy_(x)
 
 
 def _sums(t: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> None:
-    """t (B, M, N) <- SUM_UNROLL sequential adds t <- RN_p(t + x[j]); x (J, B, M, N)."""
+    """t (Bt, M, N) <- SUM_UNROLL sequential adds t <- RN_p(t + x[j]); x (SUM_UNROLL, Bt, M, N)."""
     y = t
     for j in range(SUM_UNROLL):
         y = _rnd(y + x[j], c)
@@ -82,24 +86,25 @@ def _probe(steps, sums) -> bool:
     vector tiling) see, as the graphs are compiled with dynamic shapes."""
     g = torch.Generator().manual_seed(1)
     c = torch.tensor(float(2 ** (24 - 10) + 1))
-    bsz, rows, n = 8, 32, 256
+    rows, n = 32, 256
 
     def vals(*shape, mant, lo, hi):
         m = torch.randint(-(2 ** mant), 2 ** mant, shape, generator=g).float()
         return m * 2.0 ** torch.randint(lo, hi, shape, generator=g).float()
 
-    a = vals(UNROLL, bsz, rows, 1, mant=3, lo=-6, hi=6)
-    b = vals(UNROLL, bsz, 1, n, mant=3, lo=-6, hi=6)
-    r1 = vals(bsz, rows, n, mant=10, lo=-2, hi=6)
-    r2 = r1.clone()
-    steps(r1, a, b, c)
-    _steps(r2, a, b, c)
-    x = vals(SUM_UNROLL, bsz // SUM_UNROLL, rows, n, mant=10, lo=-4, hi=4)
-    t1, t2 = r1[:1].clone(), r2[:1].clone()
-    sums(t1, x, c)
-    _sums(t2, x, c)
-    return torch.equal(r1.view(torch.int32), r2.view(torch.int32)) and torch.equal(t1.view(torch.int32),
-                                                                                   t2.view(torch.int32))
+    ok = True
+    for nb in (SUM_UNROLL - 3, 1):  # the second graph: one chunk of Bt = 1 (0/1 size specialisation)
+        a = vals(UNROLL, nb, rows, mant=3, lo=-6, hi=6)
+        b = vals(UNROLL, nb, n, mant=3, lo=-6, hi=6)
+        r1 = vals(SUM_UNROLL, 1, rows, n, mant=10, lo=-2, hi=6)
+        r2 = r1.clone()
+        steps(r1, a, b, c)
+        _steps(r2, a, b, c)
+        ok = ok and torch.equal(r1.view(torch.int32), r2.view(torch.int32))
+    t1, t2 = r1[0].clone(), r2[0].clone()
+    sums(t1, r1, c)
+    _sums(t2, r2, c)
+    return ok and torch.equal(t1.view(torch.int32), t2.view(torch.int32))
 
 
 def _get_kernels():
@@ -141,7 +146,7 @@ _analyse_c = None
 def _stats(x: torch.Tensor) -> tuple[float, int, int]:
     """(max |x| (nan/inf propagate), min valuation over nonzero, max significant bits over nonzero) of float x."""
     global _analyse_c
-    flat = x.reshape(-1).float()
+    flat = _own(x.reshape(-1).float())
     if flat.numel() == 0:
         return 0.0, 1000, 0
     if _analyse_c is None:
@@ -182,6 +187,11 @@ def plan(a: torch.Tensor, b: torch.Tensor, fmt) -> bool:
     return bool(torch.isfinite(bound)) and float(bound) * factor <= limit
 
 
+def _own(x: torch.Tensor) -> torch.Tensor:
+    """x as a standalone contiguous tensor (a compiled call on views guards on their base: recompiles)."""
+    return x if x._base is None and x.is_contiguous() else x.clone(memory_format=torch.contiguous_format)
+
+
 def matmul3(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, chunk: int | None) -> torch.Tensor | None:
     """a (Bt, M, K) @ b (Bt, K, N) (float32 values, ``plan`` true) accumulated in ``fmt`` → (Bt, M, N) float32, or
     None when the compiled kernels are unavailable."""
@@ -198,40 +208,42 @@ def matmul3(a: torch.Tensor, b: torch.Tensor, fmt: FloatFormat, chunk: int | Non
     c = k if chunk is None or chunk <= 1 or chunk >= k else chunk
     nch = -(-k // c)
     cp = -(-c // UNROLL) * UNROLL  # steps per chunk, padded with -0 products
-    nchp = nch if nch == 1 else -(-nch // SUM_UNROLL) * SUM_UNROLL
+    ngr = -(-nch // SUM_UNROLL)  # groups of SUM_UNROLL chunks: one register tile (SUM_UNROLL, Bt, rows, N) each
     cst = torch.tensor(float(2 ** (24 - fmt.man - 1) + 1))
-    bsz = nch * bt
-    rows = max(2, min(m, TILE_BYTES // (4 * nchp * bt * n)))
+    rows = max(2, min(m, TILE_BYTES // (4 * SUM_UNROLL * bt * n)))
     nblk = -(-m // rows)
     mp = nblk * rows
-    # a -> (nblk, cp, nch·Bt, rows, 1): [blk, u, j·Bt + i, r] = a[i, blk·rows + r, j·c + u]
+    # a -> [blk][g][s] (UNROLL, nb, rows): [u, j·Bt + i, r] = a[i, blk·rows + r, (g·SUM_UNROLL + j)·c + s + u]
     ap = torch.full((bt, mp, nch * c), -0.0)
     ap[:, :m, :k] = a
     ap = ap.view(bt, mp, nch, c)
     if cp > c:
         ap = torch.cat([ap, torch.full((bt, mp, nch, cp - c), -0.0)], 3)
-    a_s = ap.view(bt, nblk, rows, nch, cp).permute(1, 4, 3, 0, 2).reshape(nblk, cp, bsz, rows, 1)
-    # b -> (cp, nch·Bt, 1, N): [u, j·Bt + i, 0, n] = b[i, j·c + u, n]
+    a_s = ap.view(bt, nblk, rows, nch, cp).permute(1, 4, 3, 0, 2)  # (nblk, cp, nch, Bt, rows)
     bp = torch.zeros(bt, nch * c, n)
     bp[:, :k] = b
     bp = bp.view(bt, nch, c, n)
     if cp > c:
         bp = torch.cat([bp, torch.zeros(bt, nch, cp - c, n)], 2)
-    b_s = bp.permute(2, 1, 0, 3).reshape(cp, bsz, 1, n)
+    b_s = bp.permute(2, 1, 0, 3)  # (cp, nch, Bt, N)
+    groups = [(g * SUM_UNROLL, min(nch, (g + 1) * SUM_UNROLL)) for g in range(ngr)]
+    b_l = [[_own(b_s[s:s + UNROLL, j0:j1].reshape(UNROLL, (j1 - j0) * bt, n)) for s in range(0, cp, UNROLL)]
+           for j0, j1 in groups]
     out = torch.empty(nblk, bt, rows, n)
-    r = torch.empty(nchp * bt, rows, n)
-    rv = r[:bsz]
+    r = torch.empty(SUM_UNROLL, bt, rows, n)
+    t = torch.empty(bt, rows, n)
     for blk in range(nblk):
-        r.fill_(-0.0)
-        for u in range(0, cp, UNROLL):
-            steps(rv, a_s[blk, u:u + UNROLL], b_s[u:u + UNROLL], cst)
-        if nchp == 1:
-            out[blk] = r
-        else:
-            t = out[blk].fill_(-0.0)
-            x = r.view(nchp, bt, rows, n)
-            for j in range(0, nchp, SUM_UNROLL):
-                sums(t, x[j:j + SUM_UNROLL], cst)
+        if nch > 1:
+            t.fill_(-0.0)
+        for (j0, j1), bg in zip(groups, b_l):
+            r.fill_(-0.0)
+            for i, s in enumerate(range(0, cp, UNROLL)):
+                steps(r, _own(a_s[blk, s:s + UNROLL, j0:j1].reshape(UNROLL, (j1 - j0) * bt, rows)), bg[i], cst)
+            if nch == 1:
+                t.copy_(r[0])
+            else:
+                sums(t, r, cst)
+        out[blk] = t
     res = out.permute(1, 0, 2, 3).reshape(bt, mp, n)[:, :m]
     if fmt.special == "fnuz":
         res = res + 0.0  # fnuz has no -0

@@ -72,3 +72,19 @@ def test_no_recompiles_across_formats_shapes_ranks(monkeypatch):
                 assert same_bits(y, eager(monkeypatch, xs, name, mode)), (shape, name, mode)
     assert fast.compiled_calls == calls + len(shapes) * 4 * 2
     assert counters["stats"]["unique_graphs"] == graphs  # not one recompilation
+
+
+def test_requires_grad_inputs_do_not_recompile():
+    """Inputs that require grad (activations inside autograd Functions) share the compiled graph: alternating them
+    with plain tensors, sizes and formats many more times than dynamo's recompile limit must not fail."""
+    import torch._dynamo
+
+    from lowp.formats import fast
+
+    before = fast.compiled_calls
+    base = torch.randn(1 << 16, requires_grad=True)
+    for i in range(2 * torch._dynamo.config.recompile_limit + 2):
+        x = base * 1.5 if i % 2 else torch.randn((1 << 16) + i)
+        y = lowp.quantize(x, "e5m2" if i % 3 else "e4m3")
+        assert torch.equal(y, lowp.get_format("e5m2" if i % 3 else "e4m3").quantize(x.detach().double()).float())
+    assert fast.compiled_calls == before + 2 * torch._dynamo.config.recompile_limit + 2
