@@ -1,7 +1,8 @@
 """Format-accumulated GEMM (``lowp.matmul``) as a ratio to FP32 ``torch.matmul`` of the same shape, measured in the
 same run (SPEC §9). Cases: fp16-169 accumulation with chunk 64 on fp8-152 operands (the fp8-ibm recipe's GEMM:
 fast path, no round-to-odd correction), fp16 sequential accumulation on fp8-152 operands, and fp16 with chunk 64
-on raw fp32 operands (48-bit products: the round-to-odd path). Baseline and emulation are interleaved; the median
+on raw fp32 operands (48-bit products: the round-to-odd path). The "path" column says whether the compiled float32 fast path
+(lowp/ops/accumulate_fast.py) or the float64 reference path ran. Baseline and emulation are interleaved; the median
 per-round ratio is printed (shared machine: indicative only).
 
     python benchmarks/bench_accumulate.py [--rounds 3] [--threads N] [--shapes 256x784x1024,64x256x256]
@@ -15,6 +16,7 @@ import time
 import torch
 
 import lowp
+import lowp.ops.accumulate_fast as af
 
 
 def timed(fn) -> float:
@@ -36,7 +38,7 @@ def main() -> None:
     cases = [("fp16-169 chunk 64, fp8-152 operands", "fp16-169", 64, "fp8-152"),
              ("fp16 sequential, fp8-152 operands", "fp16", None, "fp8-152"),
              ("fp16 chunk 64, fp32 operands", "fp16", 64, None)]
-    print(f"{'M x K x N':>16}  {'case':<38} {'fp32 ms':>9} {'lowp ms':>9} {'ratio':>7}")
+    print(f"{'M x K x N':>16}  {'case':<38} {'fp32 ms':>9} {'lowp ms':>9} {'ratio':>7}  path")
     for shape in args.shapes.split(","):
         m, k, n = (int(v) for v in shape.split("x"))
         a32, b32 = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
@@ -44,14 +46,16 @@ def main() -> None:
             a = lowp.quantize(a32, opfmt) if opfmt else a32
             b = lowp.quantize(b32, opfmt) if opfmt else b32
             torch.matmul(a, b)
+            before = af.fast_calls
             lowp.matmul(a, b, accumulate=acc, chunk=chunk)  # warm-up
+            path = "fast" if af.fast_calls > before else "reference"
             base, emu = [], []
             for _ in range(args.rounds):
                 base.append(min(timed(lambda: torch.matmul(a, b)) for _ in range(5)))
                 emu.append(timed(lambda: lowp.matmul(a, b, accumulate=acc, chunk=chunk)))
             ratio = statistics.median(e / b_ for e, b_ in zip(emu, base))
             print(f"{shape:>16}  {label:<38} {statistics.median(base) * 1e3:9.2f} "
-                  f"{statistics.median(emu) * 1e3:9.1f} {ratio:7.1f}x", flush=True)
+                  f"{statistics.median(emu) * 1e3:9.1f} {ratio:7.1f}x  {path}", flush=True)
 
 
 if __name__ == "__main__":

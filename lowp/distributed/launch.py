@@ -53,6 +53,7 @@ def _entry(rank: int, fn: Callable, nproc: int, port: int, args: tuple, out_dir:
         with open(tmp, "wb") as f:
             pickle.dump(result, f)
         os.replace(tmp, os.path.join(out_dir, f"rank{rank}.pkl"))
+        dist.barrier()  # no rank tears gloo down while a peer still talks to it (seen as SIGABRT at exit)
     finally:
         dist.destroy_process_group()
 

@@ -63,7 +63,7 @@ def use_compiled(x: torch.Tensor) -> bool:
 def _run_into(which: str, x: torch.Tensor, out: torch.Tensor | None, *args, **kwargs) -> torch.Tensor:
     """Run compiled kernel ``which`` on flat x, writing into out (or a fresh tensor); returns x-shaped result."""
     global compiled_calls
-    flat = x.detach().reshape(-1)
+    flat = (x.detach() if x.requires_grad else x).reshape(-1)
     direct = out is not None and out.is_contiguous()
     target = out.view(-1) if direct else torch.empty_like(flat)
     _get_compiled(which)(target, flat, *args, **kwargs)
@@ -92,7 +92,7 @@ def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, ou
                          **_stochastic_kwargs(rounding, rand_bits, generator))
     kwargs = dict(params, mode=_MODE_T[rounding], saturate=_BOOL_T[saturate])
     kwargs.update(_stochastic_kwargs(rounding, rand_bits, generator))
-    flat = x.detach().reshape(-1)
+    flat = (x.detach() if x.requires_grad else x).reshape(-1)
     if use_fast:
         y = _get_compiled("generic")(flat, **kwargs)
         compiled_calls += 1
