@@ -25,6 +25,10 @@ Rounding to p bits uses the magic-number trick (x + c) − c with c = 1.5·2^52�
 a bound (|a|·|b| GEMM times (1+2^-p)^(K+2)) proves that no partial sum can overflow, all inputs are finite and the
 format keeps subnormals; otherwise every add is rounded by the general kernel ``Format.quantize`` in float64.
 
+Fast path: when it is provably bit-identical (operand bits, exponent range, overflow bound; see
+``accumulate_fast.py``) and M·N·K is large, the same computation runs in float32 in torch.compile'd kernels
+(``FAST_PATH`` selects; ``LOWP_COMPILE=0`` disables it). What follows describes the float64 reference path.
+
 Vectorised over the output tile: the Python loop runs over the ``c`` positions inside a chunk (all chunks and all
 M×N outputs at once), then over the chunk results — never per element. The result is float32 (float64 if an
 operand is float64): every value of a FloatFormat fits float32 exactly.
@@ -180,7 +184,7 @@ def _fast(a2, b2, batch, m, k, n, fmt, chunk) -> torch.Tensor | None:
     nb = math.prod(batch)
     if FAST_PATH != "always" and nb * m * n * k < af.MIN_WORK:
         return None
-    if not af.plan(a2, b2, fmt):
+    if not af.plan(a2, b2, fmt, chunk):
         return None
     a3 = a2.expand(*batch, m, k).reshape(-1, m, k)
     b3 = b2.expand(*batch, k, n).reshape(-1, k, n)

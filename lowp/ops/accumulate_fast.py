@@ -3,14 +3,14 @@
 When it applies (``plan`` decides; otherwise the float64 reference path of ``accumulate.py`` runs):
 
 * ``fmt`` is a FloatFormat with p = man + 1 <= 11 (so 24 >= 2p + 2) and fmt.max·(2^(24-p)+1) < 2^127;
-* every operand element is finite and has at most s = floor(p/2) significant bits (checked by rounding to s bits:
-  the value must not move), so every product has q <= 2s <= p bits and is exact in float32;
+* every operand element is finite; sig(a) + sig(b) <= p (max significant bits, from the bit patterns: ``_analyse``,
+  compiled), so every product has q <= p bits and is exact in float32;
 * every nonzero product is a multiple of 2^G with G >= emin - man (>= emin for a flush-to-zero format) and
-  G >= -100, G bounded below by (smallest nonzero exponent of a) + (same of b) - 2(s - 1): all partial sums are then
+  G >= -100, G = (min 2-adic valuation of a's nonzero elements) + (same of b): all partial sums are then
   multiples of 2^G, so anything below the format's normal range is exactly representable (no subnormal rounding,
   nothing flushed) and nothing underflows in float32;
-* no partial sum can overflow: K·max|a|·max|b|·(1+2^-p)^(K+2) <= fmt.max (else the exact |a|·|b| GEMM bound
-  of the reference ``_plan`` is tried).
+* no partial sum can overflow: K·max|a|·max|b|·(1+2^-p)^(c+nch+2) <= fmt.max (else the exact |a|·|b| GEMM bound
+  is tried); a product goes through at most c roundings in its chunk and nch in the total.
 
 Then every add r <- RN_p(r + p_k) is done as fl32(r + p_k) followed by rounding to p bits with Veltkamp splitting
 (t = x·C, y = t - (t - x), C = 2^(24-p) + 1), which is round-to-nearest-even to p bits of a float32 (checked
@@ -155,7 +155,7 @@ def _stats(x: torch.Tensor) -> tuple[float, int, int]:
     return float(torch.tensor(mb, dtype=torch.int32).view(torch.float32)), val, sig
 
 
-def plan(a: torch.Tensor, b: torch.Tensor, fmt) -> bool:
+def plan(a: torch.Tensor, b: torch.Tensor, fmt, chunk: int | None = None) -> bool:
     """Whether the float32 path is exact for ``a`` (…, M, K) @ ``b`` (…, K, N) accumulated in ``fmt``."""
     if not isinstance(fmt, FloatFormat):
         return False
@@ -180,7 +180,10 @@ def plan(a: torch.Tensor, b: torch.Tensor, fmt) -> bool:
     if g < -100 or g < (fmt.emin - fmt.man if fmt.subnormals else fmt.emin):
         return False
     k = a.shape[-1]
-    factor = math.exp((k + 2) * (math.log1p(2.0 ** -p) + 2.0 ** -52)) * (1 + 1e-9)
+    c = k if chunk is None or chunk <= 1 or chunk >= k else chunk
+    # every product passes through at most c roundings in its chunk and nch in the total: every partial sum is at
+    # most (1 + 2^-p)^(c + nch) times the sum of the |products| (the reference path's bound uses K + 2)
+    factor = math.exp((c + -(-k // c) + 2) * (math.log1p(2.0 ** -p) + 2.0 ** -52)) * (1 + 1e-9)
     if k * amax * bmax * factor <= limit:
         return True
     bound = torch.matmul(a.double().abs(), b.double().abs()).max()
