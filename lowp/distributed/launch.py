@@ -139,13 +139,10 @@ def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dic
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from ..experiments.tasks import get_task
-    from ..experiments import train as tr
-    from ..experiments.train import EpochRecord, RunSettings, evaluate, resolve_recipe
-    from ..recipes import emulate
-    from ..recipes.optim import LowpOptimizer
+    from ..experiments.train import (EpochRecord, RunSettings, _lr_at, _scale, apply_recipe, evaluate,
+                                     resolve_recipe, start_epoch)
     from .hooks import register_comm_hook
 
-    start_epoch = getattr(tr, "start_epoch", lambda model, epoch, epochs: None)
 
     st = RunSettings.from_dict(settings)
     task = get_task(task_name)
@@ -153,10 +150,9 @@ def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dic
     data = task.load_data()
     torch.manual_seed(st.seed)
     model = task.build_model()
-    # the training contract of docs/architecture.md, as lowp.experiments.train.train_run applies it
-    model = emulate(model, recipe)
-    base = torch.optim.SGD(model.parameters(), lr=st.lr, momentum=task.momentum, weight_decay=task.weight_decay)
-    opt = LowpOptimizer(base, recipe)
+    # the training contract of docs/architecture.md, applied exactly as lowp.experiments.train.train_run does
+    model, opt, base = apply_recipe(model, recipe, lambda params: torch.optim.SGD(
+        params, lr=st.lr, momentum=task.momentum, weight_decay=task.weight_decay))
     ddp = DDP(model)
     state = register_comm_hook(ddp, hook, seed=st.seed)
     n = len(data.x_train)
@@ -206,26 +202,6 @@ def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dic
             "skipped_steps": int(opt.skipped_steps), "loss_scale": _scale(opt),
             "recipe_spec": json.loads(json.dumps(recipe.to_dict())), "recipe": recipe.name,
             "replica_max_abs_diff": float((hi - lo).abs().max()), "comm": comm}
-
-
-def _lr_at(task: Any, base_lr: float, step: int, total: int) -> float:
-    """The learning-rate schedule of lowp.experiments.train (cosine or constant)."""
-    from ..experiments import train as tr
-
-    f = getattr(tr, "_lr_at", None)
-    if f is not None:
-        return f(task, base_lr, step, total)
-    if task.schedule == "constant" or total <= 1:
-        return base_lr
-    return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / total))
-
-
-def _scale(opt: Any) -> float | None:
-    s = getattr(opt, "loss_scale", None)
-    if s is None:
-        return None
-    s = float(s)
-    return s if math.isfinite(s) else None
 
 
 def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hook: str = "none", *,

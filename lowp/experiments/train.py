@@ -3,7 +3,7 @@
 Every run with the same :class:`RunSettings` sees the same initial weights (``torch.manual_seed(seed)`` before the
 model is built, then the recipe is applied) and the same data order (a ``torch.Generator`` seeded with ``seed``).
 A recipe is applied through the training contract of docs/architecture.md (``lowp.emulate`` +
-``lowp.LowpOptimizer``), resolved at call time. A NaN/Inf training loss stops the run and marks it diverged.
+``lowp.LowpOptimizer``, with the base optimiser built after ``emulate``). A NaN/Inf training loss stops the run and marks it diverged.
 
 Numerics extension point: ``train_run(..., numerics_every=N)`` asks ``lowp.analysis`` for a collector
 (``lowp.analysis.numerics_collector(model, every=N)``, a context manager with ``.records() -> list[dict]``); when
