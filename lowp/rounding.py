@@ -59,6 +59,24 @@ def hash_bits(index: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def _mix32_i32(h: torch.Tensor) -> torch.Tensor:
+    """``_mix32`` on int32 tensors holding the 32-bit words as two's-complement bit patterns (wrapping multiplies,
+    logical shifts by masking): the same bits at half the width, for the compiled kernels."""
+    h = h ^ ((h >> 16) & 0xFFFF)
+    h = h * 0x7FEB352D
+    h = h ^ ((h >> 15) & 0x1FFFF)
+    h = h * (0x846CA68B - (1 << 32))
+    h = h ^ ((h >> 16) & 0xFFFF)
+    return h
+
+
+def hash_bits32(index: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """``hash_bits`` for int32 ``index`` (< 2^31), as int32 bit patterns: ``hash_bits32(i, k) & MASK32`` (in int64)
+    equals ``hash_bits(i, k)``."""
+    k = key.to(torch.int32)
+    return _mix32_i32(_mix32_i32(index ^ k[0]) ^ k[1])
+
+
 def random_bits(n: int, key: torch.Tensor, k: int = 32) -> torch.Tensor:
     """k-bit random integers (int64) for element positions 0..n-1: the top k bits of ``hash_bits``."""
     h = hash_bits(torch.arange(n, dtype=torch.int64), key)

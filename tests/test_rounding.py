@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import lowp
-from lowp.rounding import ROUNDING_MODES, check_rand_bits, check_rounding, draw_key, hash_bits, random_bits
+from lowp.rounding import (ROUNDING_MODES, MASK32, check_rand_bits, check_rounding, draw_key, hash_bits, hash_bits32,
+                           random_bits)
 
 N_SE = 5.0  # tolerance: |mean - expected| < 5 standard errors (two-sided p ~ 6e-7 per check, fixed seeds)
 
@@ -119,6 +120,18 @@ def test_random_bits_uniform():
     u = h.double() / 2**32 - 0.5
     corr = float((u[1:] * u[:-1]).mean() / u.var())
     assert abs(corr) < 6 / math.sqrt(n)
+
+
+def test_hash_bits32_is_hash_bits_in_int32():
+    """The compiled kernels' int32 hash gives the reference's 32-bit words (as two's-complement patterns), eagerly
+    and compiled, for indices up to 2^31 - 1 and keys with high bits set."""
+    idx = torch.cat([torch.arange(1 << 16), torch.randint(0, 2**31 - 1, (1 << 16,),
+                                                          generator=torch.Generator().manual_seed(0))])
+    compiled = torch.compile(hash_bits32, dynamic=True, fullgraph=True)
+    for key in (torch.tensor([0, 0]), torch.tensor([2**31 - 2, 123456789]), draw_key(torch.Generator().manual_seed(5))):
+        ref = hash_bits(idx, key)
+        for fn in (hash_bits32, compiled):
+            assert torch.equal(fn(idx.to(torch.int32), key).to(torch.int64) & MASK32, ref)
 
 
 def test_mode_and_rand_bits_validation():

@@ -1,6 +1,12 @@
 """``lowp ptq``: train (or load) the FP32 model of a task, quantize it post-training with one method over a grid of
 options, evaluate, and write DIR/results.json, DIR/results.md (table) and DIR/ptq.png (accuracy against weight bits
-and against multiplications)."""
+and against multiplications).
+
+As in ``lowp compare``'s results.json, ``metric`` and ``fp32_metric`` are fractions in [0, 1] (correct / counted,
+``metric_name`` from the task) and ``fp32_delta`` = metric − fp32_metric; the terminal table, results.md and the
+plot show them in percent (Δ in percentage points). Each configuration also records how close its test outputs are
+to the FP32 model's, independently of the labels (``fidelity``): ``fp32_agreement`` (fraction of test predictions
+equal to FP32's) and ``output_rel_error`` (||out − out_fp32||² / ||out_fp32||²)."""
 from __future__ import annotations
 
 import dataclasses
@@ -37,6 +43,7 @@ class PTQTask:
     weight_decay: float = 0.0
     metric_counts: Callable | None = None
     loss_fn: Callable | None = None
+    metric_name: str = "accuracy"
 
 
 def get_ptq_task(name: str) -> PTQTask:
@@ -45,7 +52,7 @@ def get_ptq_task(name: str) -> PTQTask:
     t = get_task(name)
     d = t.load_data()
     return PTQTask(t.name, t.build_model, d.x_train, d.y_train, d.x_test, d.y_test, t.epochs, t.lr, t.batch_size,
-                   t.momentum, t.weight_decay, t.metric_counts, t.loss_fn)
+                   t.momentum, t.weight_decay, t.metric_counts, t.loss_fn, t.metric_name)
 
 
 def train_fp32(task: PTQTask, epochs: int | None = None, seed: int = 0) -> nn.Module:
@@ -72,7 +79,7 @@ def train_fp32(task: PTQTask, epochs: int | None = None, seed: int = 0) -> nn.Mo
 
 @torch.no_grad()
 def accuracy(model: nn.Module, task: PTQTask, batch: int = 1000) -> float:
-    """Test metric in percent."""
+    """Test metric as a fraction in [0, 1] (correct / counted), as ``lowp compare`` reports it."""
     model.eval()
     c = n = 0
     for xb, yb in zip(task.x_test.split(batch), task.y_test.split(batch)):
@@ -82,7 +89,24 @@ def accuracy(model: nn.Module, task: PTQTask, batch: int = 1000) -> float:
         else:
             ci, ni = int((out.argmax(-1) == yb).sum()), len(yb)
         c, n = c + ci, n + ni
-    return 100.0 * c / max(n, 1)
+    return c / max(n, 1)
+
+
+@torch.no_grad()
+def eval_outputs(model: nn.Module, task: PTQTask, batch: int = 1000) -> torch.Tensor:
+    """The model's outputs on the whole test set (eval mode)."""
+    model.eval()
+    return torch.cat([model(xb) for xb in task.x_test.split(batch)])
+
+
+def fidelity(out: torch.Tensor, ref: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """How close a quantized model's test outputs ``out`` are to the FP32 model's ``ref``, independently of the
+    labels: ``fp32_agreement`` = fraction of counted test positions (targets ≠ −100) whose top-1 prediction equals
+    the FP32 model's; ``output_rel_error`` = ||out − ref||² / ||ref||²."""
+    keep = y != -100 if y.shape == out.shape[:-1] else torch.ones(out.shape[:-1], dtype=torch.bool)
+    same = (out.argmax(-1) == ref.argmax(-1)) & keep
+    err = float(((out.double() - ref.double()) ** 2).sum() / ((ref.double() ** 2).sum()).clamp(min=1e-300))
+    return {"fp32_agreement": int(same.sum()) / max(int(keep.sum()), 1), "output_rel_error": err}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -132,12 +156,15 @@ def _label(method: str, o: dict[str, Any]) -> str:
 def write_outputs(out: str, res: dict[str, Any]) -> None:
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(res, f, indent=2)
-    rows = ["| configuration | metric | Δ vs FP32 | weight bits | size (bytes) | mults replaced |",
-            "|---|---|---|---|---|---|",
-            f"| fp32 | {res['fp32_metric']:.2f} | 0.00 | 32 | {res['fp32_bytes']} | 0% |"]
+    name = res.get("metric_name", "metric")
+    rows = [f"| configuration | {name} % | Δ vs FP32 (pts) | weight bits | size (bytes) | mults replaced "
+            "| agrees with FP32 % |",
+            "|---|---|---|---|---|---|---|",
+            f"| fp32 | {100 * res['fp32_metric']:.2f} | +0.00 | 32 | {res['fp32_bytes']} | 0% | 100.00 |"]
     for c in res["configs"]:
-        rows.append(f"| {c['label']} | {c['metric']:.2f} | {c['metric'] - c['fp32_metric']:+.2f} | "
-                    f"{c['weight_bits']:.2f} | {c['size_bytes']} | {100 * c['mult_fraction_replaced']:.1f}% |")
+        rows.append(f"| {c['label']} | {100 * c['metric']:.2f} | {100 * (c['metric'] - c['fp32_metric']):+.2f} | "
+                    f"{c['weight_bits']:.2f} | {c['size_bytes']} | {100 * c['mult_fraction_replaced']:.1f}% | "
+                    f"{100 * c['fp32_agreement']:.2f} |")
     table = "\n".join(rows)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(f"# lowp ptq: {res['task']}, method {res['method']}\n\n{table}\n")
@@ -148,11 +175,11 @@ def write_outputs(out: str, res: dict[str, Any]) -> None:
     for ax, key, xl in ((axs[0], "weight_bits", "weight bits (average)"),
                         (axs[1], "mult_fraction_replaced", "fraction of multiplications replaced")):
         for c in res["configs"]:
-            ax.scatter(c[key], c["metric"])
-            ax.annotate(c["label"], (c[key], c["metric"]), fontsize=7)
-        ax.axhline(res["fp32_metric"], color="k", ls="--", lw=1, label="FP32")
+            ax.scatter(c[key], 100 * c["metric"])
+            ax.annotate(c["label"], (c[key], 100 * c["metric"]), fontsize=7)
+        ax.axhline(100 * res["fp32_metric"], color="k", ls="--", lw=1, label="FP32")
         ax.set_xlabel(xl)
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(f"test {name} (%)")
         ax.legend()
     fig.suptitle(f"{res['task']}: {res['method']}")
     fig.tight_layout()
@@ -180,18 +207,22 @@ def run(args) -> int:
         torch.save(model.state_dict(), path)
         print(f"trained FP32 {task.name} in {time.time() - t0:.1f}s -> {path}")
     fp32 = accuracy(model, task)
+    ref = eval_outputs(model, task)
     g = torch.Generator().manual_seed(args.seed + 1)
     cal_idx = torch.randperm(len(task.y_train), generator=g)[: args.calib_samples]
     calib = list(task.x_train[cal_idx].split(128))
-    res = {"task": task.name, "method": args.method, "metric_name": "accuracy_percent", "fp32_metric": fp32,
-           "fp32_bytes": 4 * sum(p.numel() for p in model.parameters()), "calib_samples": len(cal_idx), "configs": []}
+    res = {"task": task.name, "method": args.method, "seed": args.seed, "metric_name": task.metric_name,
+           "fp32_metric": fp32, "fp32_bytes": 4 * sum(p.numel() for p in model.parameters()),
+           "calib_samples": len(cal_idx), "configs": []}
     for opts, fn in configurations(args):
         t0 = time.time()
         q = fn(model, calib)
         acc = accuracy(q, task)
+        fid = fidelity(eval_outputs(q, task), ref, task.y_test)
         st = model_stats(q)
         res["configs"].append({"method": args.method, "label": _label(args.method, opts), "options": opts,
-                               "metric": acc, "fp32_metric": fp32, "weight_bits": st["weight_bits"],
+                               "metric": acc, "fp32_metric": fp32, "fp32_delta": acc - fp32, **fid,
+                               "weight_bits": st["weight_bits"],
                                "size_bytes": st["size_bytes"], "mults": st["mults"], "macs": st["macs"],
                                "mult_fraction_replaced": st["mult_fraction_replaced"],
                                "wall_s": time.time() - t0})
@@ -210,7 +241,8 @@ def register(sub) -> None:
     p = sub.add_parser("ptq", help="post-training quantization of a task's FP32 model",
                        description="Train (or load from --out) a task's FP32 model, quantize it post-training "
                                    "(INT8, FGQ ternary, cluster ternary/4-bit, ternary residual) over a grid of "
-                                   "options, evaluate, and write results.json, results.md and ptq.png.")
+                                   "options, evaluate, and write results.json (metric as a fraction, as in "
+                                   "lowp compare), results.md and ptq.png (percent).")
     p.add_argument("--task", default="digits-mlp", help="task name from lowp.experiments.tasks (default digits-mlp)")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", required=True, help="output directory (the FP32 model is cached there)")

@@ -2,7 +2,8 @@
 
 The compiled paths are used for float32 tensors of at least ``FAST_MIN_NUMEL`` elements when ``LOWP_COMPILE`` is
 not "0": every FloatFormat (``fast_kernels.round_f32``, int32 arithmetic), MX with a float element along the last
-axis of a tensor whose last dim is a multiple of the block (``mx_into``), and per-tensor IntFormat (``int_into``).
+axis of a tensor whose last dim is a multiple of the block (``mx_scale`` then ``mx_round_into``), and per-tensor
+IntFormat (``int_scale`` then ``int_round_into``).
 They give the same bits as the eager references (tests check it). They are compiled lazily on first use (never at
 import), on flattened tensors with dynamic shapes and with every format parameter passed as a 0-d tensor, so one
 graph per (kernel, deterministic | stochastic) serves every format, shape and rank without recompiling; each writes
@@ -20,12 +21,13 @@ from . import fast_kernels
 from .float_kernel import MODE_CODE, round_float
 
 FAST_MIN_NUMEL = 1 << 16
+MAX_NUMEL = 1 << 31  # the compiled kernels index elements (and their random bits) in int32
 _lock = threading.Lock()
 _compiled: dict[str, object] = {}
 compiled_calls = 0
 
-_FNS = {"generic": round_float, "float": fast_kernels.float_into, "mx": fast_kernels.mx_into,
-        "int": fast_kernels.int_into}
+_FNS = {"generic": round_float, "float": fast_kernels.float_into, "mx_scale": fast_kernels.mx_scale,
+        "mx": fast_kernels.mx_round_into, "int_scale": fast_kernels.int_scale, "int": fast_kernels.int_round_into}
 
 
 def compile_enabled() -> bool:
@@ -57,7 +59,7 @@ def _params32(params: dict) -> dict:
 
 
 def use_compiled(x: torch.Tensor) -> bool:
-    return x.dtype == torch.float32 and x.numel() >= FAST_MIN_NUMEL and compile_enabled()
+    return x.dtype == torch.float32 and FAST_MIN_NUMEL <= x.numel() < MAX_NUMEL and compile_enabled()
 
 
 def _run_into(which: str, x: torch.Tensor, out: torch.Tensor | None, *args, **kwargs) -> torch.Tensor:
@@ -84,7 +86,7 @@ def _stochastic_kwargs(rounding, rand_bits, generator) -> dict:
 def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, out, *, force: str | None = None):
     """Round ``x`` with FloatFormat kernel ``params``; ``force`` = "eager" | "compiled" overrides the choice."""
     global compiled_calls
-    use_fast = force == "compiled" or (force is None and use_compiled(x))
+    use_fast = (force == "compiled" and x.numel() < MAX_NUMEL) or (force is None and use_compiled(x))
     if use_fast and x.dtype == torch.float32:
         p = _params32(params)
         return _run_into("float", x, out, p["man"], p["emin"], p["maxval"], _MODE32[rounding], p["over_inf"],
@@ -114,13 +116,27 @@ def mx_fast_ok(x: torch.Tensor, fmt) -> bool:
 
 
 def mx_dispatch(x, fmt, rounding, rand_bits, generator, out):
+    global compiled_calls
     el = fmt.element
     p = _params32(el.kernel_params(torch.float32))
-    return _run_into("mx", x, out, fmt.block, p["man"], p["emin"], torch.tensor(el.emax, dtype=torch.int32),
-                     p["maxval"], p["no_negzero"], _MODE32[rounding],
-                     **_stochastic_kwargs(rounding, rand_bits, generator))
+    g = (x.detach() if x.requires_grad else x).reshape(-1, fmt.block)
+    torch._dynamo.mark_static(g, 1)  # one graph per block size: a symbolic block length costs ~3x
+    e = _get_compiled("mx_scale")(g, torch.tensor(el.emax, dtype=torch.int32))
+    direct = out is not None and out.is_contiguous()
+    target = out.view(-1, fmt.block) if direct else torch.empty_like(g)
+    torch._dynamo.mark_static(target, 1)
+    _get_compiled("mx")(target, g, e, p["man"], p["emin"], p["maxval"], p["no_negzero"], _MODE32[rounding],
+                        **_stochastic_kwargs(rounding, rand_bits, generator))
+    compiled_calls += 1
+    if out is None:
+        return target.view(x.shape)
+    if not direct:
+        out.copy_(target.view(x.shape))
+    return out
 
 
 def int_dispatch(x, fmt, rounding, rand_bits, generator, out):
-    return _run_into("int", x, out, torch.tensor(fmt.qmax, dtype=torch.int64), _MODE32[rounding],
+    flat = (x.detach() if x.requires_grad else x).reshape(-1)
+    s = _get_compiled("int_scale")(flat, torch.tensor(fmt.qmax, dtype=torch.int64))
+    return _run_into("int", x, out, s, torch.tensor(fmt.qmax, dtype=torch.int64), _MODE32[rounding],
                      **_stochastic_kwargs(rounding, rand_bits, generator))

@@ -1,22 +1,24 @@
 """Float32-specialised kernels for the compiled fast paths (``fast.py``); the same results as the references.
 
 ``round_f32`` is ``float_kernel.round_float`` for float32 input in int32 arithmetic (the int64 reference costs ~2x
-more per element); only the stochastic decision uses int64 (the 32-bit hash and its k-bit comparison, exactly as
-the reference). It also accepts per-element (broadcast) ``emin``/``maxval``, which is how the MX path rounds every
+more per element), the stochastic decision included. It also accepts per-element (broadcast) ``emin``/``maxval``, which is how the MX path rounds every
 block on its own scaled grid without dividing by the scale: rounding x on the grid of the element format shifted
 by 2^E is the same as rounding x / 2^E on the element grid and multiplying back (OCP MX v1.0 §6.3), with no
 intermediate underflow. Where a shifted grid is finer than float32 (quantum < 2^-149) x is already on it.
 
-``mx_f32`` (MX with a FloatFormat element, blocks along the last axis of a contiguous tensor) and ``int_f32``
-(IntFormat per tensor: amax, scale fl32(amax/qmax), rounding of x/s in float64 as the reference) complete the set.
+``mx_scale`` + ``mx_round_into`` (MX with a FloatFormat element, blocks along the last axis of a contiguous tensor)
+and ``int_scale`` + ``int_round_into`` (IntFormat per tensor: amax, scale fl32(amax/qmax), rounding of x/s in
+float64 as the reference) complete the set. Random bits come from ``rounding.hash_bits32``, the int32 twin of the
+reference hash (same bits); the stochastic decision is taken on 32-bit words without int64 arithmetic.
 """
 from __future__ import annotations
 
 import torch
 
-from ..rounding import hash_bits
+from ..rounding import hash_bits32
 
 I32 = torch.int32
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def pow2_f32(k: torch.Tensor) -> torch.Tensor:
@@ -63,13 +65,15 @@ def round_f32(x, man, emin, maxval, mode, over_inf, saturate, subnormals, no_neg
     up = torch.where(mode == 3, nz & ~neg, up)
     up = torch.where(mode == 4, nz & neg, up)
     if key is not None:
-        idx = (torch.arange(x.numel(), dtype=torch.int64, device=x.device) + base).view(x.shape)
-        kk = rand_k
-        r = hash_bits(idx, key) >> (32 - kk)
-        sh = d.to(torch.int64) - kk
-        rem64 = rem.to(torch.int64)
-        rem_k = torch.where(sh >= 0, rem64 >> torch.clamp(sh, 0, 63), rem64 << torch.clamp(-sh, 0, 63))
-        up = torch.where(mode == 5, (r + rem_k) >= (torch.ones_like(kk) << kk), up)
+        # carry iff r + rem_k >= 2^k (the reference's rule) in 32-bit words: align the remainder so that the kept
+        # LSB sits at bit 32 (R), keep the top k bits of R and of the hash word H; then the carry happens iff
+        # H + R >= 2^32 as unsigned words, i.e. H >u ~R, compared as signed after flipping the sign bits.
+        idx = torch.arange(x.numel(), dtype=I32, device=x.device).view(x.shape) + base.to(I32)
+        mask = torch.full_like(rand_k, -1, dtype=I32) << (32 - rand_k).to(I32)
+        hword = hash_bits32(idx, key) & mask
+        rword = torch.where(d <= 32, rem << torch.clamp(32 - d, 0, 31), rem >> torch.clamp(d - 32, 0, 31)) & mask
+        up_sto = (hword ^ INT32_MIN) > (rword ^ INT32_MAX)
+        up = torch.where(mode == 5, up_sto, up)
     q = q + up.to(I32)
     r = q.to(torch.float32) * pow2_f32(ex0 - 23 + d)
     over = r > maxval
@@ -96,39 +100,57 @@ def float_into(out, x, man, emin, maxval, mode, over_inf, saturate, subnormals, 
                         rand_k, key, torch.zeros((), dtype=torch.int64)))
 
 
-def mx_into(out, x, block, man, emin, emax, maxval, no_negzero, mode, rand_k=None, key=None):
-    """MX with a float element: x, out flat float32 with numel % block == 0, blocks of consecutive elements.
-    E = clamp(floor(log2 amax) - emax, -127, 127) (2^-127 for a block of zeros); elements saturate; NaN and
-    +-Inf pass through."""
-    g = x.view(-1, block)
+def mx_scale(g, emax):
+    """The shared exponent E per row of g (rows = blocks, float32): clamp(floor(log2 amax) - emax, -127, 127),
+    -127 (2^-127) for a block of zeros; non-finite elements do not count. Shape (rows, 1), int32."""
     a = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
     e = torch.where(a > 0, floor_log2_f32(a) - emax, torch.full_like(a, -127, dtype=I32))
-    e = torch.clamp(e, -127, 127)
+    return torch.clamp(e, -127, 127)
+
+
+def mx_round_into(out, g, e, man, emin, maxval, no_negzero, mode, rand_k=None, key=None):
+    """MX elements: round each row of g on the element grid shifted by its 2^E (``e`` from ``mx_scale``),
+    saturating; NaN and +-Inf pass through. Kept apart from ``mx_scale``: fused into one kernel, inductor loops
+    over each 32-element block with per-block setup and runs several times slower."""
     one = torch.ones((), dtype=I32)
     y = round_f32(g, man, emin + e, maxval * pow2_f32(e), mode, torch.zeros((), dtype=I32),
                   torch.ones((), dtype=torch.bool), one, no_negzero, torch.zeros((), dtype=torch.float32),
                   rand_k, key, torch.zeros((), dtype=torch.int64))
-    out.copy_(torch.where(torch.isinf(g), g, y).view(-1))
+    out.copy_(torch.where(torch.isinf(g), g, y))
 
 
-def int_into(out, x, qmax, mode, rand_k=None, key=None):
-    """IntFormat per tensor on flat float32 x: s = fl32(amax / qmax) (1 if amax == 0), q = round(x / s) in
-    float64, clamped to +-qmax, out = fl32(q * s); NaN stays NaN."""
+def int_scale(x, qmax):
+    """Per-tensor IntFormat scale on flat float32 x: max(fl32(amax / qmax), 2^-149), 1 if amax == 0 (non-finite
+    values ignored)."""
     a = torch.where(torch.isfinite(x), x.abs(), torch.zeros_like(x)).amax()
-    s = a / qmax.to(torch.float32)
-    s = torch.where(a > 0, s, torch.ones_like(s)).to(torch.float64)
+    s = torch.clamp(a / qmax.to(torch.float32), min=2.0**-149)
+    return torch.where(a > 0, s, torch.ones_like(s))
+
+
+def int_round_into(out, x, s, qmax, mode, rand_k=None, key=None):
+    """out = fl32(clamp(round(x / s), +-qmax) * s) with x / s in float64 (exact enough to decide every tie, as
+    the reference); a zero keeps the sign of x; NaN stays NaN. A separate graph from ``int_scale`` for the same
+    reason as MX. Written with float64 arithmetic only (no boolean algebra on float64 comparisons, which inductor
+    lowers to slow mask conversions): ties away as floor(|v| + 1/2) with v's sign, exact for |v| < 2^51."""
+    s = s.to(torch.float64)
     v = x.to(torch.float64) / s
     f = torch.floor(v)
-    frac = v - f
-    near = torch.round(v)
-    away = torch.where((frac > 0.5) | ((frac == 0.5) & (v > 0)), f + 1, f)
-    q = torch.where(mode == 0, near, torch.where(mode == 1, away, torch.where(
+    away = torch.copysign(torch.floor(v.abs() + 0.5), v)
+    q = torch.where(mode == 0, torch.round(v), torch.where(mode == 1, away, torch.where(
         mode == 2, torch.trunc(v), torch.where(mode == 3, torch.ceil(v), f))))
-    if key is not None:
-        idx = torch.arange(x.numel(), dtype=torch.int64, device=x.device)
-        r = hash_bits(idx, key) >> (32 - rand_k)
-        top = torch.floor(frac * (torch.ones_like(rand_k) << rand_k).to(torch.float64)).to(torch.int64)
-        q = torch.where(mode == 5, torch.where((r + top) >= (torch.ones_like(rand_k) << rand_k), f + 1, f), q)
+    if key is not None:  # carry iff r + floor(frac 2^k) >= 2^k: the 32-bit word test of ``round_f32``
+        frac = v - f
+        # frac rounds to 1.0 for tiny negative v (v - floor(v) in float64): the reference then always carries
+        whole = frac >= 1.0
+        f = torch.where(whole, f + 1.0, f)
+        frac = torch.where(whole, torch.zeros_like(frac), frac)
+        idx = torch.arange(x.numel(), dtype=I32, device=x.device)
+        mask = torch.full_like(rand_k, -1, dtype=I32) << (32 - rand_k).to(I32)
+        hword = hash_bits32(idx, key) & mask
+        # floor(frac 2^32) - 2^31 converts to int32 exactly and is (its word ^ INT32_MIN); the mask keeps the sign
+        fbiased = (torch.floor(frac * 4294967296.0) - 2147483648.0).to(I32) & mask
+        carry = torch.where((hword ^ INT32_MIN) > ~fbiased, 1.0, 0.0).to(torch.float64)
+        q = torch.where(mode == 5, torch.copysign(f + carry, v), q)
     qm = qmax.to(torch.float64)
     q = torch.minimum(torch.maximum(q, -qm), qm)
     y = (q * s).to(torch.float32)

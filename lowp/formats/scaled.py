@@ -12,6 +12,7 @@ def round_to_int(
     *, rand: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Round ``v`` (float32/float64) to integers with ``rounding``; exact (floor/ceil/trunc and a parity check).
+    A zero result has the sign of v in every mode (-0.3 gives -0, as torch.round does).
 
     Stochastic, k = ``rand_bits``: with r a k-bit random integer per element, round up iff
     r + floor(frac(v) * 2^k) >= 2^k (hardware: add k random bits below the LSB and truncate), so P(up) =
@@ -30,7 +31,7 @@ def round_to_int(
         f = torch.floor(v)
         frac = v - f  # exact for |v| < 2^52 (float64) or the float32 mantissa range
         up = (frac > 0.5) | ((frac == 0.5) & (v > 0))
-        return torch.where(up, f + 1, f)
+        return torch.copysign(torch.where(up, f + 1, f), v)
     # stochastic: frac = v - floor(v) is exact; compare frac * 2^k against k random bits
     f = torch.floor(v)
     frac = v - f
@@ -39,7 +40,7 @@ def round_to_int(
         rand = hash_bits(idx, draw_key(generator).to(v.device)) >> (32 - rand_bits)
     top = torch.floor(frac.double() * float(2**rand_bits)).to(torch.int64)  # exact: frac is exact, 2^k a power
     up = (rand + top) >= (1 << rand_bits)
-    return torch.where(up, f + 1, f)
+    return torch.copysign(torch.where(up, f + 1, f), v)  # a zero result keeps v's sign, as round/trunc/ceil do
 
 
 def group_view(x: torch.Tensor, axis: int, block: int | None) -> tuple[torch.Tensor, callable]:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lowp.cli import main
+from lowp.cli.ptq import fidelity
 
 torch.set_num_threads(1)
 
@@ -16,18 +17,51 @@ def test_ptq_cli_int8_and_fgq(tmp_path, capsys):
                  "--calibration", "minmax", "entropy"]) == 0
     res = json.load(open(os.path.join(out, "results.json")))
     assert len(res["configs"]) == 2
+    # same convention as lowp compare's results.json: the metric is a fraction in [0, 1]
+    assert res["metric_name"] == "accuracy" and 0.5 < res["fp32_metric"] <= 1.0
     for c in res["configs"]:
-        for k in ("method", "options", "metric", "fp32_metric", "weight_bits", "size_bytes"):
+        for k in ("method", "options", "metric", "fp32_metric", "fp32_delta", "weight_bits", "size_bytes"):
             assert k in c
-        assert abs(c["metric"] - c["fp32_metric"]) <= 2.0 and c["weight_bits"] == 8
+        assert 0.0 <= c["metric"] <= 1.0 and c["fp32_delta"] == pytest.approx(c["metric"] - c["fp32_metric"])
+        assert abs(c["fp32_delta"]) <= 0.02 and c["weight_bits"] == 8
+        assert 0.97 <= c["fp32_agreement"] <= 1.0 and 0.0 <= c["output_rel_error"] < 0.01
     assert os.path.getsize(os.path.join(out, "ptq.png")) > 1000
-    assert "| fp32 |" in open(os.path.join(out, "results.md")).read()
+    # the table (results.md and the terminal) shows the same numbers in percent / percentage points
+    md = open(os.path.join(out, "results.md")).read()
+    printed = capsys.readouterr().out
+    assert "| fp32 |" in md and "accuracy %" in md
+    rows = {r.split("|")[1].strip(): r.split("|") for r in md.splitlines() if r.startswith("| ")}
+    assert float(rows["fp32"][2]) == pytest.approx(100 * res["fp32_metric"], abs=0.005)
+    for c in res["configs"]:
+        assert float(rows[c["label"]][2]) == pytest.approx(100 * c["metric"], abs=0.005)
+        assert float(rows[c["label"]][3]) == pytest.approx(100 * c["fp32_delta"], abs=0.005)
+        assert "|".join(rows[c["label"]]) in printed
     # second run loads the cached FP32 model
     assert main(["ptq", "--method", "fgq", "--group", "4", "64", "--edge-bits", "0", "--out", out]) == 0
     assert "loaded FP32 model" in capsys.readouterr().out
     res = json.load(open(os.path.join(out, "results.json")))
     fr = [c["mult_fraction_replaced"] for c in res["configs"]]
     assert 0 < fr[0] < fr[1] < 1
+    # smaller groups: closer to the FP32 model's outputs
+    assert res["configs"][0]["output_rel_error"] < res["configs"][1]["output_rel_error"]
+    # more residual terms: the outputs approach the FP32 model's (error non-increasing, agreement reached)
+    assert main(["ptq", "--method", "ternary-residual", "--terms", "1", "2", "3", "4", "--group", "4",
+                 "--edge-bits", "0", "--out", out]) == 0
+    res = json.load(open(os.path.join(out, "results.json")))
+    errs = [c["output_rel_error"] for c in res["configs"]]
+    assert all(b <= a for a, b in zip(errs, errs[1:])) and errs[-1] < errs[0] / 100
+    assert res["configs"][-1]["fp32_agreement"] >= 0.99
+
+
+def test_fidelity_counts_only_scored_positions():
+    ref = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]])  # (batch 1, 3 positions, 2 classes)
+    out = torch.tensor([[[0.0, 1.0], [0.0, 2.0], [2.0, 0.0]]])
+    y = torch.tensor([[-100, 1, 0]])  # the first position (where out disagrees) is not scored
+    f = fidelity(out, ref, y)
+    assert f["fp32_agreement"] == 1.0
+    assert f["output_rel_error"] == pytest.approx((1 + 1 + 1 + 1) / 3)
+    f = fidelity(out[0], ref[0], torch.tensor([0, 1, 0]))  # (3 samples, 2 classes)
+    assert f["fp32_agreement"] == pytest.approx(2 / 3)
 
 
 def test_ptq_cli_errors(tmp_path, capsys):

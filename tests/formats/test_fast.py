@@ -33,7 +33,8 @@ def eager(monkeypatch, x, name, mode, **kw):
 @pytest.mark.parametrize("name", ["mxfp4_e2m1", "int8", "fp16-169"])
 def test_fast_paths_bit_identical_and_taken(name, monkeypatch):
     x = data()
-    for mode, kw in [("nearest", {}), ("up", {}), ("stochastic", {"rand_bits": 8})]:
+    for mode, kw in [("nearest", {}), ("up", {}), ("stochastic", {"rand_bits": 8}), ("stochastic", {"rand_bits": 1}),
+                     ("stochastic", {})]:
         a = eager(monkeypatch, x, name, mode, generator=torch.Generator().manual_seed(1), **kw)
         before = fast.compiled_calls
         b = lowp.quantize(x, name, mode, generator=torch.Generator().manual_seed(1), **kw)
