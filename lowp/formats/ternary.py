@@ -5,7 +5,7 @@ flattened (in, ...) dims; for a 1-D tensor the whole tensor) are approximated as
 method="optimal": the exact minimiser of ||w - alpha t||^2 for the group: sort |w| descending, keep the k largest
 with k maximising (sum of top-k |w|)^2 / k, alpha = their mean. method="threshold": t = sign(w)[|w| > 0.7 mean|w|],
 alpha = mean |w| over the kept entries. A group that does not fill up (the last one) is padded with zeros, which
-are never kept. NaN in a group makes that group NaN.
+are never kept and do not count in the threshold's mean. NaN in a group makes that group NaN.
 """
 from __future__ import annotations
 
@@ -20,8 +20,11 @@ from .scaled import group_view
 METHODS = ("optimal", "threshold")
 
 
-def ternarize_groups(g: torch.Tensor, method: str = "optimal") -> tuple[torch.Tensor, torch.Tensor]:
-    """For g of shape (..., N): return (alpha of shape (..., 1), t in {-1,0,1} of g's shape)."""
+def ternarize_groups(g: torch.Tensor, method: str = "optimal",
+                     count: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For g of shape (..., N): return (alpha of shape (..., 1), t in {-1,0,1} of g's shape). ``count`` (shape
+    (..., 1)): how many entries of each group are real (the rest is zero padding, left out of the threshold's
+    mean); default N."""
     a = g.abs()
     if method == "optimal":
         srt, order = torch.sort(a, dim=-1, descending=True)
@@ -31,7 +34,8 @@ def ternarize_groups(g: torch.Tensor, method: str = "optimal") -> tuple[torch.Te
         kept_sorted = torch.arange(g.shape[-1]) <= best
         mask = torch.zeros_like(kept_sorted).scatter(-1, order, kept_sorted)
     elif method == "threshold":
-        delta = 0.7 * a.mean(dim=-1, keepdim=True)
+        n = g.shape[-1] if count is None else count.clamp(min=1)
+        delta = 0.7 * a.sum(dim=-1, keepdim=True) / n
         mask = a > delta
     else:
         raise ValueError(f"unknown ternary method {method!r}; valid: {', '.join(METHODS)}")
@@ -61,7 +65,8 @@ class TernaryFormat(Format):
             raise ValueError(f"ternary formats support rounding='nearest' only, got {rounding!r}")
         flat = x.reshape(x.shape[0], -1) if x.dim() >= 2 else x.reshape(1, -1)
         g, inv = group_view(flat, -1, self.group)
-        alpha, t = ternarize_groups(g, self.method)
+        count = group_view(torch.ones_like(flat[:1]), -1, self.group)[0].sum(dim=-1, keepdim=True)
+        alpha, t = ternarize_groups(g, self.method, count)
         y = (alpha * t).to(x.dtype)
         y = torch.where(torch.isnan(g).any(dim=-1, keepdim=True), torch.full_like(y, float("nan")), y)
         return inv(y).reshape(x.shape)
