@@ -27,7 +27,8 @@ _compiled: dict[str, object] = {}
 compiled_calls = 0
 
 _FNS = {"generic": round_float, "float": fast_kernels.float_into, "mx_scale": fast_kernels.mx_scale,
-        "mx": fast_kernels.mx_round_into, "int_scale": fast_kernels.int_scale, "int": fast_kernels.int_round_into}
+        "mx": fast_kernels.mx_round_into, "int_scale": fast_kernels.int_scale, "int": fast_kernels.int_round_into,
+        "amax_scale": fast_kernels.amax_scale_f32, "scaled_float": fast_kernels.scaled_float_into}
 
 
 def compile_enabled() -> bool:
@@ -105,6 +106,24 @@ def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, ou
         out.copy_(y)
         return out
     return y
+
+
+def current_scale_f32(x: torch.Tensor, fmt_max: float, margin: int) -> torch.Tensor:
+    """``scaling.current_scale`` for a float32 tensor in one compiled pass (0-d float32 scale)."""
+    global compiled_calls
+    flat = (x.detach() if x.requires_grad else x).reshape(-1)
+    compiled_calls += 1
+    return _get_compiled("amax_scale")(flat, torch.tensor(float(fmt_max), dtype=torch.float64),
+                                       torch.tensor(2.0**margin, dtype=torch.float64))
+
+
+def scaled_round_float(x, params, rounding, saturate, rand_bits, generator, s):
+    """Q(x·s) / s for float32 x and a 0-d float32 scale s, fused into one compiled pass (same bits as the three
+    eager steps)."""
+    p = _params32(params)
+    return _run_into("scaled_float", x, None, s, p["man"], p["emin"], p["maxval"], _MODE32[rounding], p["over_inf"],
+                     _BOOL_T[saturate], p["subnormals"], p["no_negzero"], p["minnorm"],
+                     **_stochastic_kwargs(rounding, rand_bits, generator))
 
 
 def mx_fast_ok(x: torch.Tensor, fmt) -> bool:

@@ -155,3 +155,19 @@ def int_round_into(out, x, s, qmax, mode, rand_k=None, key=None):
     q = torch.minimum(torch.maximum(q, -qm), qm)
     y = (q * s).to(torch.float32)
     out.copy_(torch.where(torch.isnan(x), x, y))
+
+
+def amax_scale_f32(x, fmt_max, pow_margin):
+    """Per-tensor current scaling on flat float32 x, as ``scaling.amax_scale``: s = (fmt_max / amax) / 2^margin in
+    float64, at most 2^127, 1 where amax is 0 or not finite (a NaN in x propagates into amax), rounded to float32."""
+    a = x.abs().amax().to(torch.float64)
+    s = torch.clamp((fmt_max / a) / pow_margin, max=2.0**127)
+    return torch.where(torch.isfinite(a) & (a > 0), s, torch.ones_like(s)).to(torch.float32)
+
+
+def scaled_float_into(out, x, s, man, emin, maxval, mode, over_inf, saturate, subnormals, no_negzero, minnorm,
+                      rand_k=None, key=None):
+    """out = Q(x·s) / s in float32 (the scaled rounding of ``ops.context``: one multiply, one rounding, one divide)."""
+    q = round_f32(x * s, man, emin, maxval, mode, over_inf, saturate, subnormals, no_negzero, minnorm,
+                  rand_k, key, torch.zeros((), dtype=torch.int64))
+    out.copy_(q / s)

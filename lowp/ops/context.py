@@ -25,6 +25,7 @@ import torch
 from ..formats import FloatFormat, Format, get_format
 from ..formats.block import MXFormat
 from ..formats.dfp import DFPFormat
+from ..formats import fast
 from ..formats.fast import compile_enabled, round_float_dispatch
 from ..rounding import check_rand_bits
 from . import observe
@@ -130,6 +131,13 @@ class OpContext:
             if observe.OBSERVERS:
                 observe.notify(self.name, role, x, q, fmt)
             return q
+        if (not observe.OBSERVERS and isinstance(fmt, FloatFormat) and x.dtype == torch.float32
+                and spec.scaling in ("current", "delayed") and compile_enabled() and x.numel() < fast.MAX_NUMEL):
+            # fused: one compiled amax pass and one compiled pass for Q(x·s)/s (the same bits as below)
+            s = (fast.current_scale_f32(x, fmt.max, spec.margin) if spec.scaling == "current"
+                 else self._scale(role, spec, fmt, x, chan_axis).to(torch.float32))
+            return fast.scaled_round_float(x.contiguous(), fmt.kernel_params(torch.float32), spec.rounding,
+                                           bool(spec.saturate), check_rand_bits(spec.rand_bits), None, s)
         s = self._scale(role, spec, fmt, x, chan_axis).to(x.dtype)
         xs = x * s
         q = round_tensor(xs, fmt, spec)

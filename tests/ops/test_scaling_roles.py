@@ -57,3 +57,28 @@ def test_observer_sees_scaled_values_in_format_units():
         ctx.quantize("input", x)
     assert seen["a"].abs().max().item() == pytest.approx(448.0, rel=1e-6)
     assert torch.equal(lowp.quantize(seen["aq"], "e4m3"), seen["aq"])
+
+
+@pytest.mark.parametrize("scaling,margin,rounding,fmt", [("current", 0, "nearest", "e4m3"),
+                                                        ("current", 3, "stochastic", "e5m2"),
+                                                        ("delayed", 1, "nearest", "e5m2")])
+def test_fused_compiled_scaled_rounding_same_bits(monkeypatch, scaling, margin, rounding, fmt):
+    """The compiled path (amax pass + one Q(x·s)/s pass) gives the eager path's bits, NaN/Inf/zero tensors
+    included, and is really taken."""
+    from lowp.formats import fast
+
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(33, 17, generator=g) * 1e-3, torch.randn(4096, generator=g) * 1e4, torch.zeros(50),
+          torch.tensor([1.0, float("nan"), -2.0]), torch.tensor([1.0, float("inf"), 3e-6])]
+    spec = lowp.TensorSpec(fmt, rounding=rounding, saturate=True, scaling=scaling, margin=margin)
+    results = {}
+    for compiled in ("0", "1"):
+        monkeypatch.setenv("LOWP_COMPILE", compiled)
+        ctx = OpContext(lowp.Recipe(input=spec))
+        torch.manual_seed(7)  # the stochastic key comes from the global generator
+        before = fast.compiled_calls
+        results[compiled] = [ctx.quantize("input", x) for x in xs]
+        assert (fast.compiled_calls > before) == (compiled == "1")
+    for a, b in zip(*results.values()):
+        assert torch.equal(a.isnan(), b.isnan())
+        assert torch.equal(a[~a.isnan()].view(torch.int32), b[~b.isnan()].view(torch.int32))
