@@ -63,12 +63,24 @@ def use_compiled(x: torch.Tensor) -> bool:
     return x.dtype == torch.float32 and FAST_MIN_NUMEL <= x.numel() < MAX_NUMEL and compile_enabled()
 
 
-def _run_into(which: str, x: torch.Tensor, out: torch.Tensor | None, *args, **kwargs) -> torch.Tensor:
-    """Run compiled kernel ``which`` on flat x, writing into out (or a fresh tensor); returns x-shaped result."""
+def _flat(x: torch.Tensor, row: int | None = None) -> torch.Tensor:
+    """x detached and viewed flat, or as rows of ``row`` elements (a static dim: one graph per row length)."""
+    v = (x.detach() if x.requires_grad else x).reshape(-1 if row is None else (-1, row))
+    if row is not None:
+        torch._dynamo.mark_static(v, 1)
+    return v
+
+
+def _run_into(which: str, x: torch.Tensor, out: torch.Tensor | None, *args, row: int | None = None,
+              **kwargs) -> torch.Tensor:
+    """Run compiled kernel ``which`` on x flattened (or in rows of ``row``), writing into out (or a fresh tensor);
+    returns the x-shaped result."""
     global compiled_calls
-    flat = (x.detach() if x.requires_grad else x).reshape(-1)
+    flat = _flat(x, row)
     direct = out is not None and out.is_contiguous()
-    target = out.view(-1) if direct else torch.empty_like(flat)
+    target = _flat(out, row) if direct else torch.empty_like(flat)
+    if row is not None and not direct:
+        torch._dynamo.mark_static(target, 1)
     _get_compiled(which)(target, flat, *args, **kwargs)
     compiled_calls += 1
     if out is None:
@@ -95,7 +107,7 @@ def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, ou
                          **_stochastic_kwargs(rounding, rand_bits, generator))
     kwargs = dict(params, mode=_MODE_T[rounding], saturate=_BOOL_T[saturate])
     kwargs.update(_stochastic_kwargs(rounding, rand_bits, generator))
-    flat = (x.detach() if x.requires_grad else x).reshape(-1)
+    flat = _flat(x)
     if use_fast:
         y = _get_compiled("generic")(flat, **kwargs)
         compiled_calls += 1
@@ -111,9 +123,8 @@ def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, ou
 def current_scale_f32(x: torch.Tensor, fmt_max: float, margin: int) -> torch.Tensor:
     """``scaling.current_scale`` for a float32 tensor in one compiled pass (0-d float32 scale)."""
     global compiled_calls
-    flat = (x.detach() if x.requires_grad else x).reshape(-1)
     compiled_calls += 1
-    return _get_compiled("amax_scale")(flat, torch.tensor(float(fmt_max), dtype=torch.float64),
+    return _get_compiled("amax_scale")(_flat(x), torch.tensor(float(fmt_max), dtype=torch.float64),
                                        torch.tensor(2.0**margin, dtype=torch.float64))
 
 
@@ -135,27 +146,15 @@ def mx_fast_ok(x: torch.Tensor, fmt) -> bool:
 
 
 def mx_dispatch(x, fmt, rounding, rand_bits, generator, out):
-    global compiled_calls
     el = fmt.element
     p = _params32(el.kernel_params(torch.float32))
-    g = (x.detach() if x.requires_grad else x).reshape(-1, fmt.block)
-    torch._dynamo.mark_static(g, 1)  # one graph per block size: a symbolic block length costs ~3x
-    e = _get_compiled("mx_scale")(g, torch.tensor(el.emax, dtype=torch.int32))
-    direct = out is not None and out.is_contiguous()
-    target = out.view(-1, fmt.block) if direct else torch.empty_like(g)
-    torch._dynamo.mark_static(target, 1)
-    _get_compiled("mx")(target, g, e, p["man"], p["emin"], p["maxval"], p["no_negzero"], _MODE32[rounding],
-                        **_stochastic_kwargs(rounding, rand_bits, generator))
-    compiled_calls += 1
-    if out is None:
-        return target.view(x.shape)
-    if not direct:
-        out.copy_(target.view(x.shape))
-    return out
+    # one graph per block size (a symbolic block length costs ~3x); the shared exponents first, in their own graph
+    e = _get_compiled("mx_scale")(_flat(x, fmt.block), torch.tensor(el.emax, dtype=torch.int32))
+    return _run_into("mx", x, out, e, p["man"], p["emin"], p["maxval"], p["no_negzero"], _MODE32[rounding],
+                     row=fmt.block, **_stochastic_kwargs(rounding, rand_bits, generator))
 
 
 def int_dispatch(x, fmt, rounding, rand_bits, generator, out):
-    flat = (x.detach() if x.requires_grad else x).reshape(-1)
-    s = _get_compiled("int_scale")(flat, torch.tensor(fmt.qmax, dtype=torch.int64))
+    s = _get_compiled("int_scale")(_flat(x), torch.tensor(fmt.qmax, dtype=torch.int64))
     return _run_into("int", x, out, s, torch.tensor(fmt.qmax, dtype=torch.int64), _MODE32[rounding],
                      **_stochastic_kwargs(rounding, rand_bits, generator))
