@@ -15,13 +15,14 @@ def run(args) -> int:
     if args.list_tasks:
         from ..experiments.tasks import get_task, task_names
 
+        w = max([18] + [len(n) for n in task_names()])
         for n in task_names():
             try:
                 t = get_task(n)
             except Exception as e:  # noqa: BLE001 - a broken user task must not hide the others
-                print(f"{n:18s} (cannot be built: {type(e).__name__}: {e})")
+                print(f"{n:{w}s} (cannot be built: {type(e).__name__}: {e})")
                 continue
-            print(f"{n:18s} {t.metric_name:15s} epochs {t.epochs:3d}  lr {t.lr:<6g} batch {t.batch_size:4d}  "
+            print(f"{n:{w}s} {t.metric_name:15s} epochs {t.epochs:3d}  lr {t.lr:<6g} batch {t.batch_size:4d}  "
                   f"{t.description}")
         return 0
     comp = compare(task=args.task, recipes=args.recipes, epochs=args.epochs, seed=args.seed, out=args.out,

@@ -151,8 +151,7 @@ def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dic
     torch.manual_seed(st.seed)
     model = task.build_model()
     # the training contract of docs/architecture.md, applied exactly as lowp.experiments.train.train_run does
-    model, opt, base = apply_recipe(model, recipe, lambda params: torch.optim.SGD(
-        params, lr=st.lr, momentum=task.momentum, weight_decay=task.weight_decay))
+    model, opt, base = apply_recipe(model, recipe, lambda params: task.make_optimizer(params, st.lr))
     ddp = DDP(model)
     state = register_comm_hook(ddp, hook, seed=st.seed)
     n = len(data.x_train)

@@ -10,6 +10,16 @@ Built in (all offline, SPEC §8; sizes chosen for 2 CPU cores):
 - ``tiny-transformer`` a 2-layer causal decoder (d=32, 2 heads) on a generated *sort* task: given 8 digits and a
                        separator, emit them sorted; metric = token accuracy on the 8 output positions (teacher
                        forcing). Its attention products go through ``lowp.ops.Matmul`` so recipes emulate them.
+- ``tiny-transformer-accum`` the same model and data trained as one micro-batch of a large accumulated batch:
+                       Adam, and the loss of each micro-batch (64 sequences, 512 target tokens) is its summed token
+                       cross-entropy divided by the target-token count of the *global* batch, ``GLOBAL_TOKENS`` =
+                       65,536 (128 micro-batches of 512 tokens, an ordinary language-model batch), as gradient
+                       accumulation and data-parallel trainers normalise it. Only that one micro-batch is computed
+                       per optimizer step (the other 127 would cost 127× the time on a CPU), so the backward pass
+                       sees the gradient magnitudes of a 65k-token batch, 128× smaller than ``tiny-transformer``'s,
+                       while FP32 training is that of plain 64-sequence batches (Adam's update does not depend on
+                       the gradient's scale, ε = 1e-8 aside; measured: identical FP32 accuracy with and without the
+                       division). The regime where FP8-E5M2 needs loss scaling (docs/results/numerics.md).
 
 Users add their own with ``register_task(name, factory)``; ``factory()`` returns a :class:`Task` (or pass a Task).
 A task's data is generated once per process and cached.
@@ -49,10 +59,15 @@ def accuracy_counts(out: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
     return int(((pred == y) & keep).sum()), int(keep.sum())
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A model + data + metric with default training hyper-parameters (SGD with momentum, cosine schedule).
 
+    ``optimizer``: ``"sgd"`` (momentum ``momentum``) or ``"adam"`` (torch defaults: betas (0.9, 0.999), eps 1e-8;
+    ``momentum`` unused); ``weight_decay`` is passed to either (L2). ``make_optimizer(params, lr)`` builds it.
     ``build_model()`` is called after ``torch.manual_seed(seed)``, so the initial weights depend only on the seed.
     ``metric_counts(out, y) -> (correct, total)`` is summed over the test set; the metric is correct / total
     (higher is better).
@@ -71,10 +86,14 @@ class Task:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss
     metric_counts: Callable[[torch.Tensor, torch.Tensor], tuple[int, int]] = accuracy_counts
     description: str = ""
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"task {self.name!r}: unknown schedule {self.schedule!r}; valid: cosine, constant")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"task {self.name!r}: unknown optimizer {self.optimizer!r}; "
+                             f"valid: {', '.join(OPTIMIZERS)}")
         for f in ("epochs", "batch_size"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -86,7 +105,13 @@ class Task:
         """The serialisable description (everything but the callables)."""
         return {"name": self.name, "metric_name": self.metric_name, "epochs": self.epochs, "lr": self.lr,
                 "batch_size": self.batch_size, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "schedule": self.schedule, "description": self.description}
+                "schedule": self.schedule, "optimizer": self.optimizer, "description": self.description}
+
+    def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        """The base optimiser over ``params`` with peak learning rate ``lr`` (the training loop sets the schedule)."""
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 # ---------------------------------------------------------------------------------------------------- data sets
@@ -116,6 +141,15 @@ def mnist1d_data() -> TaskData:
 
 
 SORT_LEN, SORT_VOCAB = 8, 10  # digits 0..9, separator token 10
+GLOBAL_TOKENS = 65536  # tiny-transformer-accum: target tokens of the global batch (128 micro-batches × 64 × 8)
+
+
+def global_batch_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Token cross-entropy of one micro-batch, summed over its target tokens and divided by ``GLOBAL_TOKENS``, the
+    target-token count of the global batch (gradient accumulation / data-parallel normalisation): with 512 target
+    tokens per micro-batch, ``classification_loss(out, y) / 128``."""
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=-100,
+                           reduction="sum") / GLOBAL_TOKENS
 
 
 @functools.lru_cache(maxsize=None)
@@ -317,6 +351,14 @@ def _tiny_transformer() -> Task:
                 batch_size=64, description="causal decoder (2 layers, d=32, 2 heads) sorting 8 digits")
 
 
+def _tiny_transformer_accum() -> Task:
+    return Task("tiny-transformer-accum", TinyDecoder, sort_data, metric_name="token_accuracy", epochs=6, lr=0.003,
+                batch_size=64, loss_fn=global_batch_loss, optimizer="adam",
+                description="tiny-transformer as one 512-token micro-batch of a 65,536-token global batch "
+                            "(loss summed / 65536), Adam")
+
+
 for _n, _f in [("digits-mlp", _digits_mlp), ("mnist1d-cnn", _mnist1d_cnn), ("mnist1d-mlp", _mnist1d_mlp),
-               ("resnet-mini", _resnet_mini), ("tiny-transformer", _tiny_transformer)]:
+               ("resnet-mini", _resnet_mini), ("tiny-transformer", _tiny_transformer),
+               ("tiny-transformer-accum", _tiny_transformer_accum)]:
     register_task(_n, _f)

@@ -211,7 +211,7 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
     model = task.build_model()
 
     def make_optimizer(params):
-        return torch.optim.SGD(params, lr=settings.lr, momentum=task.momentum, weight_decay=task.weight_decay)
+        return task.make_optimizer(params, settings.lr)
 
     history: list[dict] = []
     diverged_at = None

@@ -1,13 +1,17 @@
 """Tasks: registry, data shapes, models, and the attention matmuls being emulated."""
+import dataclasses
+
 import pytest
 import torch
 
 import lowp
 from lowp.experiments import tasks as T
+from lowp.experiments.config import RecipeEntry
+from lowp.experiments.train import RunSettings, train_run
 
 
 def test_builtin_names_and_exports():
-    for n in ("digits-mlp", "mnist1d-cnn", "mnist1d-mlp", "tiny-transformer", "resnet-mini"):
+    for n in ("digits-mlp", "mnist1d-cnn", "mnist1d-mlp", "tiny-transformer", "resnet-mini", "tiny-transformer-accum"):
         assert n in lowp.task_names()
     assert lowp.register_task is T.register_task
 
@@ -36,6 +40,17 @@ def test_task_validates_defaults():
         T.Task("x", lambda: None, T.digits_data, epochs=0)
     with pytest.raises(ValueError, match="schedule"):
         T.Task("x", lambda: None, T.digits_data, schedule="step")
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'.*sgd, adam"):
+        T.Task("x", lambda: None, T.digits_data, optimizer="lamb")
+
+
+def test_task_optimizer():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    sgd = T.get_task("digits-mlp").make_optimizer(params, 0.5)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    adam = T.get_task("tiny-transformer-accum").make_optimizer(params, 0.003)
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 0.003
+    assert T.get_task("tiny-transformer-accum").defaults()["optimizer"] == "adam"
 
 
 def test_digits_split_fixed():
@@ -83,3 +98,42 @@ def test_accuracy_counts_ignores_masked():
     out = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]])
     y = torch.tensor([[1, 1, -100]])
     assert T.accuracy_counts(out, y) == (1, 2)
+
+
+def _small_accum_task(n_train: int = 128) -> T.Task:
+    """tiny-transformer-accum on the first ``n_train`` training and 64 test sequences (a few steps, ~1 s)."""
+    d = T.sort_data()
+    small = T.TaskData(d.x_train[:n_train], d.y_train[:n_train], d.x_test[:64], d.y_test[:64])
+    return dataclasses.replace(T.get_task("tiny-transformer-accum"), load_data=lambda: small)
+
+
+def test_accum_task_loss_is_global_batch_share_and_trains_one_step():
+    task = T.get_task("tiny-transformer-accum")
+    assert task.optimizer == "adam" and task.batch_size * T.SORT_LEN * 128 == T.GLOBAL_TOKENS
+    d = T.sort_data()
+    torch.manual_seed(0)
+    m = task.build_model()
+    out = m(d.x_train[:64])
+    # a full micro-batch (512 target tokens) is 1/128 of the global batch: the mean token loss / 128
+    torch.testing.assert_close(task.loss_fn(out, d.y_train[:64]), T.classification_loss(out, d.y_train[:64]) / 128)
+    r = train_run(_small_accum_task(64), "fp32", RunSettings(task.name, 0, 1, task.lr, 64), progress=False)
+    assert r.error is None and r.steps == 1 and not r.diverged
+
+
+def test_accum_task_unscaled_e5m2_flushes_gradients_scaled_does_not(monkeypatch):
+    """The run of docs/results/numerics.md in small (2 steps): the numerics records that the compare report draws
+    show most nonzero back-propagated errors (grad_input) flushed to zero without loss scaling, almost none with."""
+    monkeypatch.setenv("LOWP_COMPILE", "0")
+    task = _small_accum_task()
+    s = RunSettings(task.name, 0, 1, task.lr, 64)
+
+    def flushed(recipe: str) -> float:
+        r = train_run(task, RecipeEntry(recipe).resolve(), s, progress=False, numerics_every=1)
+        assert r.error is None and r.numerics
+        rs = [x for x in r.numerics if x["role"] == "grad_input"]
+        return sum(x["underflow"] * x["n"] for x in rs) / sum(x["n"] for x in rs)
+
+    lost, kept = flushed("fp8-e5m2-noscale"), flushed("fp8-e5m2")
+    print(f"grad_input flushed to zero: no loss scaling {lost:.1%}, enhanced loss scaling {kept:.1%}")
+    assert lost > 0.3
+    assert kept < 0.02
