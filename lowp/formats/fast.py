@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 
 import torch
 
@@ -35,16 +36,26 @@ def compile_enabled() -> bool:
     return os.environ.get("LOWP_COMPILE", "1") != "0"
 
 
-def _get_compiled(which: str = "generic"):
+def _get_compiled(which: str = "generic", mode: str | None = None):
+    """The compiled kernel ``which``; with ``mode`` (a rounding mode name), its graph for that mode alone."""
     with _lock:
-        fn = _compiled.get(which)
+        fn = _compiled.get((which, mode))
         if fn is None:
-            fn = _compiled[which] = torch.compile(_FNS[which], dynamic=True, fullgraph=True)
+            kernel = _FNS[which] if mode is None else _with_mode(_FNS[which], mode)
+            fn = _compiled[(which, mode)] = torch.compile(kernel, dynamic=True, fullgraph=True)
     return fn
 
 
+def _with_mode(fn, mode: str):
+    """A copy of kernel ``fn`` whose keyword ``mode`` defaults to ``mode``'s code, with a code object of its own:
+    dynamo caches graphs (and counts recompilations) per code object, so each mode gets its own."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{mode}")
+    new = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = {**(fn.__kwdefaults__ or {}), "mode": MODE_CODE[mode]}
+    return new
+
+
 _MODE_T = {name: torch.tensor(code, dtype=torch.int64) for name, code in MODE_CODE.items()}
-_MODE32 = {name: torch.tensor(code, dtype=torch.int32) for name, code in MODE_CODE.items()}
 _BOOL_T = {False: torch.tensor(False), True: torch.tensor(True)}
 _RANDK_T = {k: torch.tensor(k, dtype=torch.int64) for k in range(1, 33)}
 _P32: dict[int, tuple[dict, dict]] = {}
@@ -71,7 +82,7 @@ def _flat(x: torch.Tensor, row: int | None = None) -> torch.Tensor:
     return v
 
 
-def _run_into(which: str, x: torch.Tensor, out: torch.Tensor | None, *args, row: int | None = None,
+def _run_into(which: str, mode: str, x: torch.Tensor, out: torch.Tensor | None, *args, row: int | None = None,
               **kwargs) -> torch.Tensor:
     """Run compiled kernel ``which`` on x flattened (or in rows of ``row``), writing into out (or a fresh tensor);
     returns the x-shaped result."""
@@ -81,7 +92,7 @@ def _run_into(which: str, x: torch.Tensor, out: torch.Tensor | None, *args, row:
     target = _flat(out, row) if direct else torch.empty_like(flat)
     if row is not None and not direct:
         torch._dynamo.mark_static(target, 1)
-    _get_compiled(which)(target, flat, *args, **kwargs)
+    _get_compiled(which, mode)(target, flat, *args, **kwargs)
     compiled_calls += 1
     if out is None:
         return target.view(x.shape)
@@ -102,7 +113,7 @@ def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, ou
     use_fast = (force == "compiled" and x.numel() < MAX_NUMEL) or (force is None and use_compiled(x))
     if use_fast and x.dtype == torch.float32:
         p = _params32(params)
-        return _run_into("float", x, out, p["man"], p["emin"], p["maxval"], _MODE32[rounding], p["over_inf"],
+        return _run_into("float", rounding, x, out, p["man"], p["emin"], p["maxval"], p["over_inf"],
                          _BOOL_T[saturate], p["subnormals"], p["no_negzero"], p["minnorm"],
                          **_stochastic_kwargs(rounding, rand_bits, generator))
     kwargs = dict(params, mode=_MODE_T[rounding], saturate=_BOOL_T[saturate])
@@ -132,7 +143,7 @@ def scaled_round_float(x, params, rounding, saturate, rand_bits, generator, s):
     """Q(x·s) / s for float32 x and a 0-d float32 scale s, fused into one compiled pass (same bits as the three
     eager steps)."""
     p = _params32(params)
-    return _run_into("scaled_float", x, None, s, p["man"], p["emin"], p["maxval"], _MODE32[rounding], p["over_inf"],
+    return _run_into("scaled_float", rounding, x, None, s, p["man"], p["emin"], p["maxval"], p["over_inf"],
                      _BOOL_T[saturate], p["subnormals"], p["no_negzero"], p["minnorm"],
                      **_stochastic_kwargs(rounding, rand_bits, generator))
 
@@ -150,11 +161,11 @@ def mx_dispatch(x, fmt, rounding, rand_bits, generator, out):
     p = _params32(el.kernel_params(torch.float32))
     # one graph per block size (a symbolic block length costs ~3x); the shared exponents first, in their own graph
     e = _get_compiled("mx_scale")(_flat(x, fmt.block), torch.tensor(el.emax, dtype=torch.int32))
-    return _run_into("mx", x, out, e, p["man"], p["emin"], p["maxval"], p["no_negzero"], _MODE32[rounding],
+    return _run_into("mx", rounding, x, out, e, p["man"], p["emin"], p["maxval"], p["no_negzero"],
                      row=fmt.block, **_stochastic_kwargs(rounding, rand_bits, generator))
 
 
 def int_dispatch(x, fmt, rounding, rand_bits, generator, out):
     s = _get_compiled("int_scale")(_flat(x), torch.tensor(fmt.qmax, dtype=torch.int64))
-    return _run_into("int", x, out, s, torch.tensor(fmt.qmax, dtype=torch.int64), _MODE32[rounding],
+    return _run_into("int", rounding, x, out, s, torch.tensor(fmt.qmax, dtype=torch.int64),
                      **_stochastic_kwargs(rounding, rand_bits, generator))

@@ -37,10 +37,11 @@ def floor_log2_f32(a: torch.Tensor) -> torch.Tensor:
     return torch.where(efield > 0, efield - 127, sub)
 
 
-def round_f32(x, man, emin, maxval, mode, over_inf, saturate, subnormals, no_negzero, minnorm,
+def round_f32(x, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm, *, mode: int = 0,
               rand_k=None, key=None, base=None):
-    """float32 twin of ``float_kernel.round_float`` (same arguments as int32/float32 tensors; ``base`` (int64 0-d)
-    offsets the element index of the random bits)."""
+    """float32 twin of ``float_kernel.round_float`` (same arguments as int32/float32 tensors, but ``mode`` a Python
+    int: each compiled graph serves one rounding mode and computes only its decision; ``base`` (int64 0-d) offsets
+    the element index of the random bits)."""
     u = x.view(I32)
     neg = u < 0
     mag = u & 0x7FFFFFFF
@@ -57,14 +58,23 @@ def round_f32(x, man, emin, maxval, mode, over_inf, saturate, subnormals, no_neg
     one = torch.ones_like(dc)
     q = sig >> dc
     rem = sig & ((one << dc) - 1)
-    half = (one << dc) >> 1
     nz = rem != 0
-    up_near = (rem > half) | ((rem == half) & ((q & 1) == 1) & nz)
-    up_away = (rem >= half) & nz
-    up = torch.where(mode == 0, up_near, torch.where(mode == 1, up_away, torch.zeros_like(nz)))
-    up = torch.where(mode == 3, nz & ~neg, up)
-    up = torch.where(mode == 4, nz & neg, up)
-    if key is not None:
+    toward_zero = None  # modes whose overflow goes to +-max rather than +-Inf (directed toward zero)
+    if mode == 0:  # nearest, ties to even
+        half = (one << dc) >> 1
+        up = (rem > half) | ((rem == half) & ((q & 1) == 1) & nz)
+    elif mode == 1:  # nearest, ties away
+        up = (rem >= ((one << dc) >> 1)) & nz
+    elif mode == 2:  # toward zero
+        up = torch.zeros_like(nz)
+        toward_zero = True
+    elif mode == 3:  # up
+        up = nz & ~neg
+        toward_zero = neg
+    elif mode == 4:  # down
+        up = nz & neg
+        toward_zero = ~neg
+    else:  # stochastic
         # carry iff r + rem_k >= 2^k (the reference's rule) in 32-bit words: align the remainder so that the kept
         # LSB sits at bit 32 (R), keep the top k bits of R and of the hash word H; then the carry happens iff
         # H + R >= 2^32 as unsigned words, i.e. H >u ~R, compared as signed after flipping the sign bits.
@@ -72,32 +82,32 @@ def round_f32(x, man, emin, maxval, mode, over_inf, saturate, subnormals, no_neg
         mask = torch.full_like(rand_k, -1, dtype=I32) << (32 - rand_k).to(I32)
         hword = hash_bits32(idx, key) & mask
         rword = torch.where(d <= 32, rem << torch.clamp(32 - d, 0, 31), rem >> torch.clamp(d - 32, 0, 31)) & mask
-        up_sto = (hword ^ INT32_MIN) > (rword ^ INT32_MAX)
-        up = torch.where(mode == 5, up_sto, up)
+        up = (hword ^ INT32_MIN) > (rword ^ INT32_MAX)
     q = q + up.to(I32)
     r = q.to(torch.float32) * pow2_f32(ex0 - 23 + d)
-    over = r > maxval
-    toward_zero = (mode == 2) | ((mode == 4) & ~neg) | ((mode == 3) & neg)
-    inf = torch.full_like(r, float("inf"))
-    nan = torch.full_like(r, float("nan"))
-    mv = maxval.expand_as(r)
-    over_val = torch.where(over_inf == 1, inf, torch.where(over_inf == 2, nan, mv))
-    over_val = torch.where(saturate | toward_zero, mv, over_val)
-    r = torch.where(over, over_val, r)
-    r = torch.where((subnormals == 0) & (r < minnorm), torch.zeros_like(r), r)
-    inf_val = torch.where(over_inf == 1, inf, torch.where(over_inf == 2, nan, mv))
-    inf_val = torch.where(saturate, mv, inf_val)
+    # overflow and +-Inf inputs: one 0-d value each (saturate / over_inf are 0-d), per element only when the
+    # mode's direction depends on the sign
+    ovf = torch.where(over_inf == 1, float("inf"), torch.where(over_inf == 2, float("nan"), maxval))
+    inf_val = torch.where(saturate, maxval, ovf)
+    if toward_zero is True:
+        over_val = maxval
+    elif toward_zero is None:
+        over_val = inf_val
+    else:
+        over_val = torch.where(toward_zero, maxval, inf_val)
+    r = torch.where(r > maxval, over_val, r)
+    r = torch.where((subnormals == 0) & (r < minnorm), 0.0, r)
     r = torch.where(is_inf, inf_val, r)
     negate = neg & ~((no_negzero != 0) & (r == 0))
     r = torch.where(negate, -r, r)
     return torch.where(is_nan, x, r)
 
 
-def float_into(out, x, man, emin, maxval, mode, over_inf, saturate, subnormals, no_negzero, minnorm,
+def float_into(out, x, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm, *, mode: int = 0,
                rand_k=None, key=None):
     """out[:] = round_f32(x) for flat float32 x and out (the compiled graph writes straight into ``out``)."""
-    out.copy_(round_f32(x, man, emin, maxval, mode, over_inf, saturate, subnormals, no_negzero, minnorm,
-                        rand_k, key, torch.zeros((), dtype=torch.int64)))
+    out.copy_(round_f32(x, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm, mode=mode,
+                        rand_k=rand_k, key=key, base=torch.zeros((), dtype=torch.int64)))
 
 
 def mx_scale(g, emax):
@@ -108,14 +118,14 @@ def mx_scale(g, emax):
     return torch.clamp(e, -127, 127)
 
 
-def mx_round_into(out, g, e, man, emin, maxval, no_negzero, mode, rand_k=None, key=None):
+def mx_round_into(out, g, e, man, emin, maxval, no_negzero, *, mode: int = 0, rand_k=None, key=None):
     """MX elements: round each row of g on the element grid shifted by its 2^E (``e`` from ``mx_scale``),
     saturating; NaN and +-Inf pass through. Kept apart from ``mx_scale``: fused into one kernel, inductor loops
     over each 32-element block with per-block setup and runs several times slower."""
     one = torch.ones((), dtype=I32)
-    y = round_f32(g, man, emin + e, maxval * pow2_f32(e), mode, torch.zeros((), dtype=I32),
+    y = round_f32(g, man, emin + e, maxval * pow2_f32(e), torch.zeros((), dtype=I32),
                   torch.ones((), dtype=torch.bool), one, no_negzero, torch.zeros((), dtype=torch.float32),
-                  rand_k, key, torch.zeros((), dtype=torch.int64))
+                  mode=mode, rand_k=rand_k, key=key, base=torch.zeros((), dtype=torch.int64))
     out.copy_(torch.where(torch.isinf(g), g, y))
 
 
@@ -127,18 +137,25 @@ def int_scale(x, qmax):
     return torch.where(a > 0, s, torch.ones_like(s))
 
 
-def int_round_into(out, x, s, qmax, mode, rand_k=None, key=None):
+def int_round_into(out, x, s, qmax, *, mode: int = 0, rand_k=None, key=None):
     """out = fl32(clamp(round(x / s), +-qmax) * s) with x / s in float64 (exact enough to decide every tie, as
     the reference); a zero keeps the sign of x; NaN stays NaN. A separate graph from ``int_scale`` for the same
     reason as MX. Written with float64 arithmetic only (no boolean algebra on float64 comparisons, which inductor
     lowers to slow mask conversions): ties away as floor(|v| + 1/2) with v's sign, exact for |v| < 2^51."""
     s = s.to(torch.float64)
     v = x.to(torch.float64) / s
-    f = torch.floor(v)
-    away = torch.copysign(torch.floor(v.abs() + 0.5), v)
-    q = torch.where(mode == 0, torch.round(v), torch.where(mode == 1, away, torch.where(
-        mode == 2, torch.trunc(v), torch.where(mode == 3, torch.ceil(v), f))))
-    if key is not None:  # carry iff r + floor(frac 2^k) >= 2^k: the 32-bit word test of ``round_f32``
+    if mode == 0:
+        q = torch.round(v)
+    elif mode == 1:
+        q = torch.copysign(torch.floor(v.abs() + 0.5), v)
+    elif mode == 2:
+        q = torch.trunc(v)
+    elif mode == 3:
+        q = torch.ceil(v)
+    elif mode == 4:
+        q = torch.floor(v)
+    else:  # carry iff r + floor(frac 2^k) >= 2^k: the 32-bit word test of ``round_f32``
+        f = torch.floor(v)
         frac = v - f
         # frac rounds to 1.0 for tiny negative v (v - floor(v) in float64): the reference then always carries
         whole = frac >= 1.0
@@ -150,7 +167,7 @@ def int_round_into(out, x, s, qmax, mode, rand_k=None, key=None):
         # floor(frac 2^32) - 2^31 converts to int32 exactly and is (its word ^ INT32_MIN); the mask keeps the sign
         fbiased = (torch.floor(frac * 4294967296.0) - 2147483648.0).to(I32) & mask
         carry = torch.where((hword ^ INT32_MIN) > ~fbiased, 1.0, 0.0).to(torch.float64)
-        q = torch.where(mode == 5, torch.copysign(f + carry, v), q)
+        q = torch.copysign(f + carry, v)
     qm = qmax.to(torch.float64)
     q = torch.minimum(torch.maximum(q, -qm), qm)
     y = (q * s).to(torch.float32)
@@ -165,9 +182,9 @@ def amax_scale_f32(x, fmt_max, pow_margin):
     return torch.where(torch.isfinite(a) & (a > 0), s, torch.ones_like(s)).to(torch.float32)
 
 
-def scaled_float_into(out, x, s, man, emin, maxval, mode, over_inf, saturate, subnormals, no_negzero, minnorm,
-                      rand_k=None, key=None):
+def scaled_float_into(out, x, s, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm, *,
+                      mode: int = 0, rand_k=None, key=None):
     """out = Q(x·s) / s in float32 (the scaled rounding of ``ops.context``: one multiply, one rounding, one divide)."""
-    q = round_f32(x * s, man, emin, maxval, mode, over_inf, saturate, subnormals, no_negzero, minnorm,
-                  rand_k, key, torch.zeros((), dtype=torch.int64))
+    q = round_f32(x * s, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm, mode=mode,
+                  rand_k=rand_k, key=key, base=torch.zeros((), dtype=torch.int64))
     out.copy_(q / s)

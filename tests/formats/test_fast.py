@@ -59,8 +59,9 @@ def test_small_or_other_tensors_stay_eager(monkeypatch):
 
 def test_no_recompiles_across_formats_shapes_ranks(monkeypatch):
     x = data(1 << 17, seed=3)
-    lowp.quantize(x, "e4m3")  # warm: the float kernel is compiled (dynamic shapes, tensor parameters)
-    lowp.quantize(x, "mxfp8_e4m3")
+    for mode in ("nearest", "down"):  # warm: one graph per (kernel, mode); dynamic shapes, tensor parameters
+        lowp.quantize(x, "e4m3", mode)
+        lowp.quantize(x, "mxfp8_e4m3", mode)
     graphs = counters["stats"]["unique_graphs"]
     calls = fast.compiled_calls
     shapes = [(1 << 17,), (256, 512), (2, 3, 96, 128)]
