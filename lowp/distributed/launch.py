@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import pickle
 import socket
@@ -135,83 +134,68 @@ def shard(idx: torch.Tensor, rank: int, nproc: int) -> torch.Tensor:
     return idx.tensor_split(nproc)[rank]
 
 
-def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dict, hook: str) -> dict:
+class _Shards:
+    """The data-parallel plug of ``lowp.experiments.train.train_epochs`` (see its ``SingleProcess``): forward through
+    the DDP wrapper, this rank's shard of each global batch, the global mean loss weighted by shard size."""
+
+    def __init__(self, ddp: torch.nn.Module, rank: int, nproc: int) -> None:
+        self.forward, self.rank, self.nproc = ddp, rank, nproc
+
+    def local_batch(self, idx: torch.Tensor) -> torch.Tensor | None:
+        if len(idx) < self.nproc:  # not every rank would get a sample: skipped by all ranks alike
+            return None
+        return shard(idx, self.rank, self.nproc)
+
+    def global_loss(self, loss: torch.Tensor, n: int) -> float:
+        # the global mean loss (weighted by shard size), agreed on by all ranks, and with it the divergence decision
+        lv = torch.tensor([float(loss.detach()) * n, float(n)], dtype=torch.float64)
+        dist.all_reduce(lv)
+        return float(lv[0] / lv[1])
+
+
+def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dict, hook: str,
+               numerics_every: int | None = None) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from ..experiments.tasks import get_task
-    from ..experiments.train import (EpochRecord, RunSettings, _lr_at, _scale, apply_recipe, evaluate,
-                                     resolve_recipe, start_epoch)
+    from ..experiments.train import (RunSettings, _scale, _sparsity_fields, apply_recipe, prepare_run,
+                                     train_epochs)
     from .hooks import register_comm_hook
 
-
     st = RunSettings.from_dict(settings)
-    task = get_task(task_name)
-    recipe = resolve_recipe(recipe)
-    data = task.load_data()
-    torch.manual_seed(st.seed)
-    model = task.build_model()
+    task, recipe, data, model = prepare_run(task_name, recipe, st)
     # the training contract of docs/architecture.md, applied exactly as lowp.experiments.train.train_run does
     model, opt, base = apply_recipe(model, recipe, lambda params: task.make_optimizer(params, st.lr))
     ddp = DDP(model)
     state = register_comm_hook(ddp, hook, seed=st.seed)
-    n = len(data.x_train)
-    per_epoch = math.ceil(n / st.batch_size)
-    total = per_epoch * st.epochs
-    gen = torch.Generator().manual_seed(st.seed)
-    history, steps, diverged_at = [], 0, None
     t0 = time.perf_counter()
-    ddp.train()
-    for epoch in range(st.epochs):
-        start_epoch(model, epoch, st.epochs)
-        order = torch.randperm(n, generator=gen)
-        loss_sum, loss_n = 0.0, 0
-        for i in range(0, n, st.batch_size):
-            idx = order[i:i + st.batch_size]
-            lr = _lr_at(task, st.lr, steps, total)
-            for g in base.param_groups:
-                g["lr"] = lr
-            if len(idx) < nproc:  # not every rank would get a sample: skipped by all ranks alike
-                continue
-            mine = shard(idx, rank, nproc)
-            opt.zero_grad()
-            loss = task.loss_fn(ddp(data.x_train[mine]), data.y_train[mine])
-            # the global mean loss (weighted by shard size) and a divergence flag, agreed on by all ranks
-            lv = torch.tensor([float(loss.detach()) * len(mine), float(len(mine))], dtype=torch.float64)
-            dist.all_reduce(lv)
-            gl = float(lv[0] / lv[1])
-            if not math.isfinite(gl):
-                diverged_at = {"epoch": epoch, "step": steps, "loss": str(gl)}
-                break
-            opt.backward(loss)
-            opt.step()
-            steps += 1
-            loss_sum, loss_n = loss_sum + gl, loss_n + 1
-        metric = evaluate(model, task, data.x_test, data.y_test)
-        history.append(EpochRecord(epoch + 1, loss_sum / loss_n if loss_n else float("nan"), metric,
-                                   int(opt.skipped_steps), _scale(opt)).to_dict())
-        if diverged_at is not None:
-            break
+    loop = train_epochs(task, data, st, model, opt, base, parallel=_Shards(ddp, rank, nproc),
+                        numerics_every=numerics_every)
     wall = time.perf_counter() - t0
     flat = torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
     hi, lo = flat.clone(), flat.clone()
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)
     comm = state.summary()
-    return {"history": history, "steps": steps, "wall_s": round(wall, 3), "diverged_at": diverged_at,
+    return {"history": loop.history, "steps": loop.steps, "wall_s": round(wall, 3), "diverged_at": loop.diverged_at,
             "skipped_steps": int(opt.skipped_steps), "loss_scale": _scale(opt),
             "recipe_spec": json.loads(json.dumps(recipe.to_dict())), "recipe": recipe.name,
-            "replica_max_abs_diff": float((hi - lo).abs().max()), "comm": comm}
+            "replica_max_abs_diff": float((hi - lo).abs().max()), "comm": comm, "numerics": loop.numerics,
+            **_sparsity_fields(loop.sparsity_reports)}
 
 
 def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hook: str = "none", *,
-                      timeout_s: float = 600.0, init_timeout_s: float = 60.0) -> dict:
+                      timeout_s: float = 600.0, init_timeout_s: float = 60.0,
+                      numerics_every: int | None = None) -> dict:
     """Train ``task`` (a registered task name) under ``recipe`` (name, Recipe or its dict) with ``settings``
     (``lowp.experiments.train.RunSettings`` or its dict) data-parallel over ``nproc`` processes (DDP, gloo, loopback),
     gradients communicated through ``hook`` (``none``, ``adacomp``, ``allreduce:FORMAT[:stochastic][:ef]``).
 
     The global batch is ``settings.batch_size`` (each rank trains on a contiguous shard of it), the data order and
     initial weights are those of ``lowp.experiments.train.train_run`` with the same settings, so ``hook="none"``
-    reproduces single-process training up to the FP32 reduction order.
+    reproduces single-process training up to the FP32 reduction order. Each rank runs the training loop of
+    ``train_run`` (``lowp.experiments.train.train_epochs``), so the history carries the techniques' per-epoch reports
+    (PACT alpha, AutoSparse sparsity, with the ``sparsity`` / FLOPs fields) and ``numerics_every`` turns on the
+    numerics collector (rank 0's records, over its shards).
 
     Returns a dict with the fields of ``RunResult.to_dict()`` (``RunResult.from_dict`` accepts it: it ignores the
     extra keys) plus ``nproc``, ``grad_hook``, ``bytes_per_step`` (compressed gradient message of one worker per
@@ -229,8 +213,8 @@ def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hoo
     from ..experiments.tasks import get_task
 
     t = get_task(task)
-    res = launch(_dp_worker, nproc, (task, rec.to_dict(), st.to_dict(), spec.name), timeout_s=timeout_s,
-                 init_timeout_s=init_timeout_s)[0]
+    res = launch(_dp_worker, nproc, (task, rec.to_dict(), st.to_dict(), spec.name, numerics_every),
+                 timeout_s=timeout_s, init_timeout_s=init_timeout_s)[0]
     hist = res["history"]
     comm = res["comm"]
     return {
@@ -238,7 +222,8 @@ def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hoo
         "diverged": res["diverged_at"] is not None, "history": hist, "skipped_steps": res["skipped_steps"],
         "wall_s": res["wall_s"], "steps": res["steps"], "settings": st.to_dict(), "recipe_spec": res["recipe_spec"],
         "fp32_delta": None, "diverged_at": res["diverged_at"], "loss_scale": res["loss_scale"], "error": None,
-        "numerics": None, "nproc": nproc, "grad_hook": spec.name, "bytes_per_step": comm["bytes_per_step"],
+        "numerics": res["numerics"], "nproc": nproc, "grad_hook": spec.name, "bytes_per_step": comm["bytes_per_step"],
         "dense_bytes_per_step": comm["dense_bytes_per_step"], "compression_ratio": comm["compression_ratio"],
-        "comm": comm, "replica_max_abs_diff": res["replica_max_abs_diff"],
+        "comm": comm, "replica_max_abs_diff": res["replica_max_abs_diff"], "sparsity": res.get("sparsity"),
+        "train_flops_ratio": res.get("train_flops_ratio"), "inference_flops_ratio": res.get("inference_flops_ratio"),
     }

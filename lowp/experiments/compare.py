@@ -273,7 +273,8 @@ def _data_parallel_run(cfg: CompareConfig, recipe, settings: RunSettings) -> Run
     try:
         if any(t.split(":")[0] == "autosparse" for t in recipe.transforms):
             raise ValueError("AutoSparse recipes cannot run data-parallel yet (--nproc 1 only)")
-        d = run_data_parallel(cfg.task, recipe, settings, nproc=cfg.nproc, hook=cfg.grad_hook)
+        d = run_data_parallel(cfg.task, recipe, settings, nproc=cfg.nproc, hook=cfg.grad_hook,
+                              numerics_every=cfg.numerics_every)
     except Exception as e:  # noqa: BLE001 - reported per recipe, the comparison goes on
         return RunResult(recipe=recipe.name, metric=None, metric_name=get_task(cfg.task).metric_name,
                          diverged=False, history=(), skipped_steps=0, wall_s=0.0, steps=0,

@@ -9,6 +9,10 @@ Numerics extension point: ``train_run(..., numerics_every=N)`` asks ``lowp.analy
 (``lowp.analysis.numerics_collector(model, every=N)``, a context manager with ``.records() -> list[dict]``); when
 the analysis layer provides one, its records (layer, role, step, underflow, overflow, subnormal, sqnr_db, amax)
 land in ``RunResult.numerics`` and the report draws them.
+
+One loop: :func:`train_epochs` is the epoch/step loop of ``train_run`` and of the data-parallel worker of
+``lowp.distributed.launch``; what differs between them is plugged in through ``parallel`` (see
+:class:`SingleProcess`: the module called forward, this process's samples of a global batch, the global loss).
 """
 from __future__ import annotations
 
@@ -198,86 +202,149 @@ def _show_progress(progress: bool | None) -> bool:
     return progress
 
 
+class SingleProcess:
+    """The data-parallel plug of :func:`train_epochs` for one process (its default): the module called forward is
+    the model, a batch is all of this process's, the local loss is the loss. A data-parallel worker passes an object
+    with the same three members (``lowp.distributed.launch``: a DDP wrapper, its rank's shard, an all-reduced mean).
+
+    - ``forward``: the module the training step calls (None: the model itself); evaluation, the techniques' epoch
+      reports and the numerics collector always use the model;
+    - ``local_batch(idx)``: this process's samples of a global batch of indices, or None to skip the batch (every
+      process must skip it alike: the learning-rate schedule still advances over it, ``steps`` does not);
+    - ``global_loss(loss, n)``: the training loss of the whole global batch as a float, from this process's loss
+      tensor over its ``n`` samples; all processes must return the same value (a non-finite one stops the run)."""
+
+    forward: torch.nn.Module | None = None
+
+    def local_batch(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return idx
+
+    def global_loss(self, loss: torch.Tensor, n: int) -> float:
+        return float(loss.detach())
+
+
+@dataclasses.dataclass
+class LoopState:
+    """What :func:`train_epochs` has done so far; filled in place, so a caller that catches an exception still sees
+    the epochs and steps run before it. ``numerics`` is set only when the loop ends without an exception."""
+
+    history: list[dict] = dataclasses.field(default_factory=list)
+    steps: int = 0
+    diverged_at: dict | None = None
+    sparsity_reports: list[dict] = dataclasses.field(default_factory=list)
+    numerics: tuple[dict, ...] | None = None
+
+
+def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.Module, opt: Any, base: Any, *,
+                 parallel: Any = None, numerics_every: int | None = None, on_step=None,
+                 state: LoopState | None = None) -> LoopState:
+    """THE epoch/step loop (``train_run`` and the data-parallel worker of ``lowp.distributed.launch`` both run it):
+    per epoch the techniques' ``start_epoch`` hook, a permutation of the training set from a generator seeded with
+    ``settings.seed``, cosine/constant learning rate per global step, a step per global batch of
+    ``settings.batch_size`` (through ``parallel``, default :class:`SingleProcess`), the test metric, a history
+    record with the techniques' ``epoch_report``; a non-finite loss stops the run (``state.diverged_at``).
+    ``opt`` is the ``LowpOptimizer`` over ``base``; ``on_step(steps, loss)`` is called after each step (progress);
+    ``numerics_every`` wraps the loop in the analysis layer's collector. Exceptions propagate."""
+    parallel = SingleProcess() if parallel is None else parallel
+    forward = model if parallel.forward is None else parallel.forward
+    state = LoopState() if state is None else state
+    n = len(data.x_train)
+    per_epoch = math.ceil(n / settings.batch_size)
+    total = per_epoch * settings.epochs
+    gen = torch.Generator().manual_seed(settings.seed)
+    collector = _numerics_collector(model, numerics_every) if numerics_every else None
+    with collector if collector is not None else contextlib.nullcontext():
+        forward.train()
+        for epoch in range(settings.epochs):
+            start_epoch(model, epoch, settings.epochs)
+            order = torch.randperm(n, generator=gen)
+            loss_sum, loss_n = 0.0, 0
+            for i in range(0, n, settings.batch_size):
+                idx = order[i:i + settings.batch_size]
+                lr = _lr_at(task, settings.lr, state.steps, total)
+                for g in base.param_groups:
+                    g["lr"] = lr
+                mine = parallel.local_batch(idx)
+                if mine is None:
+                    continue
+                opt.zero_grad()
+                loss = task.loss_fn(forward(data.x_train[mine]), data.y_train[mine])
+                lv = parallel.global_loss(loss, len(mine))
+                if not math.isfinite(lv):
+                    state.diverged_at = {"epoch": epoch, "step": state.steps, "loss": str(lv)}
+                    break
+                opt.backward(loss)
+                opt.step()
+                state.steps += 1
+                loss_sum, loss_n = loss_sum + lv, loss_n + 1
+                if on_step is not None:
+                    on_step(state.steps, lv)
+            metric = evaluate(model, task, data.x_test, data.y_test)
+            rec = EpochRecord(epoch + 1, loss_sum / loss_n if loss_n else float("nan"), metric,
+                              int(opt.skipped_steps), _scale(opt)).to_dict()
+            extras, sp_report = epoch_report(model, data.x_train[:1])
+            rec.update(extras)
+            if sp_report is not None:
+                state.sparsity_reports.append(sp_report)
+            state.history.append(rec)
+            if state.diverged_at is not None:
+                break
+        if collector is not None:
+            state.numerics = tuple(_json_safe(dict(r)) for r in collector.records())
+    return state
+
+
+def prepare_run(task: Task | str, recipe: Any, settings: RunSettings):
+    """The start every run of ``settings`` shares: the task, the Recipe, the data and the model built right after
+    ``torch.manual_seed(settings.seed)`` (before the recipe is applied). Returns (task, recipe, data, model)."""
+    task = get_task(task) if isinstance(task, str) else task
+    recipe = resolve_recipe(recipe)
+    data = task.load_data()
+    torch.manual_seed(settings.seed)
+    return task, recipe, data, task.build_model()
+
+
 def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress: bool | None = None,
               numerics_every: int | None = None) -> RunResult:
     """Train ``task`` under ``recipe`` with ``settings``; never raises for a numerical failure (diverged) or an
     exception inside training (``error``), so that a comparison keeps going with the other recipes."""
     from tqdm.auto import tqdm
 
-    task = get_task(task) if isinstance(task, str) else task
-    recipe = resolve_recipe(recipe)
-    data = task.load_data()
-    torch.manual_seed(settings.seed)
-    model = task.build_model()
+    task, recipe, data, model = prepare_run(task, recipe, settings)
 
     def make_optimizer(params):
         return task.make_optimizer(params, settings.lr)
 
-    history: list[dict] = []
-    diverged_at = None
-    steps = 0
     error = None
-    numerics = None
-    n = len(data.x_train)
-    per_epoch = math.ceil(n / settings.batch_size)
-    total = per_epoch * settings.epochs
-    gen = torch.Generator().manual_seed(settings.seed)
+    total = math.ceil(len(data.x_train) / settings.batch_size) * settings.epochs
     t0 = time.perf_counter()
     opt = None
-    sparsity_reports: list[dict] = []
+    state = LoopState()
     bar = tqdm(total=total, desc=f"{task.name} {recipe.name}", leave=False, disable=not _show_progress(progress),
                dynamic_ncols=True)
+
+    def on_step(steps: int, lv: float) -> None:
+        bar.update(1)
+        if steps % 10 == 0:
+            bar.set_postfix(loss=f"{lv:.3f}", refresh=False)
+
     try:
         model, opt, base = apply_recipe(model, recipe, make_optimizer)
-        collector = _numerics_collector(model, numerics_every) if numerics_every else None
-        with collector if collector is not None else contextlib.nullcontext():
-            model.train()
-            for epoch in range(settings.epochs):
-                start_epoch(model, epoch, settings.epochs)
-                order = torch.randperm(n, generator=gen)
-                loss_sum, loss_n = 0.0, 0
-                for i in range(0, n, settings.batch_size):
-                    idx = order[i:i + settings.batch_size]
-                    lr = _lr_at(task, settings.lr, steps, total)
-                    for g in base.param_groups:
-                        g["lr"] = lr
-                    opt.zero_grad()
-                    loss = task.loss_fn(model(data.x_train[idx]), data.y_train[idx])
-                    lv = float(loss.detach())
-                    if not math.isfinite(lv):
-                        diverged_at = {"epoch": epoch, "step": steps, "loss": str(lv)}
-                        break
-                    opt.backward(loss)
-                    opt.step()
-                    steps += 1
-                    loss_sum, loss_n = loss_sum + lv, loss_n + 1
-                    bar.update(1)
-                    if steps % 10 == 0:
-                        bar.set_postfix(loss=f"{lv:.3f}", refresh=False)
-                metric = evaluate(model, task, data.x_test, data.y_test)
-                rec = EpochRecord(epoch + 1, loss_sum / loss_n if loss_n else float("nan"), metric,
-                                  int(opt.skipped_steps), _scale(opt)).to_dict()
-                extras, sp_report = epoch_report(model, data.x_train[:1])
-                rec.update(extras)
-                if sp_report is not None:
-                    sparsity_reports.append(sp_report)
-                history.append(rec)
-                if diverged_at is not None:
-                    break
-            if collector is not None:
-                numerics = tuple(_json_safe(dict(r)) for r in collector.records())
+        train_epochs(task, data, settings, model, opt, base, numerics_every=numerics_every, on_step=on_step,
+                     state=state)
     except Exception as e:  # noqa: BLE001 - reported per recipe, the comparison goes on
         error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
     finally:
         bar.close()
     wall = time.perf_counter() - t0
+    history = state.history
     metric = history[-1]["test_metric"] if history and error is None else None
     return RunResult(
-        recipe=recipe.name, metric=metric, metric_name=task.metric_name, diverged=diverged_at is not None,
+        recipe=recipe.name, metric=metric, metric_name=task.metric_name, diverged=state.diverged_at is not None,
         history=tuple(_json_safe(h) for h in history), skipped_steps=int(getattr(opt, "skipped_steps", 0) or 0),
-        wall_s=round(wall, 3), steps=steps, settings=settings.to_dict(), recipe_spec=json.loads(json.dumps(recipe.to_dict())),
-        diverged_at=diverged_at, loss_scale=_scale(opt), error=error, numerics=numerics,
-        **_sparsity_fields(sparsity_reports))
+        wall_s=round(wall, 3), steps=state.steps, settings=settings.to_dict(),
+        recipe_spec=json.loads(json.dumps(recipe.to_dict())), diverged_at=state.diverged_at, loss_scale=_scale(opt),
+        error=error, numerics=state.numerics, **_sparsity_fields(state.sparsity_reports))
 
 
 def _sparsity_fields(reports: list[dict]) -> dict[str, Any]:

@@ -64,3 +64,32 @@ def test_error_in_run_is_reported_not_raised():
     bad = T.Task("bad", lambda: nn.Linear(3, 10), _tiny().load_data, epochs=1)  # wrong input size
     r = train_run(bad, "fp32", RunSettings("bad", 0, 1, 0.1, 64), progress=False)
     assert r.error and r.error.startswith("RuntimeError") and r.metric is None and r.status == "error"
+
+
+def test_train_epochs_parallel_plug():
+    """The loop's data-parallel plug: a skipped batch advances the learning-rate schedule but not ``steps``; the
+    plug picks the samples and the loss value that is logged and checked for divergence."""
+    from lowp.experiments.train import SingleProcess, _lr_at, apply_recipe, prepare_run, train_epochs
+
+    s = RunSettings("tiny", seed=0, epochs=1, lr=0.1, batch_size=100)  # 256 samples: batches of 100, 100, 56
+    seen = []
+
+    class Half(SingleProcess):
+        def local_batch(self, idx):
+            return None if len(idx) < 100 else idx[:50]
+
+        def global_loss(self, loss, n):
+            seen.append(n)
+            return 2 * float(loss.detach())
+
+    task, recipe, data, model = prepare_run(_tiny(), "fp32", s)
+    model, opt, base = apply_recipe(model, recipe, lambda p: task.make_optimizer(p, s.lr))
+    st = train_epochs(task, data, s, model, opt, base, parallel=Half())
+    assert st.steps == 2 and seen == [50, 50] and st.diverged_at is None and len(st.history) == 1
+    assert base.param_groups[0]["lr"] == _lr_at(task, 0.1, 2, 3)  # set for the skipped third batch
+    assert st.history[0]["train_loss"] > 0
+
+    task, recipe, data, model = prepare_run(_tiny(), "fp32", s)
+    model, opt, base = apply_recipe(model, recipe, lambda p: task.make_optimizer(p, s.lr))
+    assert train_epochs(task, data, s, model, opt, base).history == list(train_run(_tiny(), "fp32", s,
+                                                                                   progress=False).history)
