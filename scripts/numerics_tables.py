@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import os
-import pathlib
 import sys
 
 import torch

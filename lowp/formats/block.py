@@ -17,7 +17,7 @@ from .base import Format
 from .dfp import floor_log2
 from .float import FloatFormat
 from .float_kernel import pow2
-from .integer import FixedFormat, round_on_grid
+from .integer import round_on_grid
 from .scaled import amax, group_view
 
 E8M0_EMIN, E8M0_EMAX = -127, 127
