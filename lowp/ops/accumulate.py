@@ -219,27 +219,24 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, accumulate: str | Format | None 
     m, k, n = a2.shape[-2], a2.shape[-1], b2.shape[-1]
     with torch.no_grad():
         out = _fast(a2.detach(), b2.detach(), batch, m, k, n, fmt, chunk)
-        if out is not None:
-            out = out.reshape(*batch, m, n).to(out_dtype)
-            if a_vec:
-                out = out.squeeze(-2)
-            if b_vec:
-                out = out.squeeze(-1)
-            return out
-        a64 = a2.detach().to(torch.float64).expand(*batch, m, k).reshape(-1, m, k)
-        b64 = b2.detach().to(torch.float64).expand(*batch, k, n).reshape(-1, k, n)
-        if k == 0:
-            out = torch.zeros(a64.shape[0], m, n, dtype=torch.float64)
-        else:
-            rounder = _plan(a64, b64, a2, b2, fmt)
-            at = a64.transpose(1, 2)
-            rows = max(1, _MAX_TILE // max(1, a64.shape[0] * n * -(-k // (chunk or k))))
-            parts = [_accumulate(at[:, :, i:i + rows].contiguous(), b64, rounder, chunk or 1)
-                     for i in range(0, m, rows)]
-            out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        if out is None:
+            out = _reference(a2, b2, batch, m, k, n, fmt, chunk)
         out = out.reshape(*batch, m, n).to(out_dtype)
     if a_vec:
         out = out.squeeze(-2)
     if b_vec:
         out = out.squeeze(-1)
     return out
+
+
+def _reference(a2, b2, batch, m, k, n, fmt, chunk) -> torch.Tensor:
+    """The float64 tiled reference accumulation (any format and chunk), shape (batch·, m, n)."""
+    a64 = a2.detach().to(torch.float64).expand(*batch, m, k).reshape(-1, m, k)
+    b64 = b2.detach().to(torch.float64).expand(*batch, k, n).reshape(-1, k, n)
+    if k == 0:
+        return torch.zeros(a64.shape[0], m, n, dtype=torch.float64)
+    rounder = _plan(a64, b64, a2, b2, fmt)
+    at = a64.transpose(1, 2)
+    rows = max(1, _MAX_TILE // max(1, a64.shape[0] * n * -(-k // (chunk or k))))
+    parts = [_accumulate(at[:, :, i:i + rows].contiguous(), b64, rounder, chunk or 1) for i in range(0, m, rows)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)

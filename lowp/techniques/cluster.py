@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterable
+from typing import Iterable
 
 import torch
 from torch import nn
 
 from ..formats import IntFormat, TernaryFormat
-from ..formats.ternary import METHODS
-from .calibration import check_method
-from .ptq import WeightFn, int_weight_fn, quantize_model
+from .ptq import DictConfig, WeightFn, check_ternary_options, int_weight_fn, quantize_model
 
 KINDS = ("ternary", "int4")
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(DictConfig):
     cluster: int = 4
     kind: str = "ternary"
     method: str = "optimal"
@@ -38,20 +36,9 @@ class ClusterConfig:
     fold_bn: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.cluster, bool) or not isinstance(self.cluster, int) or self.cluster < 1:
-            raise ValueError(f"cluster size must be a positive int, got {self.cluster!r}")
+        check_ternary_options("cluster size", self.cluster, self.method, self.act_bits, self.calibration)
         if self.kind not in KINDS:
             raise ValueError(f"unknown cluster kind {self.kind!r}; valid: {', '.join(KINDS)}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown ternary method {self.method!r}; valid: {', '.join(METHODS)}")
-        check_method(self.calibration)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClusterConfig":
-        return cls(**d)
 
 
 def cluster_weight(w: torch.Tensor, cluster: int, kind: str = "ternary", method: str = "optimal") -> torch.Tensor:

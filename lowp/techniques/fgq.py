@@ -21,15 +21,13 @@ import torch
 from torch import nn
 
 from ..formats import TernaryFormat
-from ..formats.ternary import METHODS
-from .calibration import check_method
-from .ptq import WeightFn, int_weight_fn, quantize_model
+from .ptq import DictConfig, WeightFn, check_ternary_options, int_weight_fn, quantize_model
 
 GROUPS = (4, 8, 16, 32, 64)
 
 
 @dataclasses.dataclass(frozen=True)
-class FGQConfig:
+class FGQConfig(DictConfig):
     """FGQ settings: group size N, ternary method, activation bits; first/last layer weights as ``edge_bits``-bit
     integers per channel (None: ternary too) — the paper keeps the first layer at higher precision."""
 
@@ -41,20 +39,7 @@ class FGQConfig:
     fold_bn: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
-            raise ValueError(f"FGQ group must be a positive int, got {self.group!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown ternary method {self.method!r}; valid: {', '.join(METHODS)}")
-        if self.act_bits not in (None, 2, 3, 4, 5, 6, 7, 8, 16):
-            raise ValueError(f"FGQ act_bits must be None or 2..8 or 16, got {self.act_bits!r}")
-        check_method(self.calibration)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FGQConfig":
-        return cls(**d)
+        check_ternary_options("FGQ group", self.group, self.method, self.act_bits, self.calibration)
 
 
 def reduction_view(w: torch.Tensor) -> tuple[torch.Tensor, callable]:

@@ -19,14 +19,43 @@ import torch
 from torch import nn
 
 from ..formats import IntFormat
+from ..formats.ternary import METHODS as TERNARY_METHODS
 from .calibration import Observer, QParams, check_method, fake_quant, qparams
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 GRANULARITIES = ("channel", "tensor")
 
 
+class DictConfig:
+    """``to_dict`` / ``from_dict`` of the frozen config dataclasses of the PTQ techniques."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return cls(**d)
+
+
+def check_act_bits(act_bits: Any) -> None:
+    if act_bits is not None and (isinstance(act_bits, bool) or not isinstance(act_bits, int)
+                                 or not 2 <= act_bits <= 16):
+        raise ValueError(f"act_bits must be None or an int in 2..16, got {act_bits!r}")
+
+
+def check_ternary_options(what: str, size: Any, method: str, act_bits: Any, calibration: str) -> None:
+    """The checks the ternary PTQ configs share (FGQ, cluster): ``size`` (named ``what``) a positive int, a ternary
+    method, activation bits, a calibration method."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{what} must be a positive int, got {size!r}")
+    if method not in TERNARY_METHODS:
+        raise ValueError(f"unknown ternary method {method!r}; valid: {', '.join(TERNARY_METHODS)}")
+    check_act_bits(act_bits)
+    check_method(calibration)
+
+
 @dataclasses.dataclass(frozen=True)
-class PTQConfig:
+class PTQConfig(DictConfig):
     """INT8 (or other bit width) post-training quantization settings."""
 
     weight_bits: int = 8
@@ -43,19 +72,10 @@ class PTQConfig:
     def __post_init__(self) -> None:
         if isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 16:
             raise ValueError(f"weight_bits must be an int in 2..16, got {self.weight_bits!r}")
-        if self.act_bits is not None and (isinstance(self.act_bits, bool) or not isinstance(self.act_bits, int)
-                                          or not 2 <= self.act_bits <= 16):
-            raise ValueError(f"act_bits must be None or an int in 2..16, got {self.act_bits!r}")
+        check_act_bits(self.act_bits)
         if self.weight_granularity not in GRANULARITIES:
             raise ValueError(f"unknown weight granularity {self.weight_granularity!r}; valid: {', '.join(GRANULARITIES)}")
         check_method(self.calibration)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PTQConfig":
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------------------------------------------

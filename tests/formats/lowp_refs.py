@@ -6,6 +6,7 @@ kept as a Python int N meaning N * 2^-149 (``SHIFT``). No float arithmetic is us
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from fractions import Fraction
 
@@ -146,3 +147,17 @@ def to_f32(v: Fraction) -> float:
     n = round_int(a / q, "nearest")
     r = float(n * q)  # n has <= 25 bits: exact in float64
     return -r if v < 0 else r
+
+
+def brute_ternary_error(g) -> float:
+    """min over t in {-1,0,1}^N and alpha of ||g - alpha t||^2 (alpha optimal for each t: <g,t>/<t,t>), by trying
+    every t; ``g`` any sequence of floats (list, numpy or torch 1-D)."""
+    g = [float(v) for v in g]
+    sq = sum(v * v for v in g)
+    best = sq
+    for t in itertools.product((-1, 0, 1), repeat=len(g)):
+        nz = sum(abs(v) for v in t)
+        if nz:
+            dot = sum(a * b for a, b in zip(g, t))
+            best = min(best, sq - dot * dot / nz)
+    return best

@@ -16,7 +16,7 @@ import lowp
 from lowp.formats import DFPFormat, FixedFormat, IntFormat, MXFormat, TernaryFormat
 from lowp.formats.scaled import round_to_int
 
-from lowp_refs import FloatGrid, float_reference, round_int, to_f32
+from lowp_refs import FloatGrid, brute_ternary_error, float_reference, round_int, to_f32
 
 MODES = ("nearest", "away", "zero", "up", "down")
 
@@ -231,16 +231,6 @@ def test_e8m0_against_ml_dtypes():
 
 
 # ---- ternary -------------------------------------------------------------------------------------------------------
-
-def brute_ternary_error(w: np.ndarray) -> float:
-    """min over t in {-1,0,1}^N and alpha of ||w - alpha t||^2 (alpha optimal for each t: <w,t>/<t,t>)."""
-    best = float(np.dot(w, w))
-    for t in itertools.product((-1, 0, 1), repeat=len(w)):
-        t = np.array(t, dtype=np.float64)
-        nt = np.dot(t, t)
-        if nt:
-            best = min(best, float(np.dot(w, w) - np.dot(w, t) ** 2 / nt))
-    return best
 
 
 @settings(max_examples=30, deadline=None)

@@ -1,24 +1,11 @@
 """Cluster ternary / 4-bit: N output filters share one scale."""
-import itertools
-
 import pytest
 import torch
 from torch import nn
 
 from lowp.techniques.cluster import ClusterConfig, cluster_quantize, cluster_weight
 from lowp.techniques.ptq import model_stats
-
-
-
-def brute_force_error(g: list[float]) -> float:
-    """min over t in {-1,0,1}^N, alpha real of ||g - alpha t||^2."""
-    best = sum(v * v for v in g)
-    for t in itertools.product((-1, 0, 1), repeat=len(g)):
-        nz = sum(abs(v) for v in t)
-        if nz:
-            dot = sum(a * b for a, b in zip(g, t))
-            best = min(best, sum(v * v for v in g) - dot * dot / nz)
-    return best
+from lowp_refs import brute_ternary_error  # tests/formats (pytest pythonpath)
 
 torch.set_num_threads(1)
 
@@ -29,7 +16,7 @@ def test_cluster_ternary_is_the_cluster_optimum():
     q = cluster_weight(w, 2, "ternary")
     for rows in ([0, 1], [2, 3], [4]):
         g, qq = w[rows].reshape(-1), q[rows].reshape(-1)
-        assert float(((g - qq) ** 2).sum()) == pytest.approx(brute_force_error(g.tolist()), abs=1e-12)
+        assert float(((g - qq) ** 2).sum()) == pytest.approx(brute_ternary_error(g.tolist()), abs=1e-12)
         mags = qq[qq != 0].abs()
         assert torch.allclose(mags, mags[0].expand_as(mags))
 

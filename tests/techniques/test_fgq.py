@@ -1,5 +1,4 @@
 """FGQ ternary: exact per-group optimum against brute force over all ternary assignments; grouping; counts."""
-import itertools
 import math
 
 import pytest
@@ -8,19 +7,9 @@ from torch import nn
 
 from lowp.techniques.fgq import FGQConfig, fgq, fgq_weight, reduction_view
 from lowp.techniques.ptq import model_stats, quantized_layers
+from lowp_refs import brute_ternary_error  # tests/formats (pytest pythonpath)
 
 torch.set_num_threads(1)
-
-
-def brute_force_error(g: list[float]) -> float:
-    """min over t in {-1,0,1}^N, alpha real of ||g - alpha t||^2 (alpha* = g.t / t.t)."""
-    best = sum(v * v for v in g)
-    for t in itertools.product((-1, 0, 1), repeat=len(g)):
-        nz = sum(abs(v) for v in t)
-        if nz:
-            dot = sum(a * b for a, b in zip(g, t))
-            best = min(best, sum(v * v for v in g) - dot * dot / nz)
-    return best
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5])
@@ -33,7 +22,7 @@ def test_fgq_optimum_matches_brute_force(n):
             g = w[row, k * n:(k + 1) * n]
             q = wq[row, k * n:(k + 1) * n]
             err = float(((g - q) ** 2).sum())
-            assert err == pytest.approx(brute_force_error(g.tolist()), rel=1e-12, abs=1e-12)
+            assert err == pytest.approx(brute_ternary_error(g.tolist()), rel=1e-12, abs=1e-12)
             # q = alpha * t with one alpha, t ternary
             nzv = q[q != 0].abs()
             assert torch.allclose(nzv, nzv[0].expand_as(nzv))
@@ -64,7 +53,7 @@ def test_conv_groups_run_along_input_channels():
             for j in range(2):
                 q = wq[o, :, i, j]
                 assert float(((w[o, :, i, j] - q) ** 2).sum()) == pytest.approx(
-                    brute_force_error(w[o, :, i, j].tolist()), abs=1e-12)
+                    brute_ternary_error(w[o, :, i, j].tolist()), abs=1e-12)
 
 
 def test_smaller_groups_lower_error():
