@@ -9,7 +9,7 @@ from .ops.accumulate import matmul
 from .scaling import DelayedScaler, LossScaler, amax_scale, current_scale, make_loss_scaler
 from .recipes.optim import LowpOptimizer
 from .ops.ktanh import KGELU, KSigmoid, KSwish, KTanh, kgelu, ksigmoid, kswish, ktanh, replace_activations
-from .recipes import LossScaling, Recipe, TensorSpec, emulate, get_recipe, recipe_names, restore
+from .recipes import LossScaling, Recipe, TensorSpec, coverage, emulate, get_recipe, recipe_names, restore
 from .analysis import NumericsCollector, layer_sensitivity, min_accumulator_bits, vrr, vrr_monte_carlo
 
 __version__ = "0.1.0"
@@ -22,7 +22,7 @@ from .techniques import autosparse as _autosparse  # noqa: E402,F401  (registers
 __all__ = [
     "quantize", "quantize_ste", "get_format", "format_names", "ROUNDING_MODES",
     "Format", "FloatFormat", "IntFormat", "FixedFormat", "DFPFormat", "MXFormat", "E8M0Format", "TernaryFormat",
-    "Recipe", "TensorSpec", "LossScaling", "get_recipe", "recipe_names", "emulate", "restore", "Matmul", "matmul",
+    "Recipe", "TensorSpec", "LossScaling", "get_recipe", "recipe_names", "emulate", "restore", "coverage", "Matmul", "matmul",
     "LowpOptimizer", "make_loss_scaler", "LossScaler", "DelayedScaler", "amax_scale", "current_scale",
     "compare", "register_task", "task_names",
     "NumericsCollector", "vrr", "vrr_monte_carlo", "min_accumulator_bits", "layer_sensitivity",

@@ -33,7 +33,12 @@ _FNS = {"generic": round_float, "float": fast_kernels.float_into, "mx_scale": fa
 
 
 def compile_enabled() -> bool:
-    return os.environ.get("LOWP_COMPILE", "1") != "0"
+    """Whether compiled kernels may run now: ``LOWP_COMPILE`` is not "0", and no user ``TorchFunctionMode`` or
+    ``TorchDispatchMode`` (``FlopCounterMode``, a profiler's mode, ...) is active, since a compiled function called
+    under one raises or traces the mode; the eager kernels give the same bits."""
+    if os.environ.get("LOWP_COMPILE", "1") == "0":
+        return False
+    return not (torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack())
 
 
 def _get_compiled(which: str = "generic", mode: str | None = None):

@@ -32,7 +32,6 @@ Rows are processed in blocks (``TILE_BYTES``) so the tile stays in cache. torch.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import warnings
 
@@ -50,8 +49,7 @@ _lock = threading.Lock()
 _kernels = None  # None: not tried; False: compiling or the probe failed
 
 
-def compile_enabled() -> bool:
-    return os.environ.get("LOWP_COMPILE", "1") != "0"
+from ..formats.fast import compile_enabled  # noqa: E402  (one switch for the package)
 
 
 def _rnd(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

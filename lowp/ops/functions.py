@@ -27,6 +27,7 @@ no reduced-precision matmul is ever called.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -177,3 +178,91 @@ def emulated_embedding(idx: torch.Tensor, weight: torch.Tensor, opctx: OpContext
     wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1)
     y = F.embedding(idx, wq, padding_idx, None, norm_type, scale_grad_by_freq, sparse)
     return role_q(y, opctx, "output", "grad_output", -1, -1)
+
+
+def emulated_product(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, call, *, weight_left: bool = False,
+                     axes: tuple[int, int] | None = None, finish=None) -> torch.Tensor:
+    """``call(Q(a), Q(b))`` with the output role rounded: the shared emulation of ``matmul``/``mm``/``bmm``/
+    ``addmm``/``baddbmm``/two-operand ``einsum`` calls (``lowp.recipes.capture``).
+
+    Roles: ``b`` is the weight (``a`` the input) unless ``weight_left`` (``W @ x``); blocks run along the reduction
+    axis, ``axes`` = (a's, b's) (default a's last and b's second-to-last, as for matmul). With
+    ``opctx.accumulate`` the product is a format-accumulated ``a @ b`` followed by ``finish`` (bias terms); einsum
+    has no accumulated form and refuses.
+    """
+    ax_a, ax_b = axes if axes is not None else (-1, -2)
+    if weight_left:
+        aq = role_q(a, opctx, "weight", "grad_weight", -2, ax_a)
+        bq = role_q(b, opctx, "input", "grad_input", -1, ax_b)
+    else:
+        aq = role_q(a, opctx, "input", "grad_input", -1, ax_a)
+        bq = role_q(b, opctx, "weight", "grad_weight", -1, ax_b)
+    if opctx.accumulate is None:
+        y = call(aq, bq)
+    else:
+        if axes is not None:
+            raise NotImplementedError(f"emulated op {opctx.name!r}: einsum with format accumulation is not "
+                                      "supported (write it as a matmul)")
+        y = _gemm(aq, bq, opctx)
+        y = y if finish is None else finish(y)
+    return role_q(y, opctx, "output", "grad_output", -1, -1)
+
+
+def emulated_conv(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, opctx: OpContext,
+                  stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
+    """A functional ``F.conv1d/2d/3d`` call with roles rounded per ``opctx`` (captured calls; string padding and
+    conv3d are supported without format accumulation)."""
+    if op == "conv2d" and (opctx.accumulate is None or not isinstance(padding, str)):
+        return emulated_conv2d(x, weight, bias, opctx, stride, padding, dilation, groups)
+    if op == "conv1d" and (opctx.accumulate is None or not isinstance(padding, str)):
+        return emulated_conv1d(x, weight, bias, opctx, stride, padding, dilation, groups)
+    if opctx.accumulate is not None:
+        raise NotImplementedError(f"emulated op {opctx.name!r}: {op} with padding={padding!r} and format "
+                                  "accumulation is not supported")
+    xq = role_q(x, opctx, "input", "grad_input", 1, 1)
+    wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
+    y = F.conv3d(xq, wq, bias, stride, padding, dilation, groups)
+    return role_q(y, opctx, "output", "grad_output", 1, 1)
+
+
+def emulated_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_qk: OpContext | None,
+                  ctx_pv: OpContext | None, attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                  is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` as its two products with the softmax between them (Vaswani et al. 2017):
+
+        S = (Q(q)·Q(k)ᵀ)·scale  [+ mask]     P = softmax(S)     O = Q(P)·Q(v)
+
+    each product emulated by ``emulated_matmul`` with its own context (q, kᵀ, P, v take their context's ``input``/
+    ``weight`` roles; the scale and masks are applied in FP32 after the rounded product, where FP8 attention
+    kernels apply them). ``is_causal`` masks j > i (top-left aligned, as torch); a boolean ``attn_mask`` keeps
+    True, a float one is added; a row with every key masked gives zeros (torch's ``_safe_softmax``). A context of
+    None computes that product in FP32. Dropout is applied to P when ``dropout_p > 0`` (as torch, regardless of
+    training mode)."""
+    e = q.shape[-1]
+    scale = 1.0 / math.sqrt(e) if scale is None else scale
+    if enable_gqa and k.dim() >= 3 and k.shape[-3] != q.shape[-3]:
+        rep = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)
+    kt = k.transpose(-2, -1)
+    s = emulated_matmul(q, kt, ctx_qk) if ctx_qk is not None else torch.matmul(q, kt)
+    s = s * scale
+    masked = False
+    if is_causal:
+        L, S = q.shape[-2], k.shape[-2]
+        keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        s = s.masked_fill(~keep, float("-inf"))
+        masked = True
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            s = s.masked_fill(~attn_mask, float("-inf"))
+            masked = True
+        else:
+            s = s + attn_mask
+            masked = True
+    if masked:
+        p = torch._safe_softmax(s, -1) if hasattr(torch, "_safe_softmax") else torch.softmax(s, -1)
+    else:
+        p = torch.softmax(s, -1)
+    if dropout_p > 0:
+        p = F.dropout(p, dropout_p, training=True)
+    return emulated_matmul(p, v, ctx_pv) if ctx_pv is not None else torch.matmul(p, v)

@@ -16,22 +16,30 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..ops.context import OpContext
 from ..ops.modules import EMULATED, PLAIN, Matmul
 from ..quantize import quantize_ste
 from . import extensions
+from .capture import AttentionRecipe, CaptureState
 from .library import get_recipe
 from .recipe import Recipe
 
 NONGEMM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Softmax,
                  nn.LogSoftmax)
 _HOOK_ATTR = "_lowp_nongemm_hook"
+_CAPTURE_ATTR = "_lowp_capture"
 
 
 def _gemm_like(m: nn.Module) -> bool:
     return type(m) in EMULATED or type(m) in PLAIN or isinstance(m, Matmul)
+
+
+def _owns_weight(m: nn.Module) -> bool:
+    w = m._parameters.get("weight")
+    return w is not None and w.dim() >= 2
 
 
 def _nongemm_hook(spec: Any):
@@ -42,48 +50,76 @@ def _nongemm_hook(spec: Any):
     return hook
 
 
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"lowp.emulate needs a torch.nn.Module, got {type(model).__name__}")
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.jit.ScriptModule, torch.jit.RecursiveScriptModule)):
+            raise TypeError(f"lowp.emulate cannot emulate TorchScript module {name or '(the model)'!r} "
+                            f"({type(m).__name__}): scripted/traced code bypasses Python, so nothing in it would be "
+                            "emulated; emulate the eager model, then script it")
+
+
 def emulate(model: nn.Module, recipe: Recipe | str) -> nn.Module:
     """Make ``model`` compute as ``recipe`` (a Recipe, a recipe name or a JSON path) says; returns the model.
-    Calling it again on an emulated model first restores it, then applies the new recipe."""
+    Calling it again on an emulated model first restores it, then applies the new recipe. Atomic: the recipe and
+    every layer's context are built before the model is touched, and a failing transform restores the model."""
     recipe = get_recipe(recipe)
-    restore(model)
+    _check_model(model)
+    if recipe.activations is not None and recipe.activations != "ktanh":
+        raise ValueError(f"unknown recipe.activations {recipe.activations!r}; valid: None, 'ktanh'")
+    transforms = [extensions.get_transform(entry) for entry in recipe.transforms]  # unknown names raise here
     named = [(n, m) for n, m in model.named_modules() if _gemm_like(m)]
+    edges = [n for n, m in model.named_modules() if _gemm_like(m) or _owns_weight(m)]
     exempt = set()
-    if recipe.exempt_first_last and named:
-        exempt |= {named[0][0], named[-1][0]}
+    if recipe.exempt_first_last and edges:
+        exempt |= {edges[0], edges[-1]}
     for pat in recipe.exempt:
         exempt |= {n for n, _ in named if fnmatch.fnmatchcase(n, pat)}
+    att = AttentionRecipe(recipe)
+    plan = []
     for name, m in named:
         if name in exempt:
             continue
-        ctx = OpContext(recipe, name=name or type(m).__name__)
         if isinstance(m, Matmul):
-            m.lowp_ctx = ctx
+            ctx = None if recipe.attention is None else OpContext(att, name=name or "matmul",
+                                                                  recipe_name=recipe.name)
         else:
-            m.__class__ = EMULATED[type(m)]
-            m.lowp_ctx = ctx
+            ctx = OpContext(recipe, name=name or type(m).__name__)
+        plan.append((m, ctx))
     if recipe.nongemm is not None:
-        for name, m in model.named_modules():
-            if isinstance(m, NONGEMM_TYPES) and not any(fnmatch.fnmatchcase(name, p) for p in recipe.exempt):
-                setattr(m, _HOOK_ATTR, m.register_forward_hook(_nongemm_hook(recipe.nongemm)))
-    if recipe.activations == "ktanh":
-        try:
-            from ..ops import ktanh  # noqa: PLC0415  (owned by another module; optional)
-        except ImportError as e:  # pragma: no cover - depends on what is installed
-            raise ValueError("recipe.activations='ktanh' needs lowp.ops.ktanh, which is not available") from e
-        ktanh.replace_activations(model)
-    elif recipe.activations is not None:
-        raise ValueError(f"unknown recipe.activations {recipe.activations!r}; valid: None, 'ktanh'")
-    for entry in recipe.transforms:  # registered by higher layers (extensions.py); not undone by restore
-        fn, args = extensions.get_transform(entry)
-        out = fn(model, recipe, args)
-        model = model if out is None else out
+        recipe.nongemm.fmt  # noqa: B018  (validates the format before anything changes)
+    restore(model)
+    try:
+        for m, ctx in plan:
+            if not isinstance(m, Matmul):
+                m.__class__ = EMULATED[type(m)]
+            m.lowp_ctx = ctx
+        if recipe.nongemm is not None:
+            for name, m in model.named_modules():
+                if isinstance(m, NONGEMM_TYPES) and not any(fnmatch.fnmatchcase(name, p) for p in recipe.exempt):
+                    setattr(m, _HOOK_ATTR, m.register_forward_hook(_nongemm_hook(recipe.nongemm)))
+        if recipe.activations == "ktanh":
+            from ..ops import ktanh  # noqa: PLC0415
+
+            ktanh.replace_activations(model)
+        for fn, args in transforms:  # registered by higher layers (extensions.py)
+            out = fn(model, recipe, args)
+            model = model if out is None else out
+        model.__dict__[_CAPTURE_ATTR] = CaptureState(model, recipe, exempt)
+    except BaseException:
+        restore(model)
+        raise
     return model
 
 
 def restore(model: nn.Module) -> nn.Module:
-    """Undo ``emulate``: registered transforms removed (``extensions.UNDO``), K-TanH activations put back, plain
-    torch classes again with the same parameters; Matmul modules back to torch.matmul."""
+    """Undo ``emulate``: capture hooks removed, registered transforms removed (``extensions.UNDO``), K-TanH
+    activations put back, plain torch classes again with the same parameters; Matmul modules back to
+    torch.matmul."""
+    state = model.__dict__.pop(_CAPTURE_ATTR, None)
+    if state is not None:
+        state.remove()
     for undo in extensions.UNDO.values():
         undo(model)
     from ..ops import ktanh
@@ -102,6 +138,16 @@ def restore(model: nn.Module) -> nn.Module:
     return model
 
 
+def capture_state(model: nn.Module) -> CaptureState | None:
+    """The capture state of an emulated model (None if not emulated)."""
+    return model.__dict__.get(_CAPTURE_ATTR)
+
+
 def emulated_layers(model: nn.Module) -> dict[str, OpContext]:
-    """Qualified name -> OpContext of every emulated module (useful for inspection and tests)."""
-    return {n: m.lowp_ctx for n, m in model.named_modules() if getattr(m, "lowp_ctx", None) is not None}
+    """Qualified name -> OpContext of every emulated module, and of every captured call seen so far (useful for
+    inspection and tests)."""
+    out = {n: m.lowp_ctx for n, m in model.named_modules() if getattr(m, "lowp_ctx", None) is not None}
+    state = capture_state(model)
+    if state is not None:
+        out.update(state.contexts)
+    return out

@@ -3,7 +3,8 @@
 Roles of a GEMM-like op y = f(x, w): forward ``input`` (x), ``weight`` (w), ``output`` (y); backward
 ``grad_output`` (the error dy), ``grad_input`` (dx) and ``grad_weight`` (dw). Plus the GEMM accumulator
 (``accumulate`` format and ``chunk``), ``master`` weights and ``optim_state`` (momentum / Adam moments),
-``nongemm`` (optional rounding of norm/softmax/residual outputs), ``loss_scaling`` and exempt layers.
+``nongemm`` (optional rounding of norm/softmax/residual outputs), ``attention`` (the operands of products with no
+weight operand: q·kᵀ, P·v), ``loss_scaling`` and exempt layers.
 A role set to None stays in FP32. Recipes are frozen, JSON round-trippable and derived with ``replace``.
 """
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _spec(v: Any) -> TensorSpec | None:
     raise TypeError(f"a tensor spec is a format name, a dict or a TensorSpec, got {v!r}")
 
 
-_SPEC_FIELDS = ROLES + ("master", "optim_state", "nongemm")
+_SPEC_FIELDS = ROLES + ("attention", "master", "optim_state", "nongemm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +107,9 @@ class Recipe:
     master: TensorSpec | None = None
     optim_state: TensorSpec | None = None
     nongemm: TensorSpec | None = None
+    #: operands of activation×activation products (attention q·kᵀ, the probabilities P and v of p·v, any matmul
+    #: with no weight operand): None keeps them in high precision (Transformer Engine's and torchao's default)
+    attention: TensorSpec | None = None
     loss_scaling: LossScaling = LossScaling()
     exempt_first_last: bool = False
     exempt: tuple[str, ...] = ()

@@ -115,16 +115,22 @@ class ScaledWeight(nn.Module):
 
 
 class _QATLinear(nn.Linear):
+    _lowp_leaf = True  # runs its own (fake-quantized) GEMM: lowp.emulate's capture leaves it alone
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.qat_act(x), self.qat_weight(self.weight), self.bias)
 
 
 class _QATConv1d(nn.Conv1d):
+    _lowp_leaf = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.qat_act(x), self.qat_weight(self.weight), self.bias)
 
 
 class _QATConv2d(nn.Conv2d):
+    _lowp_leaf = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.qat_act(x), self.qat_weight(self.weight), self.bias)
 
