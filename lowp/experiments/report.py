@@ -25,7 +25,8 @@ from . import io
 COLUMNS = ("recipe", "metric", "delta_fp32", "status", "skipped", "epochs", "wall_s")
 HEADERS = {"recipe": "recipe", "metric": "{metric} %", "delta_fp32": "Δ fp32 (pts)", "status": "status",
            "skipped": "skipped steps", "epochs": "epochs run", "wall_s": "time s", "sparsity": "sparsity %",
-           "flops": "train/infer FLOPs vs dense", "comm": "comm bytes/step (×)"}
+           "flops": "train/infer FLOPs vs dense", "comm": "comm bytes/step (×)",
+           "gemm": "GEMM FLOPs emulated %"}
 ROLE_ORDER = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight", "nongemm")
 
 
@@ -49,13 +50,16 @@ def table_rows(comp) -> list[dict[str, str]]:
                      "flops": "-" if r.train_flops_ratio is None else
                      f"{r.train_flops_ratio:.2f} / {r.inference_flops_ratio:.2f}",
                      "comm": "-" if r.bytes_per_step is None else
-                     f"{r.bytes_per_step:.0f} ({r.compression_ratio:.1f}×)"})
+                     f"{r.bytes_per_step:.0f} ({r.compression_ratio:.1f}×)",
+                     "gemm": "-" if r.gemm_emulated is None else f"{100 * r.gemm_emulated:.1f}"})
     return rows
 
 
 def columns(comp) -> tuple[str, ...]:
     """The table's columns: the fixed ones, plus sparsity/FLOPs and communication when some run has them."""
     cols = COLUMNS
+    if any(r.gemm_emulated is not None for r in comp.runs):
+        cols += ("gemm",)
     if any(r.sparsity is not None for r in comp.runs):
         cols += ("sparsity", "flops")
     if any(r.bytes_per_step is not None for r in comp.runs):

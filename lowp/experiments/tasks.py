@@ -317,6 +317,12 @@ def task_factory(name: str) -> "Callable[[], Task] | Task":
     return _REGISTRY[name]
 
 
+def example_batch(task: Task, n: int = 8) -> tuple:
+    """The first ``n`` training inputs of ``task`` as the positional arguments of its model."""
+    data = task.load_data()
+    return (data.x_train[:n],)
+
+
 def get_task(name: str) -> Task:
     """The :class:`Task` registered as ``name``."""
     f = task_factory(name)

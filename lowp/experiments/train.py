@@ -89,6 +89,7 @@ class RunResult:
     grad_hook: str = "none"
     bytes_per_step: float | None = None
     compression_ratio: float | None = None
+    gemm_emulated: float | None = None  # share of one step's GEMM FLOPs the recipe emulates (lowp.coverage)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -328,6 +329,7 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
         if steps % 10 == 0:
             bar.set_postfix(loss=f"{lv:.3f}", refresh=False)
 
+    gemm = gemm_share(model, recipe, data.x_train[:8])
     try:
         model, opt, base = apply_recipe(model, recipe, make_optimizer)
         train_epochs(task, data, settings, model, opt, base, numerics_every=numerics_every, on_step=on_step,
@@ -344,7 +346,20 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
         history=tuple(_json_safe(h) for h in history), skipped_steps=int(getattr(opt, "skipped_steps", 0) or 0),
         wall_s=round(wall, 3), steps=state.steps, settings=settings.to_dict(),
         recipe_spec=json.loads(json.dumps(recipe.to_dict())), diverged_at=state.diverged_at, loss_scale=_scale(opt),
-        error=error, numerics=state.numerics, **_sparsity_fields(state.sparsity_reports))
+        error=error, numerics=state.numerics, gemm_emulated=gemm, **_sparsity_fields(state.sparsity_reports))
+
+
+def gemm_share(model: torch.nn.Module, recipe: Any, example: torch.Tensor) -> float | None:
+    """The share of one training step's GEMM FLOPs that ``recipe`` emulates on ``model`` (``lowp.coverage`` on a
+    copy, with the RNG state kept: the run itself is unaffected); None if it cannot be measured."""
+    import copy
+
+    from ..recipes import coverage
+
+    try:
+        return round(coverage(copy.deepcopy(model), example, recipe=recipe).emulated_fraction, 6)
+    except Exception:  # noqa: BLE001 - a diagnostic; the run goes on without it
+        return None
 
 
 def _sparsity_fields(reports: list[dict]) -> dict[str, Any]:

@@ -137,9 +137,9 @@ class Coverage:
         for r in rows:
             em = ("yes" if r.fwd_emulated and (r.bwd_emulated or not r.bwd_flops) else
                   "fwd" if r.fwd_emulated else "no")
-            fm = ", ".join(f"{k}={v}" for k, v in r.formats.items()) if r.formats else ""
+            fm = _roles_text(r.formats)
             what = fm if em == "yes" else (r.reason or fm)
-            lines.append(f"{r.name[-44:]:44s} {r.op:10s} {r.fwd_flops / 1e9:9.4f} {r.bwd_flops / 1e9:9.4f}  "
+            lines.append(f"{r.name[-44:]:44s} {r.op[:10]:10s} {r.fwd_flops / 1e9:9.4f} {r.bwd_flops / 1e9:9.4f}  "
                          f"{em:8s} {what}")
         if max_rows is not None and len(self.rows) > max_rows:
             lines.append(f"... {len(self.rows) - max_rows} more rows")
@@ -151,6 +151,17 @@ class Coverage:
 
     def __str__(self) -> str:
         return self.table()
+
+
+_SHORT = {"input": "x", "weight": "w", "output": "y", "grad_output": "dy", "grad_input": "dx", "grad_weight": "dw"}
+
+
+def _roles_text(formats: dict) -> str:
+    """'x,w=e4m3 dy=e5m2': roles with the same format grouped."""
+    groups: dict[str, list[str]] = {}
+    for role, fmt in formats.items():
+        groups.setdefault(fmt, []).append(_SHORT.get(role, role))
+    return " ".join(f"{','.join(v)}={k}" for k, v in groups.items())
 
 
 def _loss_of(out: Any) -> torch.Tensor | None:

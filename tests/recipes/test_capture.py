@@ -320,7 +320,10 @@ def test_user_modes_flop_counter_and_function_mode(compiled, monkeypatch):
     with Counting() as cm:
         y2, g2 = _step(m, x)
     assert cm.n > 0
-    for y, g in ((y1, g1), (y2, g2)):
+    with torch.profiler.profile() as prof:
+        y3, g3 = _step(m, x)
+    assert len(prof.key_averages()) > 0
+    for y, g in ((y1, g1), (y2, g2), (y3, g3)):
         assert torch.equal(y, y0) and all(torch.equal(a, b) for a, b in zip(g, g0))
 
 
