@@ -194,6 +194,8 @@ def coverage(model: nn.Module, *example_inputs: Any, recipe: Recipe | str | None
         emulate(model, rec)
     state = capture_state(model)
     grads = {p: p.grad for p in model.parameters()}
+    for p in grads:
+        p.grad = None  # backward would accumulate into the user's gradient tensors in place
     counter = _Counter(state)
     state.records = []
     try:

@@ -83,6 +83,7 @@ def test_results_json_matches_report_and_table(two_recipes):
         assert e["metric"] == e["history"][-1]["test_metric"]
         assert e["metric"] > 0.3
     assert entries["fp32"]["fp32_delta"] == 0
+    assert (entries["fp32"]["gemm_emulated"], entries["bf16"]["gemm_emulated"]) == (0.0, 1.0)  # lowp.coverage
     assert entries["bf16"]["fp32_delta"] == pytest.approx(entries["bf16"]["metric"] - entries["fp32"]["metric"])
     # the HTML table and the printed table show the numbers of results.json
     rows = _html_rows(out / "report.html")
@@ -94,6 +95,7 @@ def test_results_json_matches_report_and_table(two_recipes):
         assert float(row[2]) == pytest.approx(100 * e["fp32_delta"], abs=0.005)
         assert row[3] == "ok" and int(row[4]) == e["skipped_steps"]
         assert float(row[6]) == pytest.approx(e["wall_s"], abs=0.05)
+        assert float(row[7]) == pytest.approx(100 * e["gemm_emulated"], abs=0.05)
         assert line.split() == row
     assert load_results(str(out)).runs == comp.runs
 
