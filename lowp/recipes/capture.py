@@ -188,7 +188,7 @@ class CaptureState:
             if st:
                 frame = st.pop()
                 self._set(frame.was_on)
-                if leaf and self.records is not None:
+                if leaf and self.records is not None and isinstance(output, torch.Tensor):
                     self._record_leaf(frame.name, module, args, output)
             return None
         return hook
