@@ -143,6 +143,8 @@ class CaptureState:
         self.handles: list[Any] = []
         for name, m in model.named_modules():
             leaf = is_known_leaf(m)
+            if not (leaf or name == "" or m._modules or m._parameters):
+                continue  # a parameterless leaf (activation, dropout, pooling): runs in its parent's mode
             self.handles.append(m.register_forward_pre_hook(self._pre(name, leaf)))
             self.handles.append(m.register_forward_hook(self._post(name, leaf), always_call=True))
 

@@ -1,15 +1,17 @@
-"""``lowp.emulate(model, recipe)`` and ``lowp.restore(model)``: the model transform (SPEC §5, architecture.md).
+"""``lowp.emulate(model, recipe)`` and ``lowp.restore(model)``: the model transform (docs/architecture.md).
 
-emulate switches every ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Embedding`` (exact types; a user
-subclass keeps its own forward and is left alone) to its ``lowp.ops`` emulated twin *in place* — same parameter
-tensors, same state_dict keys, same hooks — and configures every ``lowp.Matmul`` (attention products). Exempt,
-and left plain: the first and last GEMM-like module in registration order (``named_modules``) when
-``recipe.exempt_first_last``, and modules whose qualified name matches one of the ``recipe.exempt`` fnmatch
-patterns. With ``recipe.nongemm`` set, the outputs of norm and softmax modules (LayerNorm, GroupNorm,
+emulate switches every ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Embedding`` of exactly these types to its
+``lowp.ops`` emulated twin *in place* — same parameter tensors, same state_dict keys, same hooks — configures every
+``lowp.Matmul`` with the recipe's ``attention`` spec, and installs the capture of every other GEMM-like call
+(``capture.py``: functional calls, user subclasses, HF ``Conv1D``, SDPA, MultiheadAttention). Exempt, and left
+plain: the first and last GEMM-like module in registration order (``named_modules``; a module owning a ≥2-D
+``weight`` parameter counts) when ``recipe.exempt_first_last``, and names matching one of the ``recipe.exempt``
+fnmatch patterns. With ``recipe.nongemm`` set, the outputs of norm and softmax modules (LayerNorm, GroupNorm,
 BatchNorm*, Softmax, LogSoftmax) are rounded by a forward hook (straight-through gradient). With
-``recipe.activations == "ktanh"`` the K-TanH helper (``lowp.ops.ktanh.replace_activations``) is applied when
-installed, then each registered ``recipe.transforms`` entry (``extensions.register_transform``); restore undoes
-both (K-TanH modules and every transform registered with an ``undo``). No global state of torch is touched.
+``recipe.activations == "ktanh"`` the K-TanH helper (``lowp.ops.ktanh.replace_activations``) is applied, then each
+registered ``recipe.transforms`` entry (``extensions.register_transform``). Atomic: everything that can fail on a bad
+recipe fails before the model is touched, and a transform that raises leaves the model restored. TorchScript modules
+are refused. restore undoes all of it. No global state of torch is touched.
 """
 from __future__ import annotations
 
