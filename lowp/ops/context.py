@@ -30,7 +30,15 @@ from ..formats.fast import compile_enabled, round_float_dispatch
 from ..rounding import check_rand_bits
 from . import observe
 
+#: the tensor roles of a GEMM-like op y = f(x, w) + b (forward x, w, y; backward dy, dx, dw)
 ROLES = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight")
+#: per-GEMM operand casts (SPEC §11, Transformer Engine's rowwise/columnwise copies): the operand of the dgrad or
+#: wgrad GEMM quantized again from the high-precision tensor, along that GEMM's reduction axis. Unset: the GEMM
+#: reuses the tensor quantized for the other GEMM (input/weight from forward, grad_output from dgrad). An FP32 spec
+#: means "this GEMM's operand in high precision".
+OPERAND_CASTS = ("weight_dgrad", "input_wgrad", "grad_output_wgrad")
+#: every role a recipe can set on an op (``bias``: the bias rounded before it is added, as a native BF16 GEMM does)
+ALL_ROLES = ROLES + OPERAND_CASTS + ("bias",)
 _NATIVE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -52,6 +60,15 @@ def round_tensor(x: torch.Tensor, fmt: Format, spec: Any) -> torch.Tensor:
     return fmt.quantize(x, spec.rounding, saturate=spec.saturate, rand_bits=spec.rand_bits)
 
 
+def _blockish(fmt: Format) -> bool:
+    """Formats whose scales run along an axis the op chooses (its GEMM's reduction axis): MX, block DFP, and any
+    format dataclass with an ``axis`` field (row/block-scaled formats)."""
+    if isinstance(fmt, MXFormat) or (isinstance(fmt, DFPFormat) and fmt.block is not None):
+        return True
+    return dataclasses.is_dataclass(fmt) and any(f.name == "axis" for f in dataclasses.fields(fmt)) and \
+        not isinstance(fmt, DFPFormat)
+
+
 class OpContext:
     """What one emulated layer needs: resolved role specs and formats, accumulator, scaling state, its name."""
 
@@ -60,12 +77,15 @@ class OpContext:
         self.recipe_name = recipe_name if recipe_name is not None else getattr(recipe, "name", "custom")
         self.specs: dict[str, Any] = {}
         self.formats: dict[str, Format] = {}
-        for role in ROLES:
+        self.high_precision: set[str] = set()  # operand casts explicitly kept in FP32
+        for role in ALL_ROLES:
             spec = getattr(recipe, role, None)
             if spec is None:
                 continue
             fmt = get_format(spec.format)
             if _is_identity(spec, fmt):
+                if role in OPERAND_CASTS:
+                    self.high_precision.add(role)
                 continue
             if spec.scaling != "none" and getattr(fmt, "max", None) is None:
                 raise ValueError(f"role {role!r}: scaling {spec.scaling!r} needs a format with a finite max; "
@@ -80,8 +100,17 @@ class OpContext:
     def has(self, role: str) -> bool:
         return role in self.specs
 
+    @property
+    def per_gemm(self) -> bool:
+        """Whether some dgrad/wgrad operand has a cast of its own (then the op saves high-precision operands)."""
+        return bool(self.high_precision) or any(r in self.specs for r in OPERAND_CASTS)
+
+    def cast_set(self, role: str) -> bool:
+        """An operand cast that is set (to a format, or explicitly to FP32)."""
+        return role in self.specs or role in self.high_precision
+
     def _block_fmt(self, role: str, fmt: Format, axis: int) -> Format:
-        if isinstance(fmt, MXFormat) or (isinstance(fmt, DFPFormat) and fmt.block is not None):
+        if _blockish(fmt):
             key = (role, axis)
             if key not in self._axis_fmt:
                 self._axis_fmt[key] = dataclasses.replace(fmt, axis=axis)
@@ -115,8 +144,7 @@ class OpContext:
         fmt = self.formats[role]
         if x.dtype != torch.float32 and x.dtype not in (torch.float64, torch.float16, torch.bfloat16):
             raise TypeError(f"emulated op {self.name!r}: role {role!r} got dtype {x.dtype}")
-        blockish = isinstance(fmt, MXFormat) or isinstance(fmt, DFPFormat) and fmt.block is not None
-        if blockish:
+        if _blockish(fmt):
             shape = x.shape
             if flatten and x.dim() > 2:
                 x2, ax = x.reshape(shape[0], -1), -1

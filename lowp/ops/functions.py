@@ -92,6 +92,82 @@ class _AccMatmul(torch.autograd.Function):
         return ga, gb, None, None
 
 
+#: operand roles of y = a @ b: (a@fwd, b@fwd, a's gradient, b's gradient, b@dgrad(a), a@wgrad(b),
+#: dy@grad(a), dy@grad(b)) when b is the weight (x @ Wᵀ), and when a is the weight (W @ x)
+_CAST_RIGHT = ("input", "weight", "grad_input", "grad_weight", "weight_dgrad", "input_wgrad", "grad_output",
+               "grad_output_wgrad")
+_CAST_LEFT = ("weight", "input", "grad_weight", "grad_input", "input_wgrad", "weight_dgrad", "grad_output_wgrad",
+              "grad_output")
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext) -> torch.Tensor:
+    if opctx.accumulate is None:
+        return torch.matmul(a, b)
+    from .accumulate import matmul
+
+    return matmul(a, b, accumulate=opctx.accumulate, chunk=opctx.chunk)
+
+
+class _CastGemm(torch.autograd.Function):
+    """y = a @ b (a: (..., M, K), b: (..., K, N) or (K, N)) with each operand of each of the three GEMMs cast on
+    its own, from the high-precision a and b (SPEC §11; Transformer Engine's rowwise/columnwise copies):
+
+        forward  y  = Q(a, along K) · Q(b, along K)
+        grad a   da = Q(dy, along N) · Q(b, along N)ᵀ
+        grad b   db = Q(a, along M)ᵀ · Q(dy, along M)
+
+    with the roles of ``roles`` (``_CAST_RIGHT``/``_CAST_LEFT``). A cast the recipe leaves unset reuses the copy of
+    the other GEMM (forward's for a and b, the first backward GEMM's for dy), as the one-cast path does."""
+
+    @staticmethod
+    def forward(ctx, a, b, opctx, roles, linear):
+        ra, rb = roles[0], roles[1]
+        ctx.linear = linear
+        aq = opctx.quantize(ra, a, -1, -1) if opctx.has(ra) else a
+        bq = opctx.quantize(rb, b, -1, -2) if opctx.has(rb) else b
+        ctx.save_for_backward(a, b, aq, bq)
+        ctx.opctx, ctx.roles = opctx, roles
+        return _mm(aq, bq, opctx)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, aq, bq = ctx.saved_tensors
+        opctx = ctx.opctx
+        _, _, ga_role, gb_role, b_dg, a_wg, g_dg, g_wg = ctx.roles
+
+        def cast(role, x, axis, fallback):
+            if opctx.has(role):
+                return opctx.quantize(role, x, axis, axis)
+            return x if role in opctx.high_precision else fallback
+
+        g1 = cast(g_dg, g, -1, g)  # the first backward GEMM's dy: its own cast, else high precision
+        da = db = None
+        if ctx.needs_input_grad[0]:
+            da = _mm(g1, cast(b_dg, b, -1, bq).transpose(-1, -2), opctx)
+            da = opctx.quantize(ga_role, da, -1, -1) if opctx.has(ga_role) else da
+        if ctx.needs_input_grad[1]:
+            a2 = cast(a_wg, a, -2, aq)
+            g2 = cast(g_wg, g, -2, g1)
+            if b.dim() == 2 and a.dim() > 2:
+                a2, g2 = a2.reshape(-1, a2.shape[-1]), g2.reshape(-1, g2.shape[-1])
+            # the orientation of torch's own backward: linear computes dW = dyᵀ·x (then db = dWᵀ), matmul aᵀ·dy
+            db = _mm(g2.transpose(-1, -2), a2, opctx).transpose(-1, -2) if ctx.linear else \
+                _mm(a2.transpose(-1, -2), g2, opctx)
+            db = opctx.quantize(gb_role, db, -1, -1) if opctx.has(gb_role) else db
+        return da, db, None, None, None
+
+
+def cast_gemm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, weight_left: bool = False,
+              linear: bool = False) -> torch.Tensor:
+    """``a @ b`` through ``_CastGemm`` (recipes with per-GEMM operand casts); b may be 2-D under a batched a;
+    ``linear``: b is Wᵀ of a linear layer (the weight gradient is computed as dyᵀ·x, as torch's linear does).
+    dy must reach it in high precision (the caller does not round grad_output)."""
+    if b.dim() > 2 and a.shape[:-2] != b.shape[:-2]:
+        raise NotImplementedError(f"emulated op {opctx.name!r}: per-GEMM operand casts need equal batch shapes, "
+                                  f"got {tuple(a.shape)} @ {tuple(b.shape)}")
+    return _CastGemm.apply(a, b, opctx, _CAST_LEFT if weight_left else _CAST_RIGHT, linear)
+
+
 def _gemm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext) -> torch.Tensor:
     if opctx.accumulate is None:
         return torch.matmul(a, b)
@@ -101,6 +177,13 @@ def _gemm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext) -> torch.Tensor:
 def emulated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                     opctx: OpContext) -> torch.Tensor:
     """y = x·Wᵀ + b with every role rounded per ``opctx`` (see module docstring)."""
+    bias = role_q(bias, opctx, "bias", "bias") if bias is not None else None
+    if opctx.per_gemm:
+        k = x.shape[-1]
+        y = cast_gemm(x.reshape(-1, k), weight.t(), opctx, linear=True).reshape(*x.shape[:-1], weight.shape[0])
+        # dy reaches the GEMMs in high precision: each backward GEMM casts it itself (the bias gradient is the
+        # FP32 sum of the high-precision dy, as Transformer Engine computes it)
+        return role_q(y if bias is None else y + bias, opctx, "output", None, -1, -1)
     xq = role_q(x, opctx, "input", "grad_input", -1, -1)
     wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1)
     if opctx.accumulate is None:
@@ -139,6 +222,7 @@ def emulated_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     """Conv2d with roles rounded per ``opctx``; ``padding`` an int/pair (string padding: pre-pad with F.pad)."""
     xq = role_q(x, opctx, "input", "grad_input", 1, 1)
     wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
+    bias = role_q(bias, opctx, "bias", "bias") if bias is not None else None
     if opctx.accumulate is None:
         y = F.conv2d(xq, wq, bias, stride, padding, dilation, groups)
     else:
@@ -151,6 +235,7 @@ def emulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     """Conv1d with roles rounded per ``opctx`` (with accumulation: as a conv2d of height 1)."""
     xq = role_q(x, opctx, "input", "grad_input", 1, 1)
     wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
+    bias = role_q(bias, opctx, "bias", "bias") if bias is not None else None
     if opctx.accumulate is None:
         y = F.conv1d(xq, wq, bias, stride, padding, dilation, groups)
     else:
@@ -181,9 +266,10 @@ def emulated_embedding(idx: torch.Tensor, weight: torch.Tensor, opctx: OpContext
 
 
 def emulated_product(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, call, *, weight_left: bool = False,
-                     axes: tuple[int, int] | None = None, finish=None) -> torch.Tensor:
-    """``call(Q(a), Q(b))`` with the output role rounded: the shared emulation of ``matmul``/``mm``/``bmm``/
-    ``addmm``/``baddbmm``/two-operand ``einsum`` calls (``lowp.recipes.capture``).
+                     axes: tuple[int, int] | None = None, finish=None, bias=None) -> torch.Tensor:
+    """``call(Q(a), Q(b), Q(bias))`` with the output role rounded: the shared emulation of ``matmul``/``mm``/
+    ``bmm``/``addmm``/``baddbmm``/two-operand ``einsum`` calls (``lowp.recipes.capture``; ``bias`` the added term of
+    addmm/baddbmm, rounded as the ``bias`` role).
 
     Roles: ``b`` is the weight (``a`` the input) unless ``weight_left`` (``W @ x``); blocks run along the reduction
     axis, ``axes`` = (a's, b's) (default a's last and b's second-to-last, as for matmul). With
@@ -191,6 +277,15 @@ def emulated_product(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, call, *
     has no accumulated form and refuses.
     """
     ax_a, ax_b = axes if axes is not None else (-1, -2)
+    if bias is not None:
+        bias = role_q(bias, opctx, "bias", "bias")
+    if opctx.per_gemm and axes is None:
+        if b.dim() == 2 and a.dim() > 2 and not weight_left:
+            y = cast_gemm(a.reshape(-1, a.shape[-1]), b, opctx).reshape(*a.shape[:-1], b.shape[-1])
+        else:
+            y = cast_gemm(a, b, opctx, weight_left)
+        y = y if finish is None else finish(y, bias)
+        return role_q(y, opctx, "output", None, -1, -1)
     if weight_left:
         aq = role_q(a, opctx, "weight", "grad_weight", -2, ax_a)
         bq = role_q(b, opctx, "input", "grad_input", -1, ax_b)
@@ -198,13 +293,13 @@ def emulated_product(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, call, *
         aq = role_q(a, opctx, "input", "grad_input", -1, ax_a)
         bq = role_q(b, opctx, "weight", "grad_weight", -1, ax_b)
     if opctx.accumulate is None:
-        y = call(aq, bq)
+        y = call(aq, bq, bias)
     else:
         if axes is not None:
             raise NotImplementedError(f"emulated op {opctx.name!r}: einsum with format accumulation is not "
                                       "supported (write it as a matmul)")
         y = _gemm(aq, bq, opctx)
-        y = y if finish is None else finish(y)
+        y = y if finish is None else finish(y, bias)
     return role_q(y, opctx, "output", "grad_output", -1, -1)
 
 
@@ -221,6 +316,7 @@ def emulated_conv(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
                                   "accumulation is not supported")
     xq = role_q(x, opctx, "input", "grad_input", 1, 1)
     wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
+    bias = role_q(bias, opctx, "bias", "bias") if bias is not None else None
     y = F.conv3d(xq, wq, bias, stride, padding, dilation, groups)
     return role_q(y, opctx, "output", "grad_output", 1, 1)
 

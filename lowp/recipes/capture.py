@@ -297,7 +297,7 @@ def _pick(a, b):
     return True, None, False
 
 
-def _product(mode, func, op: str, a, b, call: Callable, finish: Callable | None = None):
+def _product(mode, func, op: str, a, b, call: Callable, finish: Callable | None = None, bias=None):
     """Shared path of matmul/mm/bmm/addmm/baddbmm: ``call(aq, bq)`` computes the product of the rounded
     operands (``finish(aq @ bq)`` what follows a format-accumulated product)."""
     st = mode.state
@@ -305,7 +305,10 @@ def _product(mode, func, op: str, a, b, call: Callable, finish: Callable | None 
     attention, w, left = _pick(a, b)
     name = st.act_name(op) if attention else st.weight_name(w)
     ctx = None if k == 1 else st.context(name, attention)
-    y = E.emulated_product(a, b, ctx, call, weight_left=left, finish=finish) if ctx is not None else call(a, b)
+    if ctx is not None:
+        y = E.emulated_product(a, b, ctx, call, weight_left=left, finish=finish, bias=bias)
+    else:
+        y = call(a, b, bias)
     fwd = _gemm_flops(a.shape, b.shape, y.numel() if isinstance(y, torch.Tensor) else 0)
     reason = "reduction length 1 (outer product, not a GEMM)" if k == 1 else st.reason(name, attention)
     st.record(name, op, (a, b), y, ctx, fwd, _bwd_flops(fwd, a, b), reason)
@@ -321,7 +324,7 @@ def _matmul(mode, func, args, kwargs):
     if a.dim() == 1 or b.dim() == 1:  # vector products: not GEMMs
         return func(*args, **kwargs)
     op = {torch.bmm: "bmm", torch.Tensor.bmm: "bmm", torch.mm: "mm", torch.Tensor.mm: "mm"}.get(func, "matmul")
-    return _product(mode, func, op, a, b, torch.matmul)
+    return _product(mode, func, op, a, b, lambda x, y, _: torch.matmul(x, y))
 
 
 def _addmm(mode, func, args, kwargs):
@@ -331,8 +334,8 @@ def _addmm(mode, func, args, kwargs):
         return func(*args, **kwargs)
     fn = torch.addmm if func in (torch.addmm, torch.Tensor.addmm) else torch.baddbmm
     op = "addmm" if fn is torch.addmm else "baddbmm"
-    return _product(mode, func, op, a, b, lambda x, y: fn(bias, x, y, beta=beta, alpha=alpha),
-                    finish=lambda p: (p if alpha == 1 else alpha * p) + (bias if beta == 1 else beta * bias))
+    return _product(mode, func, op, a, b, lambda x, y, c: fn(c, x, y, beta=beta, alpha=alpha),
+                    finish=lambda p, c: (p if alpha == 1 else alpha * p) + (c if beta == 1 else beta * c), bias=bias)
 
 
 _EINSUM = re.compile(r"^\s*([a-zA-Z.\s]*),([a-zA-Z.\s]*)->([a-zA-Z.\s]*)$")
@@ -354,8 +357,8 @@ def _einsum(mode, func, args, kwargs):
     name = st.act_name("einsum") if attention else st.weight_name(w)
     ctx = None if k == 1 else st.context(name, attention)
     axes = ((sa.index(red[0]) - len(sa), sb.index(red[0]) - len(sb)) if len(red) == 1 else (-1, -1))
-    call = lambda x, y: torch.einsum(eq, x, y)  # noqa: E731
-    y = E.emulated_product(a, b, ctx, call, weight_left=left, axes=axes) if ctx is not None else call(a, b)
+    call = lambda x, y, _: torch.einsum(eq, x, y)  # noqa: E731
+    y = E.emulated_product(a, b, ctx, call, weight_left=left, axes=axes) if ctx is not None else call(a, b, None)
     fwd = 2 * y.numel() * k
     reason = "no reduction (not a GEMM)" if k == 1 else st.reason(name, attention)
     st.record(name, "einsum", (a, b), y, ctx, fwd, _bwd_flops(fwd, a, b), reason)

@@ -22,6 +22,20 @@ def _bf16() -> Recipe:
               "runs every GEMM in BF16).")
 
 
+def _cpu_bf16() -> Recipe:
+    s = T("bf16")
+    return Recipe(
+        name="cpu-bf16", input=s, weight=s, bias=s, output=s, grad_output=s, grad_input=s, grad_weight=s,
+        attention=s,
+        source="torch.autocast('cpu', torch.bfloat16) on this CPU (oneDNN BF16 GEMMs); tests/ops/test_operand_casts.py",
+        notes="What this machine's native BF16 path computes: BF16 operands and a BF16 bias, FP32 accumulation, "
+              "one rounding of the output to BF16 (the bf16 recipe keeps the bias in FP32); BF16 dy, dx, dW and "
+              "bias gradient, as autocast's BF16 backward rounds them. Agreement with autocast measured here "
+              "(Linear 256->512, batch 128): outputs 99.99% bit-identical (bf16 recipe: 94.6%), dx 99.99%, dW "
+              "99.99%, bias gradient 100%; Conv2d outputs 99.99% (bf16 recipe: 92.5%). The rest differ in the "
+              "last bit: oneDNN's FP32 summation order.")
+
+
 def _fp16_amp() -> Recipe:
     s = T("fp16")
     return Recipe(
@@ -132,7 +146,7 @@ def _build() -> dict[str, Recipe]:
         Recipe(name="fp32", source="identity (plain FP32 PyTorch)",
                notes="every role FP32: emulate() swaps modules but runs torch's own kernels, bit for bit; attention "
                      "native"),
-        _bf16(), _fp16_amp(), e5,
+        _bf16(), _cpu_bf16(), _fp16_amp(), e5,
         e5.replace(name="fp8-e5m2-noscale", loss_scaling=LossScaling("none"),
                    notes="fp8-e5m2 without loss scaling (shows gradient underflow). " + e5.notes),
         _fp8_hybrid(), _fp8_ibm(), _int16_dfp(), _fixed16_sr(),

@@ -14,11 +14,11 @@ import json
 from typing import Any
 
 from ..formats import get_format
+from ..ops.context import OPERAND_CASTS, ROLES
 from ..rounding import check_rand_bits, check_rounding
 
 SCALINGS = ("none", "current", "delayed", "per-channel")
 LOSS_SCALINGS = ("none", "static", "dynamic", "enhanced")
-ROLES = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _spec(v: Any) -> TensorSpec | None:
     raise TypeError(f"a tensor spec is a format name, a dict or a TensorSpec, got {v!r}")
 
 
-_SPEC_FIELDS = ROLES + ("attention", "master", "optim_state", "nongemm")
+_SPEC_FIELDS = ROLES + OPERAND_CASTS + ("bias", "attention", "master", "optim_state", "nongemm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +107,13 @@ class Recipe:
     master: TensorSpec | None = None
     optim_state: TensorSpec | None = None
     nongemm: TensorSpec | None = None
+    #: per-GEMM operand casts (see lowp.ops.context.OPERAND_CASTS): w for dgrad, x and dy for wgrad, each quantized
+    #: from the high-precision tensor along that GEMM's reduction axis; None reuses the other GEMM's copy
+    weight_dgrad: TensorSpec | None = None
+    input_wgrad: TensorSpec | None = None
+    grad_output_wgrad: TensorSpec | None = None
+    #: the bias, rounded before it is added, and its gradient (a native BF16 GEMM adds a BF16 bias); None: FP32
+    bias: TensorSpec | None = None
     #: operands of activation×activation products (attention q·kᵀ, the probabilities P and v of p·v, any matmul
     #: with no weight operand): None keeps them in high precision (Transformer Engine's and torchao's default)
     attention: TensorSpec | None = None
