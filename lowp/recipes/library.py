@@ -146,13 +146,14 @@ def _build() -> dict[str, Recipe]:
         Recipe(name="fp32", source="identity (plain FP32 PyTorch)",
                notes="every role FP32: emulate() swaps modules but runs torch's own kernels, bit for bit; attention "
                      "native"),
-        _bf16(), _cpu_bf16(), _fp16_amp(), e5,
+        _bf16(), _fp16_amp(), e5,
         e5.replace(name="fp8-e5m2-noscale", loss_scaling=LossScaling("none"),
                    notes="fp8-e5m2 without loss scaling (shows gradient underflow). " + e5.notes),
         _fp8_hybrid(), _fp8_ibm(), _int16_dfp(), _fixed16_sr(),
         _mx("mxfp8", "mxfp8_e4m3", "mxfp8_e5m2", "MXFP8: E4M3 elements for activations and weights, E5M2 for errors;"),
         _mx("mxfp4", "mxfp4_e2m1", "mxfp8_e5m2", "MXFP4: E2M1 elements for activations and weights; errors in MXFP8 "
                                                  "E5M2 (FP4 errors do not train: our choice);"),
+        _cpu_bf16(),
     ]
     return {r.name: r for r in rs}
 
