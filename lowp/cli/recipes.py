@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 
 from ..recipes import RECIPES, get_recipe
-from ..recipes.recipe import ROLES
+from ..recipes.recipe import OPERAND_CASTS, ROLES
 
 _SHORT = {"input": "x", "weight": "w", "output": "y", "grad_output": "dy", "grad_input": "dx", "grad_weight": "dw",
+          "weight_dgrad": "w@dgrad", "input_wgrad": "x@wgrad", "grad_output_wgrad": "dy@wgrad", "bias": "b",
           "attention": "att"}
 
 
@@ -24,7 +25,7 @@ def _spec(s) -> str:
 def roles_text(r) -> str:
     """Compact roles, e.g. 'x,w=e4m3@current dy=e5m2@current': roles with the same spec grouped, FP32 left out."""
     groups: dict[str, list[str]] = {}
-    for role in ROLES + ("attention",):
+    for role in ROLES + OPERAND_CASTS + ("bias", "attention"):
         s = getattr(r, role)
         if s is not None:
             groups.setdefault(_spec(s), []).append(_SHORT[role])
@@ -64,8 +65,9 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("recipes", help="list the named training recipes",
                        description="Print the named recipes: per-role formats (x input, w weight, y output, dy "
-                                   "grad-output, dx grad-input, dw grad-weight, att the operands of attention "
-                                   "products q·kᵀ and P·v; /sr stochastic, @scaling), "
+                                   "grad-output, dx grad-input, dw grad-weight, b bias, w@dgrad/x@wgrad/dy@wgrad the "
+                                   "per-GEMM operand casts, att the operands of attention products q·kᵀ and P·v; "
+                                   "/sr stochastic, @scaling), "
                                    "accumulation, master weights, loss scaling, exempt layers, source.")
     p.add_argument("names", nargs="*", help="recipe names or .json paths (default: all)")
     p.add_argument("--json", action="store_true", help="print the full recipes as JSON")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from . import hardware
 from .recipe import LossScaling, Recipe, TensorSpec
 
 T = TensorSpec
@@ -128,18 +129,6 @@ def _fixed16_sr() -> Recipe:
               "optimizer state FP32 (our choice). Attention operands in <4,12> like every GEMM operand (our choice).")
 
 
-def _mx(name: str, fwd: str, bwd: str, what: str) -> Recipe:
-    return Recipe(
-        name=name, input=T(fwd), weight=T(fwd), grad_output=T(bwd), attention=T(fwd),
-        source="OCP Microscaling Formats (MX) v1.0 spec; Rouhani et al. 2023, Microscaling Data Formats for Deep "
-               "Learning",
-        notes=f"{what} 32-element blocks share an E8M0 scale, taken along the GEMM reduction axis of each operand "
-              "(a conv weight as (C_out, C_in*kh*kw); activations along channels; the error along its last axis, "
-              "i.e. once, not re-blocked per backward GEMM: a simplification); elements saturate; nearest-even. "
-              "GEMM outputs, grad_input, grad_weight, accumulation and master weights FP32. Attention operands (q, "
-              "kᵀ, P, v) in the forward element format, blocked along each product's reduction axis (our choice).")
-
-
 def _build() -> dict[str, Recipe]:
     e5 = _fp8_e5m2()
     rs = [
@@ -150,10 +139,7 @@ def _build() -> dict[str, Recipe]:
         e5.replace(name="fp8-e5m2-noscale", loss_scaling=LossScaling("none"),
                    notes="fp8-e5m2 without loss scaling (shows gradient underflow). " + e5.notes),
         _fp8_hybrid(), _fp8_ibm(), _int16_dfp(), _fixed16_sr(),
-        _mx("mxfp8", "mxfp8_e4m3", "mxfp8_e5m2", "MXFP8: E4M3 elements for activations and weights, E5M2 for errors;"),
-        _mx("mxfp4", "mxfp4_e2m1", "mxfp8_e5m2", "MXFP4: E2M1 elements for activations and weights; errors in MXFP8 "
-                                                 "E5M2 (FP4 errors do not train: our choice);"),
-        _cpu_bf16(),
+        hardware.mxfp8(), hardware.mxfp4(), _cpu_bf16(), *hardware.hardware_recipes(),
     ]
     return {r.name: r for r in rs}
 

@@ -14,7 +14,7 @@ def test_names():
     assert lowp.recipe_names()[: len(REQUIRED)] == REQUIRED
 
 
-@pytest.mark.parametrize("name", REQUIRED)
+@pytest.mark.parametrize("name", list(RECIPES))
 def test_json_round_trip_and_docs(name):
     r = lowp.get_recipe(name)
     assert r.name == name and r.source and r.notes
