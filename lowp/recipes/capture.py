@@ -42,9 +42,15 @@ from ..ops.modules import EMULATED, PLAIN, Matmul
 LEAF_ATTR = "_lowp_leaf"
 
 
+_EMULATED_TYPES = tuple(EMULATED.values())
+
+
 def is_known_leaf(m: nn.Module) -> bool:
+    """Modules that run their own (emulated or exempt-plain) GEMM: swapped twins (also when torch's
+    parametrizations subclassed them), exact plain types, ``lowp.Matmul``, classes marked ``_lowp_leaf``."""
     t = type(m)
-    return t in EMULATED or t in PLAIN or isinstance(m, Matmul) or bool(getattr(t, LEAF_ATTR, False))
+    return isinstance(m, _EMULATED_TYPES) or t in EMULATED or isinstance(m, Matmul) or \
+        bool(getattr(t, LEAF_ATTR, False))
 
 
 def is_weight(t: Any) -> bool:

@@ -8,7 +8,7 @@ import torch
 from lowp.cli import main
 from lowp.cli.ptq import fidelity
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test
 
 
 def test_ptq_cli_int8_and_fgq(tmp_path, capsys):

@@ -5,7 +5,6 @@ import torch
 import lowp
 from lowp.ops import OpContext, observe
 
-pytest.importorskip("lowp.scaling")  # written concurrently (helper H2a)
 
 
 @pytest.fixture(autouse=True)

@@ -24,14 +24,8 @@ def flushed_fraction(recipe_name: str, steps: int = 3) -> float:
     recipe = lowp.get_recipe(recipe_name)
     lowp.emulate(model, recipe)
     base = torch.optim.SGD(model.parameters(), lr=0.01)
-    try:
-        from lowp.recipes.optim import LowpOptimizer
-        opt = LowpOptimizer(base, recipe)
-        backward = opt.backward
-    except ImportError:  # the optimizer wrapper not there yet: scale the loss statically
-        opt = base
-        scale = recipe.loss_scaling.init_scale if recipe.loss_scaling.kind != "none" else 1.0
-        backward = lambda loss: (loss * scale).backward()  # noqa: E731
+    opt = lowp.LowpOptimizer(base, recipe)
+    backward = opt.backward
     counts = torch.zeros(2)
 
     def obs(layer, role, x, xq, fmt):

@@ -7,7 +7,7 @@ from lowp.techniques.cluster import ClusterConfig, cluster_quantize, cluster_wei
 from lowp.techniques.ptq import model_stats
 from lowp_refs import brute_ternary_error  # tests/formats (pytest pythonpath)
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test
 
 
 def test_cluster_ternary_is_the_cluster_optimum():

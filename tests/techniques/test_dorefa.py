@@ -6,7 +6,7 @@ import torch
 
 from lowp.techniques.dorefa import dorefa_weight, quantize_k, unit_clip_act
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test
 
 
 def test_quantize_k_values_and_ste():

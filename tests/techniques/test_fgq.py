@@ -9,7 +9,7 @@ from lowp.techniques.fgq import FGQConfig, fgq, fgq_weight, reduction_view
 from lowp.techniques.ptq import model_stats, quantized_layers
 from lowp_refs import brute_ternary_error  # tests/formats (pytest pythonpath)
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5])

@@ -5,7 +5,7 @@ import torch
 
 from lowp.techniques.pact import PACT, pact, pact_alphas, pact_penalty
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test
 
 
 def test_forward_values_hand_computed():

@@ -8,7 +8,7 @@ from torch import nn
 from lowp.techniques.calibration import QParams, calibrate_range, fake_quant, qparams
 from lowp.techniques.ptq import PTQConfig, fold_batchnorm, model_stats, ptq_int8, quantize_weight_int, quantized_layers
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test
 
 
 def test_minmax_exact():

@@ -12,7 +12,7 @@ from lowp.techniques.qat import QATConfig, apply_qat, qat_layers, remove_qat
 from lowp.techniques.ternary_ft import IntQuant, TernaryWeight
 from lowp.techniques.wrpn import WRPNWeight
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test
 
 
 @pytest.mark.parametrize("name,transform", [("pact-w4a4", "pact:4:4"), ("dorefa-w2a3", "dorefa:2:3"),

@@ -7,7 +7,7 @@ from lowp.techniques.ptq import model_stats, quantized_layers
 from lowp.techniques.ternary_residual import (ResidualConfig, residual_expand, residual_terms, residual_weight,
                                               ternary_residual)
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test
 
 
 @pytest.mark.parametrize("method", ["optimal", "threshold"])

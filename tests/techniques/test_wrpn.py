@@ -6,7 +6,7 @@ from torch import nn
 from lowp.experiments.tasks import ResNetMini, mnist1d_cnn
 from lowp.techniques.wrpn import widen, wrpn_weight
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test
 
 
 @pytest.mark.parametrize("k", [2, 3, 4, 8])
