@@ -69,22 +69,25 @@ def test_against_ml_dtypes(name, saturate):
     assert_bits(x, got, expected_ml(x, dt, saturate), f"{name} saturate={saturate}")
 
 
-@pytest.mark.parametrize("name", ["e4m3", "e5m2", "bf16"])
-def test_compiled_path_is_bit_identical(name, monkeypatch):
+@pytest.mark.parametrize("name", ["e4m3", "e5m2", "bf16", "e2m1"])
+def test_compiled_path_is_bit_identical(name):
+    """Every rounding mode x saturate through the compiled kernel, forced regardless of size, against the eager
+    reference; and Format.quantize (which picks the path by size) gives the same bits."""
     from lowp.formats import fast
 
     x = torch.from_numpy(np.resize(sweep(ML[name]), 1 << 17))
-    eager = lowp.get_format(name).quantize(x)  # small formats: go through dispatch with force
     params = lowp.get_format(name).kernel_params(torch.float32)
-    for rounding in ("nearest", "stochastic"):
-        a = fast.round_float_dispatch(x, params, rounding, False, 32, torch.Generator().manual_seed(1), None,
-                                      force="eager")
-        before = fast.compiled_calls
-        b = fast.round_float_dispatch(x, params, rounding, False, 32, torch.Generator().manual_seed(1), None,
-                                      force="compiled")
-        assert fast.compiled_calls == before + 1
-        assert bool(bits_equal(a, b).all()), rounding
-    assert bool(bits_equal(eager, a if False else eager).all())
+    for saturate in (False, True):
+        for rounding in lowp.ROUNDING_MODES:
+            a = fast.round_float_dispatch(x, params, rounding, saturate, 32, torch.Generator().manual_seed(1), None,
+                                          force="eager")
+            before = fast.compiled_calls
+            b = fast.round_float_dispatch(x, params, rounding, saturate, 32, torch.Generator().manual_seed(1), None,
+                                          force="compiled")
+            assert fast.compiled_calls == before + 1
+            assert bool(bits_equal(a, b).all()), (rounding, saturate)
+            if rounding == "nearest":
+                assert bool(bits_equal(lowp.get_format(name).quantize(x, saturate=saturate), a).all())
 
 
 NATIVE = {"bf16": (torch.bfloat16, False), "fp16": (torch.float16, False), "e4m3": (torch.float8_e4m3fn, True),
@@ -115,4 +118,4 @@ def test_float64_and_half_inputs(name):
     assert bool((lowp.quantize(xs, name) == torch.from_numpy(fin[1:])).all())
     h = torch.from_numpy(x).to(torch.bfloat16)
     assert torch.equal(lowp.quantize(h, name).float().view(torch.int32),
-                       lowp.quantize(h.float(), name).to(torch.bfloat16).float().view(torch.int32)) or name == "bf16"
+                       lowp.quantize(h.float(), name).to(torch.bfloat16).float().view(torch.int32))

@@ -3,6 +3,8 @@ fractions.Fraction, each partial sum rounded by a Fraction-based round-to-neares
 import math
 from fractions import Fraction
 
+import zlib
+
 import pytest
 import torch
 
@@ -77,7 +79,7 @@ FORMATS = ["fp16", "bf16", "fp16-169", "e5m2", "e4m3"]
 @pytest.mark.parametrize("chunk", [None, 2, 3, 5, 8])
 @pytest.mark.parametrize("operands", ["fp32", "e5m2"])
 def test_bit_exact_against_fraction_oracle(fmt, chunk, operands):
-    g = torch.Generator().manual_seed(hash((fmt, chunk, operands)) % 2**31)
+    g = torch.Generator().manual_seed(zlib.crc32(repr((fmt, chunk, operands)).encode()))  # same seed every run
     a = torch.randn(3, 13, generator=g) * 4
     b = torch.randn(13, 4, generator=g) * torch.rand(13, 1, generator=g) * 3
     if operands != "fp32":
@@ -276,7 +278,7 @@ def test_fast_path_bit_identical_to_reference(fast_always, fmt, chunk, ops):
     included; odd sizes (padding of chunks, rows, chunk count), batches, tiny (fp8 subnormal) operands."""
     import lowp.ops.accumulate_fast as af
 
-    g = torch.Generator().manual_seed(hash((fmt, chunk, ops)) % 2**31)
+    g = torch.Generator().manual_seed(zlib.crc32(repr((fmt, chunk, ops)).encode()))  # same seed every run
     a, b = torch.randn(2, 37, 203, generator=g) * 4, torch.randn(203, 45, generator=g)
     if ops != "pow2":
         a, b = lowp.quantize(a, ops), lowp.quantize(b, ops)
