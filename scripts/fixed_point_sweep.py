@@ -166,6 +166,27 @@ def run_one(task_name: str, setting: str, seed: int, epochs: int, numerics_every
     return rec
 
 
+def _compact(rec: dict) -> dict:
+    """The stored record: the recipe as {role: "format rounding"} (+ exempt), floats to 6 significant digits."""
+    rec = dict(rec)
+    rc = rec.get("recipe")
+    if isinstance(rc, dict) and "name" in rc:
+        rec["recipe"] = {k: f"{v['format']} {v['rounding']}" for k, v in rc.items()
+                         if isinstance(v, dict) and "format" in v}
+        if rc.get("exempt"):
+            rec["recipe"]["exempt"] = list(rc["exempt"])
+
+    def r6(v):
+        if isinstance(v, float):
+            return float(f"{v:.6g}")
+        if isinstance(v, dict):
+            return {k: r6(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [r6(x) for x in v]
+        return v
+    return r6(rec)
+
+
 def _job(args):
     return run_one(*args)
 
@@ -543,7 +564,9 @@ def main() -> None:
                                       f"--epochs {args.epochs}" if epochs != EPOCHS else "") if a])
 
     def save() -> None:
-        out.write_text(json.dumps({"command": command, "runs": sorted(runs, key=_key)}, indent=1))
+        rs = sorted((_compact(r) for r in runs), key=_key)
+        out.write_text('{"command": ' + json.dumps(command) + ', "runs": [\n'
+                       + ",\n".join(json.dumps(r) for r in rs) + "\n]}\n")
 
     with mp.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else _Serial() as pool:
         for rec in pool.imap_unordered(_job, todo):
