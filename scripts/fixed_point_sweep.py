@@ -327,11 +327,11 @@ def _fp32_ranges(ref: list[dict], task: str) -> list[str]:
 
 
 def _region(runs: list[dict], epochs: dict[str, int]) -> list[str]:
-    """Settings where stochastic is within 1 point of FP32 and nearest is worse by more than 2 points (by seed)."""
+    """Settings where stochastic is within 1 point of FP32 and nearest is worse by more than 2 points (means)."""
     lines = ["## Where stochastic rounding trains and nearest does not", "",
              "Criterion (issue 20): mean over seeds of SR within 1 point of FP32 and nearest more than 2 points "
-             "below SR, on both tasks. SR = stochastic, RN = nearest, Δ against FP32 in points.", "", "| pair | " + " | ".join(epochs) + " | both |", "|---|"
-             + "---|" * (len(epochs) + 1)]
+             "below SR, on both tasks. SR = stochastic, RN = nearest, Δ against FP32 in points.", "",
+             "| pair | " + " | ".join(epochs) + " | both |", "|---|" + "---|" * (len(epochs) + 1)]
     pairs = [(f"u{fl}", f"u{fl}-sr", f"u{fl}-rn") for fl in FLS] + [("split", "split-sr", "split-rn")]
     for label, a, b in pairs:
         cells, ok_all = [], True
