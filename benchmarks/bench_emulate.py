@@ -1,7 +1,10 @@
-"""Emulated training step time as a ratio to the plain FP32 step measured in the same run (SPEC §9, issue 3).
+"""Emulated training step time as a ratio to the plain FP32 step measured in the same run (SPEC §9).
 
-MLP 784-1024-1024-10 (batch 256) and a small CNN (3 conv layers on 32x32x3, batch 128), SGD with momentum, under
-plain FP32 and the bf16, fp8-hybrid and fp8-ibm recipes (fp8-ibm: FP16 (1,6,9) chunked accumulation, chunk 64).
+MLP 784-1024-1024-10 (batch 256), a small CNN (3 conv layers on 32x32x3, batch 128) and the language-model task
+``tiny-gpt`` (its model and batch: 32 windows of 64 bytes; attention through F.scaled_dot_product_attention, which
+lowp captures), SGD with momentum, under plain FP32 and the bf16, fp8-hybrid and fp8-ibm recipes (fp8-ibm: FP16
+(1,6,9) chunked accumulation, chunk 64). For the LM each recipe also runs with ``attention=None`` (attention
+products native, not emulated): the cost of emulating attention.
 Warm-up steps run first so torch.compile time is excluded; baseline and emulated runs are interleaved and the median
 per-round ratio is reported
 (timings on a shared machine are noisy: indicative only). Targets: <= 1.5x without accumulation, <= 15x with.
@@ -33,12 +36,22 @@ def cnn() -> nn.Module:
                          nn.Linear(64, 10))
 
 
+def lm():
+    from lowp.experiments.tasks import get_task
+
+    return get_task("tiny-gpt").build_model()
+
+
+def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
 def stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        _loss(model(x), y).backward()
         opt.step()
 
     for _ in range(3):  # warm-up: compilation, allocator
@@ -76,17 +89,27 @@ def main() -> None:
     torch.manual_seed(0)
     tasks = {"mlp 784-1024-1024-10 b256": (mlp(), torch.randn(256, 784), torch.randint(0, 10, (256,))),
              "cnn 3conv 32x32x3 b128": (cnn(), torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,)))}
+    try:
+        tok = torch.randint(0, 256, (32, 65))
+        tasks["lm tiny-gpt b32x64"] = (lm(), tok[:, :-1], tok[:, 1:])
+    except Exception as e:  # noqa: BLE001
+        print(f"lm tiny-gpt unavailable: {type(e).__name__}: {e}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; step time, ratio to plain FP32 (same run)")
     for task, (model, x, y) in tasks.items():
         base_step = stepper(copy.deepcopy(model), x, y)
-        for name in args.recipes.split(","):
+        names = args.recipes.split(",")
+        if task.startswith("lm"):
+            names += [f"{n}+noattn" for n in names if lowp.get_recipe(n).attention is not None]
+        for name in names:
             try:
-                step = stepper(lowp.emulate(copy.deepcopy(model), name), x, y)
+                recipe = (lowp.get_recipe(name[:-len("+noattn")]).replace(attention=None)
+                          if name.endswith("+noattn") else lowp.get_recipe(name))
+                step = stepper(lowp.emulate(copy.deepcopy(model), recipe), x, y)
             except Exception as e:  # noqa: BLE001 - report and go on (e.g. a dependency not written yet)
-                print(f"{task}: {name:<10} unavailable: {type(e).__name__}: {e}")
+                print(f"{task}: {name:<18} unavailable: {type(e).__name__}: {e}")
                 continue
             r, tb, te = paired_ratio(base_step, step, args.steps, args.rounds)
-            print(f"{task}: {name:<10} {te * 1e3:8.2f} ms vs fp32 {tb * 1e3:7.2f} ms  ratio {r:5.2f}x")
+            print(f"{task}: {name:<18} {te * 1e3:8.2f} ms vs fp32 {tb * 1e3:7.2f} ms  ratio {r:5.2f}x")
 
 
 if __name__ == "__main__":
