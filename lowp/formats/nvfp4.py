@@ -20,7 +20,8 @@ recipe does); the scales are always rounded to nearest. ``block`` 16 (1×16 alon
 over the last two dims: one amax per 256 weights, TE's weight quantization). Our choices where the references
 leave room (documented deviations): NaN and ±Inf elements pass through and do not enter any amax (in TE/torchao a
 NaN poisons its block, and an Inf makes the tensor scale degenerate); a tensor whose torchao s_dec is 0 (A = 0, or
-A below 2688·2^-150) is returned as ±0 (torchao divides 0 by 0 there); partial blocks are zero-padded
+A below 2688·2^-150) is returned as ±0 (torchao divides 0 by 0 there), and a zero element stays 0 where fl32(s_dec·d_b) underflows to 0 (torchao: 0/0 =
+NaN; a nonzero element there gets ±6 in both); partial blocks are zero-padded
 (``tiles.py``); input is rounded to float32 first.
 """
 from __future__ import annotations
@@ -85,6 +86,7 @@ class NVFP4Format(Format):
             s_dec = big_a / 2688.0
             d_b = E4M3.quantize(torch.clamp((a_b / 6.0) / s_dec, min=E4M3_TINY, max=448.0))
             v = g / (s_dec * d_b)
+            v = torch.where(g == 0, g, v)  # fl32(s_dec·d_b) can underflow to 0: keep 0 / 0 at 0 (torchao: NaN)
         q = E2M1.quantize(torch.clamp(v, -6.0, 6.0), rounding, rand_bits=rand_bits, generator=generator)
         return q, d_b, s_dec, inv
 
