@@ -14,8 +14,10 @@ tensor-core studies of Fasi, Higham, Mikaitis & Pranesh (2021, "Numerical behavi
                interval the register r starts at 0; the products enter ``group`` at a time (the width of one
                fused multi-add): with E = max floor(log2|t|) over r and the group's nonzero products t, every
                term t is replaced by align(t / 2^(E-man))·2^(E-man) (align = truncation toward zero, or
-               round-to-nearest-even with align="nearest") and r becomes their exact sum. So every term keeps at
-               most ``man`` bits below the largest exponent present: small addends are swamped.
+               round-to-nearest-even with align="nearest") and r becomes their exact sum (a carry may give it
+               one more bit, which the next step's alignment drops). So every term keeps at most ``man`` bits
+               below the largest exponent present: small addends are swamped. A zero product is a step like any
+               other (r is re-aligned); the zero padding of a short last interval is not.
     promotion  the interval results r_j are added into an FP32 accumulator F with one FP32 rounding each
                (RNE): F = RN32(r_1), F <- RN32(F + r_j). The output is F (float32).
 
@@ -98,7 +100,7 @@ def tensor_core_matmul3(a: torch.Tensor, b: torch.Tensor, acc: TensorCoreAccumul
     c = acc.promote if acc.promote is not None else -(-k // g) * g
     nint = -(-k // c)
     pad = nint * c - k
-    if pad:  # zero products change no register (0 is aligned to 0 and adds nothing)
+    if pad:
         a64 = torch.nn.functional.pad(a64, (0, pad))
         b64 = torch.nn.functional.pad(b64, (0, 0, 0, pad))
     fin_a = torch.where(torch.isfinite(a64), a64, torch.zeros_like(a64))
@@ -107,14 +109,16 @@ def tensor_core_matmul3(a: torch.Tensor, b: torch.Tensor, acc: TensorCoreAccumul
     steps = c // g
     at = fin_a.transpose(1, 2).reshape(nb, nint, steps, g, m)
     bt = fin_b.reshape(nb, nint, steps, g, n)
+    last = k - (nint - 1) * c  # products in the last interval; its groups past them are padding and skipped
     r = torch.zeros(nb, nint, m, n, dtype=torch.float64)
     for i in range(steps):
-        p = at[:, :, i].unsqueeze(-1) * bt[:, :, i].unsqueeze(-2)  # (B, nint, g, M, N), exact
-        terms = torch.cat([r.unsqueeze(2), p], 2)
+        sl = slice(None) if i * g < last else slice(0, nint - 1)  # (re-aligning r for a padded group would round it)
+        p = at[:, sl, i].unsqueeze(-1) * bt[:, sl, i].unsqueeze(-2)  # (B, nint', g, M, N), exact
+        terms = torch.cat([r[:, sl].unsqueeze(2), p], 2)
         big = terms.abs().amax(2)
         e = floor_log2(big)
         q = pow2(e - acc.man, torch.float64).unsqueeze(2)
-        r = _align(terms, q, acc.align).sum(2)  # exact: <= 257 multiples of q below 2^(e+1), man + 10 <= 53 bits
+        r[:, sl] = _align(terms, q, acc.align).sum(2)  # exact: <= 257 multiples of q below 2^(e+1), man + 10 <= 53
     from .accumulate import _Rounder
 
     rounder = _Rounder(get_format("fp32"), fast=False, odd=True)  # RN32(F + r_j), exact (TwoSum + round-to-odd)
