@@ -11,4 +11,5 @@ from .registry import FORMATS, format_from_dict, format_names, get_format
 from .ternary import TernaryFormat
 
 __all__ = ["Format", "FloatFormat", "IntFormat", "FixedFormat", "DFPFormat", "MXFormat", "E8M0Format",
-           "TernaryFormat", "BlockScaledFormat", "NVFP4Format", "RandomHadamard", "FORMATS", "get_format", "format_names", "format_from_dict"]
+           "TernaryFormat", "BlockScaledFormat", "NVFP4Format", "RandomHadamard", "FORMATS", "get_format",
+           "format_names", "format_from_dict"]

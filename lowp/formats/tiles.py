@@ -6,7 +6,8 @@ scale and ``inverse`` maps a tensor shaped like ``g`` back to x's shape:
   block = n (int)        blocks of n consecutive elements along ``axis``            g: (..., nblocks, n)
   block = None           the whole ``axis`` (per-row / per-column scaling)          g: (..., 1, len(axis))
   block = (r, c)         r×c tiles over the last two dims (``axis`` is ignored: a   g: (..., R/r, C/c, r·c)
-                         square tile of W and of Wᵀ cover the same elements)
+                         square tile of W and of Wᵀ cover the same elements; a
+                         0-d or 1-D tensor is one row)
 
 Rows shorter than a block, and dims that are not a multiple of the tile, are padded with zeros (our choice, as
 TE's reference pads; zeros never change a block's amax); the padding is dropped by ``inverse``.
@@ -47,8 +48,9 @@ def tile_view(x: torch.Tensor, axis: int, block: Block):
     """(g, inverse) as in the module docstring."""
     if not isinstance(block, tuple):
         return group_view(x, axis, block)
-    if x.dim() < 2:
-        raise ValueError(f"2-D tiles {block} need a tensor with at least 2 dims, got shape {tuple(x.shape)}")
+    if x.dim() < 2:  # a scalar or a vector is one row
+        g, inv = tile_view(x.reshape(1, -1), axis, block)
+        return g, lambda y: inv(y).reshape(x.shape)
     r, c = block
     rows, cols = x.shape[-2:]
     pr, pc = (-rows) % r, (-cols) % c
