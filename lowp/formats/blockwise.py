@@ -28,8 +28,7 @@ from .base import Format
 from .dfp import floor_log2
 from .float import FloatFormat
 from .float_kernel import pow2
-from .scaled import amax
-from .tiles import Block, block_label, check_block, tile_view
+from .tiles import Block, block_amax, block_label, check_block, tile_view
 
 STYLES = ("torchao", "te")
 FLT_MAX = torch.finfo(torch.float32).max
@@ -76,15 +75,17 @@ class BlockScaledFormat(Format):
     def scales(self, x: torch.Tensor) -> torch.Tensor:
         """The encode scales s, shaped (..., nblocks, 1) over ``tile_view(x)``."""
         g, _ = tile_view(x.float(), self.axis, self.block)
-        return fp8_block_scale(amax(g), self.element.max, self.style, self.pow2)
+        return fp8_block_scale(block_amax(g)[0], self.element.max, self.style, self.pow2)
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
         g, inv = tile_view(x.float(), self.axis, self.block)
-        s = fp8_block_scale(amax(g), self.element.max, self.style, self.pow2)
+        a, finite = block_amax(g)
+        s = fp8_block_scale(a, self.element.max, self.style, self.pow2)
         v = torch.clamp(g * s, -self.element.max, self.element.max)
         q = self.element.quantize(v, rounding, saturate=True, rand_bits=rand_bits, generator=generator)
         y = q / s if self.style == "torchao" else q * torch.reciprocal(s)
-        y = torch.where(torch.isfinite(g), y, g)
+        if not finite:
+            y = torch.where(torch.isfinite(g), y, g)
         return inv(y).to(x.dtype)
 
     def describe(self) -> dict[str, Any]:

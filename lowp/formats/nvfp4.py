@@ -33,8 +33,7 @@ import torch
 
 from .base import Format
 from .float import FloatFormat
-from .scaled import amax
-from .tiles import Block, block_label, check_block, tile_view
+from .tiles import Block, block_amax, block_label, check_block, tile_view
 
 ORDERS = ("te", "torchao")
 FLT_MAX = torch.finfo(torch.float32).max
@@ -70,10 +69,13 @@ class NVFP4Format(Format):
                generator: torch.Generator | None = None):
         """(q, d_b, s_dec, inverse): E2M1 codes as float32 values shaped like ``tile_view(x)``, E4M3 block scales
         (..., nblocks, 1), the per-tensor decode scale (0-d) and the map back to x's shape."""
-        x32 = x.float()
-        g, inv = tile_view(x32, self.axis, self.block)
-        a_b = amax(g)
-        big_a = amax(x32.reshape(1, -1)).reshape(())
+        q, d_b, s_dec, _, inv, _ = self._encode(x, rounding, rand_bits, generator)
+        return q, d_b, s_dec, inv
+
+    def _encode(self, x, rounding, rand_bits, generator):
+        g, inv = tile_view(x.float(), self.axis, self.block)
+        a_b, finite = block_amax(g)
+        big_a = a_b.amax() if a_b.numel() else torch.zeros((), dtype=torch.float32)  # = the tensor's finite amax
         if self.order == "te":
             s_enc = torch.clamp(_f32(2688.0) / big_a, max=FLT_MAX)
             s_enc = torch.where(s_enc == 0, torch.ones_like(s_enc), s_enc)
@@ -88,15 +90,15 @@ class NVFP4Format(Format):
             v = g / (s_dec * d_b)
             v = torch.where(g == 0, g, v)  # fl32(s_dec·d_b) can underflow to 0: keep 0 / 0 at 0 (torchao: NaN)
         q = E2M1.quantize(torch.clamp(v, -6.0, 6.0), rounding, rand_bits=rand_bits, generator=generator)
-        return q, d_b, s_dec, inv
+        return q, d_b, s_dec, g, inv, finite
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
-        q, d_b, s_dec, inv = self.encode(x, rounding, rand_bits, generator)
+        q, d_b, s_dec, g, inv, finite = self._encode(x, rounding, rand_bits, generator)
         y = (q * d_b) * s_dec
-        g, _ = tile_view(x.float(), self.axis, self.block)
         if self.order == "torchao" and float(s_dec) == 0.0:
             y = g * 0.0
-        y = torch.where(torch.isfinite(g), y, g)
+        if not finite:
+            y = torch.where(torch.isfinite(g), y, g)
         return inv(y).to(x.dtype)
 
     def describe(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .scaled import group_view
+from .scaled import amax, group_view
 
 Block = int | tuple[int, int] | None
 
@@ -64,3 +64,12 @@ def tile_view(x: torch.Tensor, axis: int, block: Block):
         return y[..., :rows, :cols].contiguous()
 
     return g, inverse
+
+
+def block_amax(g: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(max |finite value| over the last dim of g (keepdim), whether every element of g is finite). One plain
+    abs-amax pass; the masked pass (NaN/Inf ignored) runs only when a non-finite value is present."""
+    a = g.abs().amax(dim=-1, keepdim=True)
+    if bool(torch.isfinite(a).all()):
+        return a, True
+    return amax(g), False
