@@ -253,3 +253,23 @@ def test_listed_by_lowp_formats():
     for n in ("nvfp4-16x16", "fp8-128x128-pow2"):
         f = lowp.get_format(n)
         assert lowp.formats.format_from_dict(f.to_dict()) == f
+
+
+@pytest.mark.parametrize("order", ["te", "torchao"])
+def test_nvfp4_values_give_the_hardware_gemm_to_fp32_rounding(order):
+    """The block-scaled GEMM never dequantizes element-wise: per 16-block of K it sums d_x·d_w·(q_x·q_w) and
+    multiplies by the two per-tensor factors (TE: amax_x·amax_w / (6·6·448·448)). An FP32 GEMM of the values lowp
+    hands on, fl32((q·d_b)·s_dec), agrees with that to FP32 rounding: here within 8·K·eps·(|X|·|W|ᵀ)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(12, 64, generator=g) * torch.exp2(torch.randint(-3, 3, (12, 64), generator=g).float())
+    w = torch.randn(10, 64, generator=g)
+    fmt = NVFP4Format(order)
+    qx, dx, _, _ = fmt.encode(x)
+    qw, dw, _, _ = fmt.encode(w)
+    ax, aw = x.abs().max().double(), w.abs().max().double()
+    blocks = (qx.double() * dx.double()).unsqueeze(1) * (qw.double() * dw.double()).unsqueeze(0)  # (12, 10, 4, 16)
+    hw = blocks.sum((-1, -2)) * (ax * aw / (6 * 6 * 448 * 448))
+    ours = fmt.quantize(x) @ fmt.quantize(w).T
+    bound = 8 * 64 * torch.finfo(torch.float32).eps * (x.abs().double() @ w.abs().double().T)
+    assert bool((ours.double() - hw).abs().le(bound).all())
+    assert not torch.equal(ours, (x @ w.T))  # (and the quantization itself is visible)
