@@ -48,7 +48,8 @@ class RandomHadamard:
                 raise ValueError(f"RandomHadamard signs must be {self.block} values of ±1, got {self.signs!r}")
             object.__setattr__(self, "signs", sg)
         elif self.seed is None and self.block != len(TE_WGRAD_SIGNS):
-            raise ValueError(f"RandomHadamard block {self.block}: TE's fixed signs have 16 entries; pass a seed or signs")
+            raise ValueError(f"RandomHadamard block {self.block}: TE's fixed signs have 16 entries; "
+                             f"pass a seed or signs")
 
     def sign_vector(self) -> torch.Tensor:
         if self.signs is not None:

@@ -18,11 +18,11 @@ bit for bit (the order of the FP32 sums and scalings differs).
 ``rounding`` applies to the E2M1 step only (e.g. "stochastic" with a ``generator`` for gradients, as TE's NVFP4
 recipe does); the scales are always rounded to nearest. ``block`` 16 (1×16 along ``axis``) or (16, 16) (2-D tiles
 over the last two dims: one amax per 256 weights, TE's weight quantization). Our choices where the references
-leave room (documented deviations): NaN and ±Inf elements pass through and do not enter any amax (in TE/torchao a
-NaN poisons its block, and an Inf makes the tensor scale degenerate); a tensor whose torchao s_dec is 0 (A = 0, or
-A below 2688·2^-150) is returned as ±0 (torchao divides 0 by 0 there), and a zero element stays 0 where fl32(s_dec·d_b) underflows to 0 (torchao: 0/0 =
-NaN; a nonzero element there gets ±6 in both); partial blocks are zero-padded
-(``tiles.py``); input is rounded to float32 first.
+leave room (documented deviations): NaN and ±Inf elements pass through and do not enter any amax (in
+TE/torchao a NaN poisons its block, and an Inf makes the tensor scale degenerate); a tensor whose torchao s_dec is
+0 (A = 0, or A <= 2688·2^-150) is returned as ±0 (torchao divides 0 by 0 there), and a zero element stays 0
+where fl32(s_dec·d_b) underflows to 0 (torchao: 0/0 = NaN; a nonzero element there gets ±6 in both); partial
+blocks are zero-padded (``tiles.py``); input is rounded to float32 first.
 """
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ def test_signs_reproducible_from_seed():
 @pytest.mark.parametrize("seed", [None, 3])
 def test_rotating_both_operands_leaves_the_product(seed):
     """dW = dYᵀ·X reduces over the token axis M: rotating dY and X along M in blocks of 16 leaves the product
-    equal in exact arithmetic; in float64 to 1e-12 relative, in FP32 to FP32 rounding (bound: a few K·eps·|dY|ᵀ|X|)."""
+    equal in exact arithmetic; in float64 to 1e-12 relative, in FP32 to FP32 rounding (bound: a few
+    K·eps·|dY|ᵀ|X|)."""
     g = torch.Generator().manual_seed(0)
     m, n, k = 256, 24, 40
     dy = torch.randn(m, n, generator=g)
