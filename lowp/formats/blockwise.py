@@ -16,6 +16,8 @@ Granularity ``block``: n (1×n blocks along ``axis``), None (the whole axis: per
 (r, c) (2-D tiles over the last two dims); see ``tiles.py`` (partial blocks are zero-padded). Our choices where the
 references leave room: NaN and ±Inf elements pass through unchanged and do not enter amax (in the references a
 NaN poisons its block's scale); input is rounded to float32 first (the references compute in float32).
+The result has the input's dtype, like every lowp format: for bfloat16/float16 input the values (which need up
+to 24 bits with an FP32 scale) are rounded once more to that dtype; pass float32 to keep them exactly.
 """
 from __future__ import annotations
 

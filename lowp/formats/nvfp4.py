@@ -23,6 +23,8 @@ TE/torchao a NaN poisons its block, and an Inf makes the tensor scale degenerate
 0 (A = 0, or A <= 2688·2^-150) is returned as ±0 (torchao divides 0 by 0 there), and a zero element stays 0
 where fl32(s_dec·d_b) underflows to 0 (torchao: 0/0 = NaN; a nonzero element there gets ±6 in both); partial
 blocks are zero-padded (``tiles.py``); input is rounded to float32 first.
+The result has the input's dtype, like every lowp format: for bfloat16/float16 input the values (which need up
+to 24 bits with an FP32 scale) are rounded once more to that dtype; pass float32 to keep them exactly.
 """
 from __future__ import annotations
 
