@@ -21,7 +21,8 @@ tensor-core studies of Fasi, Higham, Mikaitis & Pranesh (2021, "Numerical behavi
     promotion  the interval results r_j are added into an FP32 accumulator F with one FP32 rounding each
                (RNE): F = RN32(r_1), F <- RN32(F + r_j). The output is F (float32).
 
-So promote=None with man=23 and align="nearest", group=1 is close to (not the same as) plain sequential FP32
+(Exponents below float64's normal range count as 2^-1022; only float64 operands whose products fall below
+2^-1022 could notice.) So promote=None with man=23 and align="nearest", group=1 is close to (not the same as) plain sequential FP32
 summation. NaN/±Inf products give the IEEE float64 sum's NaN/±Inf for that output (we do not model the hardware's
 special-value handling). Vectorised: the Python loop runs over the positions inside one promotion interval
 (promote/group steps, all intervals and all M×N outputs at once), then over the intervals for the FP32 sum;
@@ -35,10 +36,9 @@ import re
 import torch
 
 from ..formats import get_format
-from ..formats.dfp import floor_log2
-from ..formats.float_kernel import pow2
 
 ALIGNS = ("truncate", "nearest")
+_EXP_MASK = 0x7FF0000000000000
 _NAME = re.compile(r"tc(\d+)(?:-p(\d+))?(?:-g(\d+))?(-rn)?")
 
 
@@ -82,6 +82,13 @@ def get_accumulator(spec: str | TensorCoreAccumulator) -> TensorCoreAccumulator:
                                  int(m[3]) if m[3] else 1)
 
 
+def _quantum(big: torch.Tensor, man: int) -> torch.Tensor:
+    """2^(floor(log2 big) - man) for float64 big >= 0, from the exponent bits (big < 2^-1022, i.e. 0, counts as
+    2^-1022: only float64 operands with products below 2^-1022 could see the difference)."""
+    top = (big.view(torch.int64) & _EXP_MASK).view(torch.float64)  # 2^floor(log2 big) for normal big, else 0
+    return torch.clamp(top, min=2.0**-1022) * 2.0**-man
+
+
 def _align(t: torch.Tensor, q: torch.Tensor, mode: str) -> torch.Tensor:
     v = t / q  # exact: q is a power of two and t/q stays in float64's normal range here
     v = torch.trunc(v) if mode == "truncate" else torch.round(v)
@@ -114,11 +121,11 @@ def tensor_core_matmul3(a: torch.Tensor, b: torch.Tensor, acc: TensorCoreAccumul
     for i in range(steps):
         sl = slice(None) if i * g < last else slice(0, nint - 1)  # (re-aligning r for a padded group would round it)
         p = at[:, sl, i].unsqueeze(-1) * bt[:, sl, i].unsqueeze(-2)  # (B, nint', g, M, N), exact
-        terms = torch.cat([r[:, sl].unsqueeze(2), p], 2)
-        big = terms.abs().amax(2)
-        e = floor_log2(big)
-        q = pow2(e - acc.man, torch.float64).unsqueeze(2)
-        r[:, sl] = _align(terms, q, acc.align).sum(2)  # exact: <= 257 multiples of q below 2^(e+1), man + 10 <= 53
+        rs = r[:, sl]
+        pa = p.abs().squeeze(2) if g == 1 else p.abs().amax(2)
+        q = _quantum(torch.maximum(rs.abs(), pa), acc.man)
+        pal = _align(p.squeeze(2), q, acc.align) if g == 1 else _align(p, q.unsqueeze(2), acc.align).sum(2)
+        r[:, sl] = _align(rs, q, acc.align) + pal  # exact: <= 257 multiples of q below 2^(e+1), man + 10 <= 53
     from .accumulate import _Rounder
 
     rounder = _Rounder(get_format("fp32"), fast=False, odd=True)  # RN32(F + r_j), exact (TwoSum + round-to-odd)
