@@ -232,8 +232,9 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, accumulate=None, chunk: int | No
         if isinstance(fmt, TensorCoreAccumulator):
             from .tensor_core import tensor_core_matmul3
 
-            out = tensor_core_matmul3(a2.detach().expand(*batch, m, k).reshape(-1, m, k),
-                                      b2.detach().expand(*batch, k, n).reshape(-1, k, n), fmt)
+            nb = math.prod(batch)
+            out = tensor_core_matmul3(a2.detach().expand(*batch, m, k).reshape(nb, m, k),
+                                      b2.detach().expand(*batch, k, n).reshape(nb, k, n), fmt)
         else:
             out = _fast(a2.detach(), b2.detach(), batch, m, k, n, fmt, chunk)
         if out is None:

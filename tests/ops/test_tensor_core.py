@@ -102,6 +102,10 @@ def test_names_batch_and_specials():
     a, b = operands(2, 40, 3, seed=1, kind="e4m3")
     batched = lowp.matmul(a.expand(2, 2, 40), b, accumulate="tc8-p16")
     assert torch.equal(batched[1], lowp.matmul(a, b, accumulate="tc8-p16"))
+    assert torch.equal(lowp.matmul(torch.zeros(2, 0), torch.zeros(0, 3), accumulate="tc14"), torch.zeros(2, 3))
+    assert lowp.matmul(torch.zeros(0, 2, 4), torch.ones(4, 3), accumulate="tc14").shape == (0, 2, 3)
+    v = lowp.matmul(a[0], b, accumulate="tc8-p16")  # 1-D operand, as torch.matmul
+    assert v.shape == (3,) and torch.equal(v, lowp.matmul(a[:1], b, accumulate="tc8-p16")[0])
     a[0, 5] = float("nan")
     b[7, 1] = float("inf")
     y = lowp.matmul(a, b, accumulate="tc14")
