@@ -86,9 +86,13 @@ def mx_exponent(a: Fraction, emax: int, max_elem: Fraction, man: int, mode: str)
 
 
 def mx_reference(vals, name: str, mode: str) -> list[float]:
-    grid = GRIDS[name]
-    max_elem, man = grid.max, grid.man
-    emax = flog2(max_elem)
+    """One MX block; ``name`` an element float format or "int8" (MXINT8: k/64, |k| <= 127, 6 mantissa bits)."""
+    if name == "int8":
+        max_elem, man, emax = Fraction(127, 64), 6, 0
+    else:
+        grid = GRIDS[name]
+        max_elem, man = grid.max, grid.man
+        emax = flog2(max_elem)
     e = mx_exponent(block_amax(vals), emax, max_elem, man, mode)
     X = Fraction(2) ** e
     out = []
@@ -96,7 +100,10 @@ def mx_reference(vals, name: str, mode: str) -> list[float]:
         if not math.isfinite(v):
             out.append(v)
             continue
-        q = grid_rn(grid, Fraction(v) / X)
+        if name == "int8":
+            q = Fraction(max(-127, min(127, round_int(Fraction(v) / X * 64, "nearest"))), 64)
+        else:
+            q = grid_rn(grid, Fraction(v) / X)
         out.append(float(rn32(q * X)))
     return out
 
