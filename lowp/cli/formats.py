@@ -36,7 +36,8 @@ def run(args) -> int:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
-    print("\nparametric names: fixed<IL,FL>, int<B>, dfp<B>, dfp<B>-b<BLOCK>, ternary-g<N>[-thr]")
+    print("\nparametric names: fixed<IL,FL>, int<B>, dfp<B>, dfp<B>-b<BLOCK>, ternary-g<N>[-thr], "
+          "<mx name>[-b<BLOCK>][-floor|-ceil|-rceil|-even] (MX block length and E8M0 scale rounding)")
     return 0
 
 

@@ -2,6 +2,14 @@
 
 X = 2^(floor(log2 amax) - emax_elem), clamped to E8M0's 2^-127..2^127; each element is quantized as x / X in the
 element format with saturation (OCP MX v1.0 §6.3), then multiplied back by X. A block of zeros gets X = 2^-127.
+
+``scale_rounding`` chooses how the E8M0 exponent is taken from amax (SPEC §11; exact, from amax's bits):
+  floor  OCP MX v1.0:           E = floor(log2 amax) - emax_elem                      (the default)
+  ceil                          E = ceil(log2 amax) - emax_elem
+  rceil  NVIDIA (cuBLAS/TE):    E = ceil(log2(amax / max_elem))   (amax / 2^E <= max_elem: nothing saturates)
+  even   torchao "EVEN":        amax first rounded to the element's mantissa width (a tie rounds up, which is
+                                also ties-to-even there), then floor: E = floor(log2 RN_man(amax)) - emax_elem
+For MXINT8 max_elem = 127/64 and its mantissa width is 6 bits.
 Our choices where the spec leaves room: the axis length need not be a multiple of 32 (the last block is padded
 with zeros, which do not change its amax); NaN and ±Inf elements pass through unchanged and do not enter amax.
 MXINT8 elements are 8-bit two's complement with an implicit scale of 2^-6 (emax 0), clamped symmetrically to ±127.
@@ -21,6 +29,7 @@ from .integer import round_on_grid
 from .scaled import amax, group_view
 
 E8M0_EMIN, E8M0_EMAX = -127, 127
+SCALE_ROUNDINGS = ("floor", "ceil", "rceil", "even")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +40,11 @@ class MXFormat(Format):
     block: int = 32
     axis: int = -1
     name: str = ""
+    scale_rounding: str = "floor"
 
     def __post_init__(self) -> None:
+        if self.scale_rounding not in SCALE_ROUNDINGS:
+            raise ValueError(f"unknown MX scale_rounding {self.scale_rounding!r}; valid: {', '.join(SCALE_ROUNDINGS)}")
         if isinstance(self.element, dict):
             object.__setattr__(self, "element", FloatFormat(**{k: v for k, v in self.element.items() if k != "kind"}))
         if not (isinstance(self.element, FloatFormat) or self.element == "int8"):
@@ -41,16 +53,35 @@ class MXFormat(Format):
             raise ValueError(f"MXFormat block must be a positive int, got {self.block!r}")
         if not self.name:
             el = "int8" if self.element == "int8" else self.element.name
-            object.__setattr__(self, "name", f"mx{el}-b{self.block}")
+            suffix = "" if self.scale_rounding == "floor" else f"-{self.scale_rounding}"
+            object.__setattr__(self, "name", f"mx{el}-b{self.block}{suffix}")
 
     @property
     def emax_elem(self) -> int:
         return 0 if self.element == "int8" else self.element.emax
 
+    @property
+    def max_elem(self) -> float:
+        return 127 / 64 if self.element == "int8" else self.element.max
+
     def shared_exponent(self, g: torch.Tensor) -> torch.Tensor:
-        """E8M0 exponent per block of a ``group_view`` tensor: floor(log2 amax) - emax_elem, clamped."""
+        """E8M0 exponent per block of a ``group_view`` tensor (``scale_rounding``, module docstring), clamped."""
         a = amax(g.double())
-        e = floor_log2(a) - self.emax_elem
+        fa = floor_log2(a)
+        mode = self.scale_rounding
+        if mode == "floor":
+            e = fa
+        else:
+            sig = a / pow2(fa, torch.float64)  # amax's significand in [1, 2), exact
+            if mode == "ceil":
+                e = fa + (sig > 1).to(torch.int64)
+            elif mode == "rceil":  # ceil(log2(amax / max_elem)) = fa - emax + (sig > max_elem / 2^emax)
+                m = self.max_elem / 2.0**self.emax_elem
+                e = fa + (sig > m).to(torch.int64)
+            else:  # even: round sig to the element's mantissa width (half up), carry into the exponent
+                man = 6 if self.element == "int8" else self.element.man
+                e = fa + (torch.floor(sig * 2.0**man + 0.5) >= 2.0 ** (man + 1)).to(torch.int64)
+        e = e - self.emax_elem
         e = torch.where(a > 0, e, torch.full_like(e, E8M0_EMIN))
         return torch.clamp(e, E8M0_EMIN, E8M0_EMAX)
 
@@ -75,8 +106,8 @@ class MXFormat(Format):
         bits = 8 if self.element == "int8" else self.element.total_bits
         return {"name": self.name, "bits": bits, "bias": None if self.element == "int8" else self.element.bias,
                 "max": el["max"] * 2.0**E8M0_EMAX, "min_normal": None, "min_subnormal": None, "special": "none",
-                "notes": f"{bits}-bit {el['name']} elements, E8M0 scale per {self.block} along axis {self.axis} "
-                         f"({bits + 8 / self.block:.3g} bits/element)"}
+                "notes": f"{bits}-bit {el['name']} elements, E8M0 scale ({self.scale_rounding}) per {self.block} "
+                         f"along axis {self.axis} ({bits + 8 / self.block:.3g} bits/element)"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -165,7 +165,10 @@ def mx_dispatch(x, fmt, rounding, rand_bits, generator, out):
     el = fmt.element
     p = _params32(el.kernel_params(torch.float32))
     # one graph per block size (a symbolic block length costs ~3x); the shared exponents first, in their own graph
-    e = _get_compiled("mx_scale")(_flat(x, fmt.block), torch.tensor(el.emax, dtype=torch.int32))
+    if fmt.scale_rounding == "floor":
+        e = _get_compiled("mx_scale")(_flat(x, fmt.block), torch.tensor(el.emax, dtype=torch.int32))
+    else:  # the other E8M0 roundings: exponents by the eager reference (a small per-block tensor)
+        e = fmt.shared_exponent(_flat(x, fmt.block)).to(torch.int32)
     return _run_into("mx", rounding, x, out, e, p["man"], p["emin"], p["maxval"], p["no_negzero"],
                      row=fmt.block, **_stochastic_kwargs(rounding, rand_bits, generator))
 

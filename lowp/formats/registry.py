@@ -1,14 +1,22 @@
 """Named formats (SPEC §4). ``get_format(name)`` also parses parametric names:
-``fixed<IL,FL>``, ``int<B>`` (2..32), ``dfp<B>`` and ``dfp<B>-b<BLOCK>``, ``ternary-g<N>`` (optionally ``-thr``)."""
+``fixed<IL,FL>``, ``int<B>`` (2..32), ``dfp<B>`` and ``dfp<B>-b<BLOCK>``, ``ternary-g<N>`` (optionally ``-thr``),
+and MX variants ``<mx name>[-b<BLOCK>][-floor|-ceil|-rceil|-even]`` (e.g. ``mxfp8_e4m3-rceil``, ``mxfp4_e2m1-b16``).
+
+Accelerator formats (SPEC §11): ``nvfp4`` (TE order), ``nvfp4-torchao`` (torchao order), ``nvfp4-16x16`` /
+``nvfp4-torchao-16x16`` (2-D weight tiles); FP8 E4M3 with FP32 scales ``fp8-row`` (torchao rowwise, per row along
+the last axis), ``fp8-1x128`` and ``fp8-128x128`` (TE Float8BlockScaling / DeepSeek-V3 blocks), each also
+``-pow2`` (scales rounded down to a power of two)."""
 from __future__ import annotations
 
 import re
 
 from .base import Format
-from .block import E8M0Format, MXFormat
+from .block import SCALE_ROUNDINGS, E8M0Format, MXFormat
+from .blockwise import BlockScaledFormat
 from .dfp import DFPFormat
 from .float import FloatFormat
 from .integer import FixedFormat, IntFormat
+from .nvfp4 import NVFP4Format
 from .ternary import TernaryFormat
 
 # Choices for IBM's formats (Wang et al. 2018): the paper gives sign/exponent/mantissa widths and the biases but not
@@ -51,6 +59,16 @@ FORMATS: dict[str, Format] = {
     "mxfp4_e2m1": MXFormat(_E2M1, name="mxfp4_e2m1"),
     "mxint8": MXFormat("int8", name="mxint8"),
     "ternary": TernaryFormat(64, name="ternary"),
+    "nvfp4": NVFP4Format("te", 16, name="nvfp4"),
+    "nvfp4-torchao": NVFP4Format("torchao", 16, name="nvfp4-torchao"),
+    "nvfp4-16x16": NVFP4Format("te", (16, 16), name="nvfp4-16x16"),
+    "nvfp4-torchao-16x16": NVFP4Format("torchao", (16, 16), name="nvfp4-torchao-16x16"),
+    "fp8-row": BlockScaledFormat(_E4M3, None, style="torchao", name="fp8-row"),
+    "fp8-row-pow2": BlockScaledFormat(_E4M3, None, pow2=True, style="torchao", name="fp8-row-pow2"),
+    "fp8-1x128": BlockScaledFormat(_E4M3, 128, style="te", name="fp8-1x128"),
+    "fp8-1x128-pow2": BlockScaledFormat(_E4M3, 128, pow2=True, style="te", name="fp8-1x128-pow2"),
+    "fp8-128x128": BlockScaledFormat(_E4M3, (128, 128), style="te", name="fp8-128x128"),
+    "fp8-128x128-pow2": BlockScaledFormat(_E4M3, (128, 128), pow2=True, style="te", name="fp8-128x128-pow2"),
 }
 
 NOTES = {
@@ -59,7 +77,21 @@ NOTES = {
     "e4m3": "OCP E4M3 (= e4m3fn)",
     "e4m3ieee": "ml_dtypes float8_e4m3 (IEEE-style, max 240)",
     "tf32": "NVIDIA TF32 (10-bit mantissa, fp32 range)",
+    "nvfp4": "TE NVFP4 reference order",
+    "nvfp4-torchao": "torchao nvfp4_quantize order",
+    "fp8-row": "torchao float8 rowwise scale",
+    "fp8-1x128": "TE Float8BlockScaling / DeepSeek-V3 activation tiles",
+    "fp8-128x128": "TE Float8BlockScaling / DeepSeek-V3 weight blocks",
 }
+
+_MX_BASES = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1", "mxint8")
+
+
+def _mx_variant(m) -> MXFormat:
+    base = FORMATS[m[1]]
+    block = int(m[2]) if m[2] else base.block
+    rounding = m[3] or "floor"
+    return MXFormat(base.element, block, base.axis, name=m[0], scale_rounding=rounding)
 
 _PARAMETRIC = [
     (re.compile(r"fixed<(-?\d+),(-?\d+)>"), lambda m: FixedFormat(int(m[1]), int(m[2]))),
@@ -67,6 +99,7 @@ _PARAMETRIC = [
     (re.compile(r"dfp(\d+)(?:-b(\d+))?"), lambda m: DFPFormat(int(m[1]), int(m[2]) if m[2] else None)),
     (re.compile(r"ternary-g(\d+)(-thr)?"),
      lambda m: TernaryFormat(int(m[1]), "threshold" if m[2] else "optimal")),
+    (re.compile(rf"({'|'.join(_MX_BASES)})(?:-b(\d+))?(?:-({'|'.join(SCALE_ROUNDINGS)}))?"), _mx_variant),
 ]
 
 
@@ -89,14 +122,14 @@ def get_format(name: str | Format) -> Format:
             return make(m)
     raise ValueError(
         f"unknown format {name!r}; known formats: {', '.join(FORMATS)}; parametric: fixed<IL,FL>, int<B>, dfp<B>, "
-        f"dfp<B>-b<BLOCK>, ternary-g<N>[-thr]"
+        f"dfp<B>-b<BLOCK>, ternary-g<N>[-thr], <mx name>[-b<BLOCK>][-floor|-ceil|-rceil|-even]"
     )
 
 
 def format_from_dict(d: dict) -> Format:
     """Inverse of ``Format.to_dict``."""
     kinds = {c.__name__: c for c in (FloatFormat, IntFormat, FixedFormat, DFPFormat, MXFormat, TernaryFormat,
-                                     E8M0Format)}
+                                     E8M0Format, BlockScaledFormat, NVFP4Format)}
     d = dict(d)
     kind = d.pop("kind", None)
     if kind not in kinds:

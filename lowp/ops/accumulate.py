@@ -191,18 +191,29 @@ def _fast(a2, b2, batch, m, k, n, fmt, chunk) -> torch.Tensor | None:
     return af.matmul3(a3, b3, fmt, chunk)
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor, *, accumulate: str | Format | None = None,
-           chunk: int | None = None) -> torch.Tensor:
+def matmul(a: torch.Tensor, b: torch.Tensor, *, accumulate=None, chunk: int | None = None) -> torch.Tensor:
     """a @ b (shapes as torch.matmul, batch dims broadcast; 1-D operands as in torch.matmul) with the sum over K
     accumulated in format ``accumulate`` with chunk size ``chunk`` (see the module docstring).
+    ``accumulate`` may also be a tensor-core accumulator model (``TensorCoreAccumulator`` or a name such as
+    ``"tc14-p128"``; ``tensor_core.py``): limited alignment bits, promotion to FP32 (then ``chunk`` must be None).
     ``accumulate=None`` is plain FP32 ``torch.matmul`` (differentiable); otherwise the result carries no
     gradient (training uses ``lowp.ops`` emulated ops, whose backward GEMMs call this function)."""
+    from .tensor_core import TensorCoreAccumulator, get_accumulator
+
     chunk = _check_chunk(chunk)
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
         raise TypeError(f"lowp.matmul expects tensors, got {type(a).__name__} and {type(b).__name__}")
     if accumulate is None:
         return torch.matmul(a, b)
-    fmt = _acc_format(accumulate)
+    if isinstance(accumulate, str) and accumulate.strip().lower().startswith("tc"):
+        accumulate = get_accumulator(accumulate)
+    if isinstance(accumulate, TensorCoreAccumulator):
+        if chunk is not None:
+            raise ValueError(f"lowp.matmul: chunk={chunk} does not apply to a tensor-core accumulator (its "
+                             f"promotion interval is promote={accumulate.promote})")
+        fmt = accumulate
+    else:
+        fmt = _acc_format(accumulate)
     for name, t in (("a", a), ("b", b)):
         if not t.is_floating_point():
             raise TypeError(f"lowp.matmul: operand {name} must be floating point, got dtype {t.dtype}")
@@ -218,7 +229,14 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, accumulate: str | Format | None 
     batch = torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     m, k, n = a2.shape[-2], a2.shape[-1], b2.shape[-1]
     with torch.no_grad():
-        out = _fast(a2.detach(), b2.detach(), batch, m, k, n, fmt, chunk)
+        if isinstance(fmt, TensorCoreAccumulator):
+            from .tensor_core import tensor_core_matmul3
+
+            nb = math.prod(batch)
+            out = tensor_core_matmul3(a2.detach().expand(*batch, m, k).reshape(nb, m, k),
+                                      b2.detach().expand(*batch, k, n).reshape(nb, k, n), fmt)
+        else:
+            out = _fast(a2.detach(), b2.detach(), batch, m, k, n, fmt, chunk)
         if out is None:
             out = _reference(a2, b2, batch, m, k, n, fmt, chunk)
         out = out.reshape(*batch, m, n).to(out_dtype)

@@ -1,0 +1,79 @@
+"""Random Hadamard transform (RHT) in blocks along one axis (TE NVFP4 recipe; Quartet, Castro et al. 2025).
+
+H = (1/√n)·diag(s)·H_n with H_n the Sylvester Hadamard matrix (H_1 = [1], H_2k = [[H_k, H_k], [H_k, -H_k]]) and
+s a ±1 sign vector; a block v (a row vector of n consecutive elements along ``axis``) becomes v·H. H is orthogonal
+(H·Hᵀ = (1/n)·diag(s)·H_n·H_nᵀ·diag(s) = I), so rotating both operands of a GEMM along its reduction axis leaves
+the product unchanged in exact arithmetic: (A·H)(B·H)ᵀ = A·Bᵀ; it spreads outliers over the block before
+quantization (amax is taken after the rotation). For n = 16 (TE's default) the entries are exactly ±1/4; for n a
+power of 4 they are exact powers of two, otherwise 1/√n is rounded to float32 and H·Hᵀ = I holds only to rounding.
+
+Signs: ``seed=None`` uses TE's fixed 16-entry wgrad sign vector (``get_wgrad_sign_vector`` in TE's NVFP4
+reference); an int ``seed`` draws the n signs from ``torch.Generator().manual_seed(seed)`` (reproducible);
+``signs`` gives them explicitly. The transform runs in float32 (torch.matmul of each block with H), as the
+references do. The axis length must be a multiple of n (TE refuses other lengths too).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+TE_WGRAD_SIGNS = (1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1)
+
+
+def sylvester(n: int) -> torch.Tensor:
+    """The n×n Sylvester Hadamard matrix (entries ±1, float32); n a power of two."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1 or n & (n - 1):
+        raise ValueError(f"Hadamard size must be a power of two, got {n!r}")
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomHadamard:
+    """The RHT of the module docstring: ``block`` n (a power of two), signs from ``seed`` or ``signs``."""
+
+    block: int = 16
+    seed: int | None = None
+    signs: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        sylvester(self.block)  # validates block
+        if self.signs is not None:
+            sg = tuple(int(v) for v in self.signs)
+            if len(sg) != self.block or any(v not in (1, -1) for v in sg):
+                raise ValueError(f"RandomHadamard signs must be {self.block} values of ±1, got {self.signs!r}")
+            object.__setattr__(self, "signs", sg)
+        elif self.seed is None and self.block != len(TE_WGRAD_SIGNS):
+            raise ValueError(f"RandomHadamard block {self.block}: TE's fixed signs have 16 entries; "
+                             f"pass a seed or signs")
+
+    def sign_vector(self) -> torch.Tensor:
+        if self.signs is not None:
+            return torch.tensor(self.signs, dtype=torch.float32)
+        if self.seed is None:
+            return torch.tensor(TE_WGRAD_SIGNS, dtype=torch.float32)
+        g = torch.Generator().manual_seed(int(self.seed))
+        return torch.randint(0, 2, (self.block,), generator=g).float() * 2 - 1
+
+    def matrix(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """H = (1/√n)·diag(s)·H_n."""
+        n = self.block
+        return (self.sign_vector().unsqueeze(1) * sylvester(n) * (1.0 / math.sqrt(n))).to(dtype)
+
+    def apply(self, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        """x with every block of n consecutive elements along ``axis`` replaced by (block)·H (x's dtype)."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"RandomHadamard.apply expects a floating-point tensor, got {type(x).__name__}")
+        axis = axis % x.dim()
+        length = x.shape[axis]
+        if length % self.block:
+            raise ValueError(f"RandomHadamard: the axis length {length} is not a multiple of the block {self.block}")
+        xt = x.movedim(axis, -1)
+        shape = xt.shape
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        y = xt.to(work).reshape(-1, self.block) @ self.matrix(work)
+        return y.reshape(shape).movedim(-1, axis).to(x.dtype).contiguous()

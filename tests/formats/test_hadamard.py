@@ -1,0 +1,65 @@
+"""Random Hadamard transform: orthogonal exactly, product-preserving along the reduction axis, seeded signs."""
+import pytest
+import torch
+
+from lowp.formats import RandomHadamard
+from lowp.formats.hadamard import TE_WGRAD_SIGNS, sylvester
+
+
+def test_h_ht_is_identity_exactly():
+    for rht in (RandomHadamard(), RandomHadamard(seed=1), RandomHadamard(64, seed=2), RandomHadamard(4, seed=0)):
+        h = rht.matrix()
+        n = rht.block
+        assert set(h.abs().unique().tolist()) == {n ** -0.5}  # exactly ±1/√n (a power of two for n = 4^k)
+        assert torch.equal(h @ h.T, torch.eye(n)) and torch.equal(h.T @ h, torch.eye(n))
+
+
+def test_matrix_is_quarter_diag_signs_sylvester():
+    h16 = sylvester(16)
+    assert torch.equal(h16 @ h16.T, 16 * torch.eye(16))
+    assert torch.equal(h16[1, :4], torch.tensor([1.0, -1.0, 1.0, -1.0]))
+    h = RandomHadamard().matrix()
+    assert torch.equal(h, 0.25 * torch.diag(torch.tensor(TE_WGRAD_SIGNS, dtype=torch.float32)) @ h16)
+
+
+def test_signs_reproducible_from_seed():
+    a, b, c = RandomHadamard(seed=5), RandomHadamard(seed=5), RandomHadamard(seed=6)
+    assert torch.equal(a.sign_vector(), b.sign_vector())
+    assert not torch.equal(a.sign_vector(), c.sign_vector())
+    assert set(a.sign_vector().tolist()) <= {1.0, -1.0}
+    assert RandomHadamard(signs=(1,) * 16).sign_vector().tolist() == [1.0] * 16
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_rotating_both_operands_leaves_the_product(seed):
+    """dW = dYᵀ·X reduces over the token axis M: rotating dY and X along M in blocks of 16 leaves the product
+    equal in exact arithmetic; in float64 to 1e-12 relative, in FP32 to FP32 rounding (bound: a few
+    K·eps·|dY|ᵀ|X|)."""
+    g = torch.Generator().manual_seed(0)
+    m, n, k = 256, 24, 40
+    dy = torch.randn(m, n, generator=g)
+    x = torch.randn(m, k, generator=g) * torch.exp2(torch.randint(-8, 8, (m, 1), generator=g).float())
+    rht = RandomHadamard(seed=seed)
+    dyr, xr = rht.apply(dy, axis=0), rht.apply(x, axis=0)
+    assert not torch.allclose(dyr, dy)
+    exact = dy.double().T @ x.double()
+    rot64 = rht.apply(dy.double(), 0).T @ rht.apply(x.double(), 0)
+    assert float((rot64 - exact).abs().max()) <= 1e-12 * float(exact.abs().max())
+    bound = (dy.abs().double().T @ x.abs().double()) * (4 * m * torch.finfo(torch.float32).eps)
+    assert bool(((dyr.T @ xr).double() - exact).abs().le(bound).all())
+    assert bool(((dy.T @ x).double() - exact).abs().le(bound).all())
+
+
+def test_apply_axis_and_errors():
+    x = torch.randn(3, 32, 5)
+    rht = RandomHadamard()
+    y = rht.apply(x, axis=1)
+    assert torch.allclose(y[1, :16, 2], x[1, :16, 2] @ rht.matrix(), atol=1e-6, rtol=1e-6)
+    assert torch.allclose(y[1, 16:, 2], x[1, 16:, 2] @ rht.matrix(), atol=1e-6, rtol=1e-6)
+    assert torch.allclose(y.norm(), x.norm(), rtol=1e-5)
+    with pytest.raises(ValueError, match="multiple of the block"):
+        rht.apply(torch.randn(4, 20))
+    with pytest.raises(ValueError, match="power of two"):
+        RandomHadamard(12, seed=0)
+    with pytest.raises(ValueError, match="signs"):
+        RandomHadamard(32)
