@@ -29,14 +29,16 @@ def roles_text(r) -> str:
         s = getattr(r, role)
         if s is not None:
             groups.setdefault(_spec(s), []).append(_SHORT[role])
-    return " ".join(f"{','.join(v)}={k}" for k, v in groups.items()) or "all fp32"
+    text = " ".join(f"{','.join(v)}={k}" for k, v in groups.items()) or "all fp32"
+    return text + (f" rht{r.wgrad_hadamard}@wgrad" if getattr(r, "wgrad_hadamard", None) else "")
 
 
 def row(r) -> dict:
     return {
         "name": r.name,
         "roles": roles_text(r),
-        "accumulation": "fp32" if r.accumulate is None else f"{r.accumulate}" + (f"/chunk {r.chunk}" if r.chunk else ""),
+        "accumulation": ("fp32" if r.accumulate is None else f"{r.accumulate}" + (f"/chunk {r.chunk}" if r.chunk else ""))
+        + ("" if r.accumulate_backward is None else f", bwd {r.accumulate_backward}"),
         "master": _spec(r.master),
         "optim_state": _spec(r.optim_state),
         "loss_scaling": r.loss_scaling.kind,

@@ -60,6 +60,20 @@ def round_tensor(x: torch.Tensor, fmt: Format, spec: Any) -> torch.Tensor:
     return fmt.quantize(x, spec.rounding, saturate=spec.saturate, rand_bits=spec.rand_bits)
 
 
+def resolve_accumulator(name: Any) -> Any:
+    """None or "fp32": FP32 (torch's GEMM); a tensor-core model name ("tc14-p128") or instance; else a format."""
+    if name is None:
+        return None
+    from .tensor_core import TensorCoreAccumulator, get_accumulator
+
+    if isinstance(name, TensorCoreAccumulator) or (isinstance(name, str) and name.strip().lower().startswith("tc")
+                                                   and not name.strip().lower().startswith("tf")):
+        return get_accumulator(name)
+    if isinstance(name, str) and name.strip().lower() == "fp32":
+        return None
+    return get_format(name)
+
+
 def _blockish(fmt: Format) -> bool:
     """Formats whose scales run along an axis the op chooses (its GEMM's reduction axis): MX, block DFP, and any
     format dataclass with an ``axis`` field (row/block-scaled formats)."""
@@ -92,8 +106,20 @@ class OpContext:
                                  f"{spec.format!r} has none (scaled/block formats carry their own scale)")
             self.specs[role], self.formats[role] = spec, fmt
         acc = getattr(recipe, "accumulate", None)
-        self.accumulate: Format | None = None if acc is None else get_format(acc)
+        self.accumulate: Any = resolve_accumulator(acc)
+        bwd = getattr(recipe, "accumulate_backward", None)
+        self.accumulate_bwd: Any = self.accumulate if bwd is None else resolve_accumulator(bwd)
         self.chunk: int | None = getattr(recipe, "chunk", None)
+        self.plain = self.accumulate is None and self.accumulate_bwd is None  # torch's own GEMMs
+        h = getattr(recipe, "wgrad_hadamard", None)
+        self.rht = None
+        if h is not None:
+            from ..formats.hadamard import RandomHadamard
+
+            if not all(self.cast_set(r) for r in ("input_wgrad", "grad_output_wgrad")):
+                raise ValueError("wgrad_hadamard rotates the wgrad operands: the recipe must set input_wgrad and "
+                                 "grad_output_wgrad (their casts are taken after the rotation)")
+            self.rht = RandomHadamard(h, getattr(recipe, "hadamard_seed", None))
         self._delayed: dict[str, Any] = {}
         self._axis_fmt: dict[tuple[str, int], Format] = {}
 

@@ -70,11 +70,11 @@ class _AccMatmul(torch.autograd.Function):
     """a @ b with accumulation in a format, forward and both backward GEMMs (a: (..., M, K), b: (..., K, N))."""
 
     @staticmethod
-    def forward(ctx, a, b, fmt, chunk):
-        from .accumulate import matmul  # written concurrently; imported lazily
+    def forward(ctx, a, b, fmt, chunk, fmt_bwd):
+        from .accumulate import matmul
 
         ctx.save_for_backward(a, b)
-        ctx.fmt, ctx.chunk = fmt, chunk
+        ctx.fmt, ctx.chunk = fmt_bwd, chunk
         return matmul(a, b, accumulate=fmt, chunk=chunk)
 
     @staticmethod
@@ -89,7 +89,7 @@ class _AccMatmul(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             gb = matmul(a.transpose(-1, -2), g, accumulate=ctx.fmt, chunk=ctx.chunk)
             gb = gb.sum_to_size(b.shape) if gb.shape != b.shape else gb
-        return ga, gb, None, None
+        return ga, gb, None, None, None
 
 
 #: operand roles of y = a @ b: (a@fwd, b@fwd, a's gradient, b's gradient, b@dgrad(a), a@wgrad(b),
@@ -100,12 +100,13 @@ _CAST_LEFT = ("weight", "input", "grad_weight", "grad_input", "input_wgrad", "we
               "grad_output")
 
 
-def _mm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext) -> torch.Tensor:
-    if opctx.accumulate is None:
+def _mm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, backward: bool = False) -> torch.Tensor:
+    acc = opctx.accumulate_bwd if backward else opctx.accumulate
+    if acc is None:
         return torch.matmul(a, b)
     from .accumulate import matmul
 
-    return matmul(a, b, accumulate=opctx.accumulate, chunk=opctx.chunk)
+    return matmul(a, b, accumulate=acc, chunk=opctx.chunk)
 
 
 class _CastGemm(torch.autograd.Function):
@@ -143,16 +144,19 @@ class _CastGemm(torch.autograd.Function):
         g1 = cast(g_dg, g, -1, g)  # the first backward GEMM's dy: its own cast, else high precision
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = _mm(g1, cast(b_dg, b, -1, bq).transpose(-1, -2), opctx)
+            da = _mm(g1, cast(b_dg, b, -1, bq).transpose(-1, -2), opctx, backward=True)
             da = opctx.quantize(ga_role, da, -1, -1) if opctx.has(ga_role) else da
         if ctx.needs_input_grad[1]:
-            a2 = cast(a_wg, a, -2, aq)
-            g2 = cast(g_wg, g, -2, g1)
+            a_src, g_src = a, g
+            if opctx.rht is not None:  # both wgrad operands rotated along the reduction axis M: dW unchanged
+                a_src, g_src = opctx.rht.apply(a, -2), opctx.rht.apply(g, -2)
+            a2 = cast(a_wg, a_src, -2, aq)
+            g2 = cast(g_wg, g_src, -2, g1)
             if b.dim() == 2 and a.dim() > 2:
                 a2, g2 = a2.reshape(-1, a2.shape[-1]), g2.reshape(-1, g2.shape[-1])
             # the orientation of torch's own backward: linear computes dW = dyᵀ·x (then db = dWᵀ), matmul aᵀ·dy
-            db = _mm(g2.transpose(-1, -2), a2, opctx).transpose(-1, -2) if ctx.linear else \
-                _mm(a2.transpose(-1, -2), g2, opctx)
+            db = _mm(g2.transpose(-1, -2), a2, opctx, True).transpose(-1, -2) if ctx.linear else \
+                _mm(a2.transpose(-1, -2), g2, opctx, True)
             db = opctx.quantize(gb_role, db, -1, -1) if opctx.has(gb_role) else db
         return da, db, None, None, None
 
@@ -169,9 +173,9 @@ def cast_gemm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, weight_left: b
 
 
 def _gemm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext) -> torch.Tensor:
-    if opctx.accumulate is None:
+    if opctx.plain:
         return torch.matmul(a, b)
-    return _AccMatmul.apply(a, b, opctx.accumulate, opctx.chunk)
+    return _AccMatmul.apply(a, b, opctx.accumulate, opctx.chunk, opctx.accumulate_bwd)
 
 
 def emulated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -186,7 +190,7 @@ def emulated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         return role_q(y if bias is None else y + bias, opctx, "output", None, -1, -1)
     xq = role_q(x, opctx, "input", "grad_input", -1, -1)
     wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1)
-    if opctx.accumulate is None:
+    if opctx.plain:
         y = F.linear(xq, wq, bias)
     else:
         k = xq.shape[-1]
@@ -223,7 +227,7 @@ def emulated_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     xq = role_q(x, opctx, "input", "grad_input", 1, 1)
     wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
     bias = role_q(bias, opctx, "bias", "bias") if bias is not None else None
-    if opctx.accumulate is None:
+    if opctx.plain:
         y = F.conv2d(xq, wq, bias, stride, padding, dilation, groups)
     else:
         y = _conv_acc(xq, wq, bias, _pair(stride), _pair(padding), _pair(dilation), groups, opctx)
@@ -236,7 +240,7 @@ def emulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     xq = role_q(x, opctx, "input", "grad_input", 1, 1)
     wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
     bias = role_q(bias, opctx, "bias", "bias") if bias is not None else None
-    if opctx.accumulate is None:
+    if opctx.plain:
         y = F.conv1d(xq, wq, bias, stride, padding, dilation, groups)
     else:
         one = lambda v: v[0] if isinstance(v, (tuple, list)) else v  # noqa: E731
@@ -292,7 +296,7 @@ def emulated_product(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, call, *
     else:
         aq = role_q(a, opctx, "input", "grad_input", -1, ax_a)
         bq = role_q(b, opctx, "weight", "grad_weight", -1, ax_b)
-    if opctx.accumulate is None:
+    if opctx.plain:
         y = call(aq, bq, bias)
     else:
         if axes is not None:
@@ -307,11 +311,11 @@ def emulated_conv(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
                   stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
     """A functional ``F.conv1d/2d/3d`` call with roles rounded per ``opctx`` (captured calls; string padding and
     conv3d are supported without format accumulation)."""
-    if op == "conv2d" and (opctx.accumulate is None or not isinstance(padding, str)):
+    if op == "conv2d" and (opctx.plain or not isinstance(padding, str)):
         return emulated_conv2d(x, weight, bias, opctx, stride, padding, dilation, groups)
-    if op == "conv1d" and (opctx.accumulate is None or not isinstance(padding, str)):
+    if op == "conv1d" and (opctx.plain or not isinstance(padding, str)):
         return emulated_conv1d(x, weight, bias, opctx, stride, padding, dilation, groups)
-    if opctx.accumulate is not None:
+    if not opctx.plain:
         raise NotImplementedError(f"emulated op {opctx.name!r}: {op} with padding={padding!r} and format "
                                   "accumulation is not supported")
     xq = role_q(x, opctx, "input", "grad_input", 1, 1)

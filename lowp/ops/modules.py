@@ -38,7 +38,7 @@ class _EmulatedConv:
         if self.padding_mode != "zeros":
             return F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
         if isinstance(self.padding, str):
-            if self.lowp_ctx.accumulate is None:
+            if self.lowp_ctx.plain:
                 return x, self.padding
             return F.pad(x, self._reversed_padding_repeated_twice), 0
         return x, self.padding

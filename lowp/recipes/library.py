@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from . import hardware
+from . import extensions, hardware
 from .recipe import LossScaling, Recipe, TensorSpec
 
 T = TensorSpec
@@ -150,6 +150,8 @@ def _build() -> dict[str, Recipe]:
 
 
 RECIPES: dict[str, Recipe] = _build()
+for _name, _fn in hardware.MODIFIERS.items():
+    extensions.register_modifier(_name, _fn)
 
 
 def recipe_names() -> list[str]:

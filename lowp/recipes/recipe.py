@@ -1,8 +1,10 @@
 """Recipes: which format, rounding and scaling every tensor role of training uses (SPEC §5).
 
 Roles of a GEMM-like op y = f(x, w): forward ``input`` (x), ``weight`` (w), ``output`` (y); backward
-``grad_output`` (the error dy), ``grad_input`` (dx) and ``grad_weight`` (dw). Plus the GEMM accumulator
-(``accumulate`` format and ``chunk``), ``master`` weights and ``optim_state`` (momentum / Adam moments),
+``grad_output`` (the error dy), ``grad_input`` (dx) and ``grad_weight`` (dw); optionally a cast of their own for the
+operands of the dgrad and wgrad GEMMs (``weight_dgrad``, ``input_wgrad``, ``grad_output_wgrad``, with a random
+Hadamard rotation of the wgrad operands) and the ``bias``. Plus the GEMM accumulator (``accumulate``: a format
+or a tensor-core model such as ``tc14-p128``, ``chunk``, ``accumulate_backward``), ``master`` weights and ``optim_state`` (momentum / Adam moments),
 ``nongemm`` (optional rounding of norm/softmax/residual outputs), ``attention`` (the operands of products with no
 weight operand: q·kᵀ, P·v), ``loss_scaling`` and exempt layers.
 A role set to None stays in FP32. Recipes are frozen, JSON round-trippable and derived with ``replace``.
@@ -14,7 +16,7 @@ import json
 from typing import Any
 
 from ..formats import get_format
-from ..ops.context import OPERAND_CASTS, ROLES
+from ..ops.context import OPERAND_CASTS, ROLES, resolve_accumulator
 from ..rounding import check_rand_bits, check_rounding
 
 SCALINGS = ("none", "current", "delayed", "per-channel")
@@ -112,6 +114,12 @@ class Recipe:
     weight_dgrad: TensorSpec | None = None
     input_wgrad: TensorSpec | None = None
     grad_output_wgrad: TensorSpec | None = None
+    #: accumulator of the dgrad and wgrad GEMMs when it differs from ``accumulate`` (None: the same; "fp32")
+    accumulate_backward: str | None = None
+    #: random Hadamard transform of both wgrad operands along the token axis before their casts (block length,
+    #: 16 in TE's NVFP4 recipe; None: off), signs from ``hadamard_seed`` (None: TE's fixed signs)
+    wgrad_hadamard: int | None = None
+    hadamard_seed: int | None = None
     #: the bias, rounded before it is added, and its gradient (a native BF16 GEMM adds a BF16 bias); None: FP32
     bias: TensorSpec | None = None
     #: operands of activation×activation products (attention q·kᵀ, the probabilities P and v of p·v, any matmul
@@ -132,8 +140,11 @@ class Recipe:
             object.__setattr__(self, "loss_scaling", LossScaling(**self.loss_scaling))
         if isinstance(self.loss_scaling, str):
             object.__setattr__(self, "loss_scaling", LossScaling(kind=self.loss_scaling))
-        if self.accumulate is not None:
-            get_format(self.accumulate)
+        for f in ("accumulate", "accumulate_backward"):
+            resolve_accumulator(getattr(self, f))  # unknown names raise ValueError
+        h = self.wgrad_hadamard
+        if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1 or h & (h - 1)):
+            raise ValueError(f"wgrad_hadamard must be a power of two (the RHT block, 16 in TE) or None, got {h!r}")
         if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
             raise ValueError(f"chunk must be a positive int or None, got {self.chunk!r}")
         object.__setattr__(self, "exempt", tuple(self.exempt))

@@ -12,7 +12,10 @@ Backward (straight-through rounding, eq. 3 of the paper):
     ∂y_q/∂α = 1 for x ≥ α,     else 0                  (summed over the elements α is shared by)
 
 α is one scalar per layer (``per_channel=False``) or one per channel of dim 1 (N, C, ...) / the last dim of a 2-D
-(N, C) input; initial value 10 (the paper's). α is kept positive in the forward pass by using max(α, 1e-6).
+(N, C) input. Initial value: ``alpha_init="data"`` (the default) sets α on the first forward call to the
+``DATA_QUANTILE`` quantile of max(x, 0) of that batch (per channel for a per-channel α; averaged over ranks
+under torch.distributed), so that a short run starts from a clipping level that fits the activations; a number
+(the paper's 10) starts there instead. α is kept positive in the forward pass by using max(α, 1e-6).
 
 Regularisation: the paper puts an L2 penalty on α. Either add ``pact_penalty(model, coeff)`` = coeff/2 · Σ α²
 to the loss (gradient coeff·α, like SGD weight decay coeff), or give the module ``alpha_decay`` > 0: then its
@@ -30,6 +33,7 @@ from ..formats.scaled import round_to_int
 from .dorefa import check_bits
 
 ALPHA_MIN = 1e-6
+DATA_QUANTILE = 0.999  # alpha_init="data": the first batch's 99.9th percentile of max(x, 0) (our choice)
 
 
 class PACTFunction(torch.autograd.Function):
@@ -84,12 +88,13 @@ class PACT(nn.Module):
     the last for rank 2 (N, C) (the QAT transform passes 1 for convolutions and −1 for Linear layers).
     """
 
-    def __init__(self, bits: int, *, alpha_init: float = 10.0, channels: int | None = None,
+    def __init__(self, bits: int, *, alpha_init: "float | str" = "data", channels: int | None = None,
                  alpha_decay: float = 0.0, channel_dim: int | None = None) -> None:
         super().__init__()
         self.bits = check_bits("PACT bits", bits)
-        if not alpha_init > 0:
-            raise ValueError(f"PACT alpha_init must be > 0, got {alpha_init!r}")
+        from_data = alpha_init == "data"
+        if not from_data and (isinstance(alpha_init, (str, bool)) or not alpha_init > 0):
+            raise ValueError(f"PACT alpha_init must be 'data' or a number > 0, got {alpha_init!r}")
         if alpha_decay < 0:
             raise ValueError(f"PACT alpha_decay must be >= 0, got {alpha_decay!r}")
         if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
@@ -97,13 +102,34 @@ class PACT(nn.Module):
         self.per_channel = channels is not None
         self.channel_dim = channel_dim
         self.alpha_decay = float(alpha_decay)
-        self.alpha = nn.Parameter(torch.full((channels,) if channels else (), float(alpha_init)))
+        self.alpha = nn.Parameter(torch.full((channels,) if channels else (), 1.0 if from_data else float(alpha_init)))
+        self.register_buffer("alpha_set", torch.tensor(not from_data))  # saved with the model: no re-init on load
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cd = None
         if self.per_channel:
             cd = self.channel_dim if self.channel_dim is not None else (1 if x.dim() >= 3 else -1)
+        if not bool(self.alpha_set):
+            self._init_from(x, cd)
         return pact(x, self.alpha, self.bits, channel_dim=cd, decay=self.alpha_decay)
+
+    @torch.no_grad()
+    def _init_from(self, x: torch.Tensor, cd: int | None) -> None:
+        """α from this batch: the DATA_QUANTILE quantile of max(x, 0) (1 where that is 0)."""
+        v = x.detach().float().clamp(min=0)
+        if self.per_channel:
+            v = v.movedim(cd, 0).reshape(v.shape[cd], -1)
+            q = torch.quantile(v[:, :1 << 20], DATA_QUANTILE, dim=1)
+        else:
+            q = torch.quantile(v.reshape(-1)[: 1 << 24], DATA_QUANTILE)
+        q = torch.where(q > 0, q, torch.ones_like(q))
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(q, op=dist.ReduceOp.SUM)
+            q /= dist.get_world_size()
+        self.alpha.copy_(q.to(self.alpha.dtype).reshape(self.alpha.shape))
+        self.alpha_set.fill_(True)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per_channel={self.per_channel}, alpha_decay={self.alpha_decay}"

@@ -69,7 +69,7 @@ class QATConfig:
     first_last_bits: int | None = 8
     group: int = 64
     per_channel: bool = False
-    alpha_init: float = 10.0
+    alpha_init: "float | str" = "data"
     alpha_decay: float = 0.0
     widen: int = 1
     weight_scale: str | None = None
@@ -263,7 +263,7 @@ def _common(kv: dict, recipe: Recipe | None, entry: str) -> dict:
         if "scale" in kv:
             out["weight_scale"] = kv["scale"]
         if "alpha" in kv:
-            out["alpha_init"] = float(kv["alpha"])
+            out["alpha_init"] = "data" if kv["alpha"] == "data" else float(kv["alpha"])
         if "decay" in kv:
             out["alpha_decay"] = float(kv["decay"])
     except ValueError as e:
@@ -318,7 +318,8 @@ def _qat_family(m) -> Recipe:
             source="Choi et al. 2018, PACT: Parameterized Clipping Activation for Quantized Neural Networks "
                    "(weights: Zhou et al. 2016, DoReFa-Net)",
             notes=f"Activations: PACT y = clip(x, 0, alpha) on a {a}-bit grid of step alpha/(2^{a}-1), one alpha per "
-                  "layer, initial 10, straight-through rounding, dy/dalpha = 1 where x >= alpha; L2 on alpha with "
+                  "layer, initialised from the data (the first batch's 99.9th percentile of max(x, 0); the paper's "
+                  "alpha0 = 10 with the transform option alpha=10), straight-through rounding, dy/dalpha = 1 where x >= alpha; L2 on alpha with "
                   f"coefficient {PACT_ALPHA_DECAY} (our choice) applied inside PACT's backward. Weights: DoReFa "
                   f"{w}-bit " + ("sign(w)*E|w|. " if w == 1 else "2*quantize_k(tanh(w)/(2 max|tanh w|) + 1/2) - 1. ")
                   + _FL + "GEMMs, gradients and master weights FP32. Build the optimizer after emulate (alpha "
