@@ -118,6 +118,9 @@ class PACT(nn.Module):
         """α from this batch: the DATA_QUANTILE quantile of max(x, 0) (1 where that is 0)."""
         v = x.detach().float().clamp(min=0)
         if self.per_channel:
+            if x.shape[cd] != self.alpha.numel():
+                raise ValueError(f"per-channel alpha has {self.alpha.numel()} entries but the input has "
+                                 f"{x.shape[cd]} channels along dim {cd} (shape {tuple(x.shape)})")
             v = v.movedim(cd, 0).reshape(v.shape[cd], -1)
             q = torch.quantile(v[:, :1 << 20], DATA_QUANTILE, dim=1)
         else:

@@ -206,7 +206,7 @@ def apply_qat(model: nn.Module, spec: "QATConfig | Recipe | str") -> nn.Module:
         edge = name in (first, last)
         if edge and fl is None:
             continue
-        wkind = "int" if edge and cfg.weight == "ternary" else cfg.weight
+        wkind = "int" if edge else cfg.weight  # edges: plain symmetric integers (DoReFa/WRPN rescale the weights)
         wq = _weight_quantizer(wkind, fl if edge else cfg.weight_bits, cfg)
         if cfg.weight_scale == "fan-in" and wkind in ("dorefa", "wrpn"):
             wq = ScaledWeight(wq, math.sqrt(m.weight[0].numel()))
@@ -301,8 +301,9 @@ _TRANSFORMS = {"pact": _pact_t, "dorefa": _dorefa_t, "wrpn": _wrpn_t, "ternary-f
 
 # ------------------------------------------------------------------------------------------------- recipes
 
-_FL = "First and last GEMM-like layers: 8-bit weights of the same kind (the last one also 8-bit input), the " \
-      "model input unquantized (as the papers keep first/last layers in higher precision). "
+_FL = "First and last GEMM-like layers: 8-bit symmetric integer weights, per-tensor amax scale (the last one also " \
+      "8-bit input), the model input unquantized (as the papers keep first/last layers in higher precision; " \
+      "DoReFa/WRPN weights there would fix the scale of the logits: measured -7 points on digits-mlp). "
 
 
 def _bits(w: str, a: str, wmin: int = 1) -> tuple[int, int]:

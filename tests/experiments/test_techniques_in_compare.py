@@ -14,8 +14,9 @@ def test_pact_alpha_and_sparsity_reported(tmp_path):
                    quiet=True, progress=False)
     runs = {r.recipe: r for r in comp.runs}
     assert all(r.status == "ok" for r in runs.values())
-    alpha = runs["pact-w4a4"].history[-1]["pact_alpha"]
-    assert alpha and all(0 < v <= 10.5 for v in alpha.values())
+    first, alpha = (runs["pact-w4a4"].history[i]["pact_alpha"] for i in (0, -1))
+    assert alpha and all(0 < v < 100 for v in alpha.values())
+    assert first != alpha  # alpha trains: it moved between the epochs
     sp = runs["fp32+autosparse:0.6"]
     assert sp.sparsity == pytest.approx(0.6, abs=0.05)
     assert 0 < sp.inference_flops_ratio < 0.6 and 0 < sp.train_flops_ratio < 1

@@ -98,3 +98,25 @@ def test_nan_propagates_and_bad_args():
         PACT(0)
     with pytest.raises(ValueError):
         PACT(2, alpha_init=0.0)
+
+
+def test_alpha_from_data_on_first_forward():
+    """Default alpha_init="data": the first batch's 99.9th percentile of max(x, 0), per layer or per channel;
+    set once (later batches and a loaded state do not reset it); a number keeps the paper's fixed start."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 50) * 3
+    m = PACT(4)
+    assert not bool(m.alpha_set)
+    m(x)
+    assert m.alpha.item() == pytest.approx(torch.quantile(x.clamp(min=0), 0.999).item())
+    m(x * 10)
+    assert m.alpha.item() == pytest.approx(torch.quantile(x.clamp(min=0), 0.999).item())
+    pc = PACT(4, channels=50, channel_dim=-1)
+    pc(x)
+    torch.testing.assert_close(pc.alpha.detach(), torch.quantile(x.clamp(min=0).t(), 0.999, dim=1))
+    assert PACT(4, alpha_init=10.0)(x).max() <= 10.0 and PACT(4, alpha_init=10.0).alpha.item() == 10.0
+    neg = PACT(4)
+    neg(-x.abs())
+    assert neg.alpha.item() == 1.0  # no positive activations: alpha 1
+    with pytest.raises(ValueError, match="alpha_init"):
+        PACT(4, alpha_init="median")

@@ -39,7 +39,9 @@ def test_layers_and_first_last_bits():
     layers = qat_layers(m)
     assert list(layers) == ["1", "3", "6", "10"]
     assert isinstance(layers["1"].qat_act, nn.Identity)  # model input left alone
-    assert layers["1"].qat_weight.inner.bits == 8 and layers["10"].qat_weight.inner.bits == 8
+    # first/last: 8-bit symmetric integers (DoReFa would fix the logits' scale), inner layers DoReFa
+    assert isinstance(layers["1"].qat_weight, IntQuant) and isinstance(layers["10"].qat_weight, IntQuant)
+    assert layers["1"].qat_weight.fmt.bits == 8 and layers["10"].qat_weight.fmt.bits == 8
     assert layers["3"].qat_weight.inner.bits == 2 and isinstance(layers["3"].qat_weight.inner, DoReFaWeight)
     assert [p.bits for p in pact_modules(m).values()] == [3, 3, 8]
     d = apply_qat(mnist1d_cnn(), QATConfig("dorefa", 2, "unit", 2, first_last_bits=None))
@@ -69,16 +71,18 @@ def test_state_dict_loadable():
     q = apply_qat(plain, "pact-w4a4")
     sd = q.state_dict()
     assert set(sd_plain) <= set(sd)  # same keys for the weights, plus the alphas
-    assert {k for k in sd if k not in sd_plain} == {"3.qat_act.alpha", "6.qat_act.alpha", "10.qat_act.alpha"}
+    assert {k for k in sd if k not in sd_plain} == {f"{i}.qat_act.{b}" for i in (3, 6, 10)
+                                                    for b in ("alpha", "alpha_set")}
     for k, v in sd_plain.items():
         assert torch.equal(sd[k], v)
     q2 = apply_qat(mnist1d_cnn(), "pact-w4a4")
+    x = torch.randn(4, 40)
+    q(x)  # the first forward sets alpha from the data
     with torch.no_grad():
         q.get_submodule("3.qat_act").alpha.fill_(2.5)
     q2.load_state_dict(q.state_dict())  # strict
-    assert q2.get_submodule("3.qat_act").alpha.item() == 2.5
-    x = torch.randn(4, 40)
-    torch.testing.assert_close(q(x), q2(x))
+    assert q2.get_submodule("3.qat_act").alpha.item() == 2.5 and bool(q2.get_submodule("3.qat_act").alpha_set)
+    torch.testing.assert_close(q(x), q2(x))  # loaded alphas are not re-initialised
     apply_qat(mnist1d_cnn(), "pact-w4a4").load_state_dict(sd_plain, strict=False)  # a plain checkpoint loads
     back = remove_qat(q)
     assert set(back.state_dict()) == set(sd_plain) and type(back[3]) is nn.Conv1d
