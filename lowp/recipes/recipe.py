@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from ..formats import get_format
+from ..formats.base import check_bool
 from ..rounding import check_rand_bits, check_rounding
 
 SCALINGS = ("none", "current", "delayed", "per-channel")
 LOSS_SCALINGS = ("none", "static", "dynamic", "enhanced")
+MAX_MARGIN = 126  # |margin| of a scale 2^-margin: beyond it the scale leaves the float32 range
 ROLES = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight")
 
 
@@ -37,14 +40,23 @@ class TensorSpec:
     margin: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.format, str):
+            raise ValueError(f"a tensor spec's format must be a format name, got {self.format!r}")
         get_format(self.format)  # unknown names raise ValueError listing the known ones
+        if not isinstance(self.rounding, str):
+            raise ValueError(f"rounding must be a rounding mode name, got {self.rounding!r}")
         check_rounding(self.rounding)
+        _check_bool("saturate", self.saturate)
         if self.rand_bits is not None:
             check_rand_bits(self.rand_bits)
-        if self.scaling not in SCALINGS:
+        if not isinstance(self.scaling, str) or self.scaling not in SCALINGS:
             raise ValueError(f"unknown scaling {self.scaling!r}; valid: {', '.join(SCALINGS)}")
-        if self.history < 1:
-            raise ValueError(f"scaling history must be >= 1, got {self.history}")
+        if isinstance(self.history, bool) or not isinstance(self.history, int) or self.history < 1:
+            raise ValueError(f"scaling history must be an integer >= 1, got {self.history!r}")
+        if (isinstance(self.margin, bool) or not isinstance(self.margin, (int, float))
+                or not math.isfinite(self.margin) or abs(self.margin) > MAX_MARGIN):
+            raise ValueError(f"scaling margin must be a finite number in -{MAX_MARGIN}..{MAX_MARGIN} (powers of two), "
+                             f"got {self.margin!r}")
 
     @property
     def fmt(self):
@@ -73,8 +85,39 @@ class LossScaling:
     max_floor: float = 2.0**16
 
     def __post_init__(self) -> None:
-        if self.kind not in LOSS_SCALINGS:
+        if not isinstance(self.kind, str) or self.kind not in LOSS_SCALINGS:
             raise ValueError(f"unknown loss scaling {self.kind!r}; valid: {', '.join(LOSS_SCALINGS)}")
+        for f in ("init_scale", "growth_factor", "backoff_factor", "floor", "floor_growth", "max_floor"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"loss scaling {f} must be a positive finite number, got {v!r}")
+        for f in ("growth_interval", "floor_interval"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"loss scaling {f} must be an integer >= 1, got {v!r}")
+
+
+def _check_bool(name: str, v: Any) -> None:
+    """Booleans must be booleans: the string "false" is refused (it would be true)."""
+    try:
+        check_bool(name, v)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+
+
+def check_recipe_name(name: Any) -> str:
+    """A recipe name: a non-empty string without control characters (a newline would break tables and files)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a recipe name must be a non-empty string, got {name!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"a recipe name must not contain control characters (newline, tab, ...), got {name!r}")
+    return name
+
+
+def _str_tuple(field: str, v: Any) -> tuple[str, ...]:
+    if isinstance(v, str) or not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        raise ValueError(f"recipe {field} must be a list of strings, got {v!r}")
+    return tuple(v)
 
 
 def _spec(v: Any) -> TensorSpec | None:
@@ -115,18 +158,32 @@ class Recipe:
     notes: str = ""
 
     def __post_init__(self) -> None:
+        check_recipe_name(self.name)
         for f in _SPEC_FIELDS:
             object.__setattr__(self, f, _spec(getattr(self, f)))
         if isinstance(self.loss_scaling, dict):
+            bad = set(self.loss_scaling) - {f.name for f in dataclasses.fields(LossScaling)}
+            if bad:
+                raise ValueError(f"unknown loss scaling field(s) {sorted(bad)}")
             object.__setattr__(self, "loss_scaling", LossScaling(**self.loss_scaling))
         if isinstance(self.loss_scaling, str):
             object.__setattr__(self, "loss_scaling", LossScaling(kind=self.loss_scaling))
+        if not isinstance(self.loss_scaling, LossScaling):
+            raise ValueError(f"loss_scaling must be a kind name, a table or a LossScaling, got {self.loss_scaling!r}")
         if self.accumulate is not None:
+            if not isinstance(self.accumulate, str):
+                raise ValueError(f"accumulate must be a format name or None, got {self.accumulate!r}")
             get_format(self.accumulate)
         if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
             raise ValueError(f"chunk must be a positive int or None, got {self.chunk!r}")
-        object.__setattr__(self, "exempt", tuple(self.exempt))
-        object.__setattr__(self, "transforms", tuple(self.transforms))
+        _check_bool("exempt_first_last", self.exempt_first_last)
+        if self.activations is not None and not isinstance(self.activations, str):
+            raise ValueError(f"recipe activations must be a name (e.g. 'ktanh') or None, got {self.activations!r}")
+        object.__setattr__(self, "exempt", _str_tuple("exempt", self.exempt))
+        object.__setattr__(self, "transforms", _str_tuple("transforms", self.transforms))
+        for f in ("source", "notes"):
+            if not isinstance(getattr(self, f), str):
+                raise ValueError(f"recipe {f} must be a string, got {getattr(self, f)!r}")
 
     def replace(self, **overrides: Any) -> "Recipe":
         """A new recipe with fields replaced; a dict for a spec field updates that spec's fields."""
@@ -145,6 +202,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        if not isinstance(d, dict):
+            raise ValueError(f"a recipe is a JSON object (dict), got {type(d).__name__}")
         valid = {f.name for f in dataclasses.fields(cls)}
         bad = set(d) - valid
         if bad:
@@ -156,4 +215,15 @@ class Recipe:
 
     @classmethod
     def from_json(cls, s: str) -> "Recipe":
-        return cls.from_dict(json.loads(s))
+        """A Recipe from JSON text; malformed or too deeply nested JSON is a one-line ValueError."""
+        return cls.from_dict(loads_json(s))
+
+
+def loads_json(s: str | bytes, source: str = "recipe JSON") -> Any:
+    """``json.loads`` with one-line ValueErrors: malformed text, and nesting too deep for the parser (RecursionError)."""
+    try:
+        return json.loads(s)
+    except RecursionError:
+        raise ValueError(f"{source} is nested too deeply") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed {source}: {e}") from None
