@@ -193,7 +193,7 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
                       epochs=epochs, seed=seed, out=None if out is None else os.fspath(out), jobs=jobs, lr=lr,
                       batch_size=batch_size, numerics_every=numerics_every, nproc=nproc, grad_hook=grad_hook)
     the_task = get_task(cfg.task)
-    resolved = [(e.name, e.resolve()) for e in cfg.recipes]
+    resolved = [(e.name, _resolve(e)) for e in cfg.recipes]
     settings = RunSettings(cfg.task, cfg.seed, cfg.epochs or the_task.epochs, float(cfg.lr or the_task.lr),
                            cfg.batch_size or the_task.batch_size)
     _check_runs(the_task, resolved, settings, cfg)
@@ -208,6 +208,15 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
     _prepare_out(outdir)
     with io.locked_dir(outdir, "lowp compare"):
         return _compare_locked(cfg, the_task, resolved, settings, task_blobs, orig_config, quiet, progress, report)
+
+
+def _resolve(entry: RecipeEntry):
+    """The entry's Recipe; a bad base, override or value is a one-line ValueError naming the recipe."""
+    try:
+        return entry.resolve()
+    except (ValueError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(msg if entry.name in msg else f"recipe {entry.name!r}: {msg}") from None
 
 
 def _check_runs(the_task, resolved, settings: RunSettings, cfg: CompareConfig) -> None:
