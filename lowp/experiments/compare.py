@@ -93,11 +93,11 @@ def _with_deltas(runs: Sequence[RunResult]) -> tuple[RunResult, ...]:
 
 
 def _prepare_out(out: str) -> None:
-    """Create ``out`` (and runs/) and prove it writable, with a one-line error otherwise."""
+    """Create ``out`` and prove it writable, with a one-line error otherwise (runs/ is made under the lock)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"output path {out!r} exists and is not a directory")
     try:
-        os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+        os.makedirs(out, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".probe-", dir=out)
         os.close(fd)
         os.unlink(probe)
@@ -256,6 +256,7 @@ def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSetting
                     orig_config: str | None, quiet: bool, progress: bool | None, report: bool) -> Comparison:
     """The writing part of :func:`compare`, run while this process holds the lock on ``cfg.out``."""
     outdir = cfg.out
+    os.makedirs(os.path.join(outdir, "runs"), exist_ok=True)
     # ---- write the effective config; stale results/report are removed until this run writes new ones
     io.atomic_write_text(os.path.join(outdir, "config.toml"), cfg.to_toml())
     if orig_config is not None and os.path.abspath(orig_config) != os.path.abspath(

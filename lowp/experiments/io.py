@@ -12,6 +12,12 @@ import tempfile
 from typing import Any
 
 
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (tmp file + ``os.replace``)."""
     d = os.path.dirname(os.path.abspath(path))
@@ -19,6 +25,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file gets the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -100,9 +101,26 @@ def failing_task() -> T.Task:
     return T.Task("rel-fails", lambda: FailsInTraining(64, 10), T.digits_data, epochs=1)
 
 
+GATE = threading.Event()
+
+
+class Gated(nn.Linear):
+    """Blocks every training batch (more than 2 samples) until ``GATE`` is set: a run that is surely still going."""
+
+    def forward(self, x):
+        if x.shape[0] > 2 and not GATE.wait(120):
+            raise RuntimeError("gate never opened")
+        return super().forward(x)
+
+
+def gated_task() -> T.Task:
+    return T.Task("rel-gated", lambda: Gated(64, 10), T.digits_data, epochs=1, batch_size=512)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _tasks():
     T.register_task("rel-big-linear", big_linear_task, replace=True)
     T.register_task("rel-fails", failing_task, replace=True)
+    T.register_task("rel-gated", gated_task, replace=True)
     torch.set_num_threads(1)
     yield
