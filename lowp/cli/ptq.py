@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -237,7 +238,9 @@ def load_cached(path: str, key: dict[str, Any], model: nn.Module) -> str | None:
     to be discarded: unreadable, truncated, not a lowp cache, another key, or weights that do not fit the model).
     ``torch.load(weights_only=True)``: a crafted pickle is refused, never executed."""
     try:
-        blob = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the file is refused anyway
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - any unreadable file is a corrupt cache
         return f"unreadable ({type(e).__name__})"
     if not isinstance(blob, dict) or set(blob) != {"key", "state_dict"} or not isinstance(blob["state_dict"], dict):
