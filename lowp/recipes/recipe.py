@@ -97,6 +97,13 @@ class LossScaling:
                 raise ValueError(f"loss scaling {f} must be an integer >= 1, got {v!r}")
 
 
+def _known_fields(cls, d: dict, what: str) -> None:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    bad = set(d) - set(valid)
+    if bad:
+        raise ValueError(f"unknown {what} field(s) {sorted(bad)}; valid: {', '.join(valid)}")
+
+
 def _check_bool(name: str, v: Any) -> None:
     """Booleans must be booleans: the string "false" is refused (it would be true)."""
     try:
@@ -126,6 +133,7 @@ def _spec(v: Any) -> TensorSpec | None:
     if isinstance(v, str):
         return TensorSpec(v)
     if isinstance(v, dict):
+        _known_fields(TensorSpec, v, "tensor spec")
         return TensorSpec(**v)
     raise TypeError(f"a tensor spec is a format name, a dict or a TensorSpec, got {v!r}")
 
@@ -162,9 +170,7 @@ class Recipe:
         for f in _SPEC_FIELDS:
             object.__setattr__(self, f, _spec(getattr(self, f)))
         if isinstance(self.loss_scaling, dict):
-            bad = set(self.loss_scaling) - {f.name for f in dataclasses.fields(LossScaling)}
-            if bad:
-                raise ValueError(f"unknown loss scaling field(s) {sorted(bad)}")
+            _known_fields(LossScaling, self.loss_scaling, "loss scaling")
             object.__setattr__(self, "loss_scaling", LossScaling(**self.loss_scaling))
         if isinstance(self.loss_scaling, str):
             object.__setattr__(self, "loss_scaling", LossScaling(kind=self.loss_scaling))
@@ -193,6 +199,7 @@ class Recipe:
                 raise ValueError(f"unknown recipe field {k!r}; valid: {', '.join(f.name for f in dataclasses.fields(self))}")
             cur = getattr(self, k)
             if isinstance(v, dict) and dataclasses.is_dataclass(cur):
+                _known_fields(type(cur), v, f"{k}")
                 v = dataclasses.replace(cur, **v)
             new[k] = v
         return dataclasses.replace(self, **new)
