@@ -117,20 +117,34 @@ def test_concurrent_compares_do_not_mix(tmp_path, capsys):
     assert res["epochs"] == 3 and "epochs = 3" in open(os.path.join(out, "config.toml")).read()
 
 
-def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tmp_path, capsys):
-    """SIGKILL of a compare after its first recipe, then a rerun: the finished run is reused and the results equal
-    an uninterrupted run's (the reference and the rerun run in this process, the killed one in a fresh one)."""
-    args = ["--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "3", "--batch-size", "128", "--quiet"]
-    assert main(["compare", *args, "--out", str(tmp_path / "ref")]) == 0
+RESUME_ARGS = ["--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "3", "--batch-size", "128", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    assert main(["compare", *RESUME_ARGS, "--out", str(out)]) == 0
+    return load_results(str(out))
+
+
+@pytest.mark.parametrize("sig, rc", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)])
+def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tmp_path, uninterrupted, sig, rc):
+    """SIGKILL or SIGINT of a compare after its first recipe, then a rerun: the finished run is reused and the
+    results equal an uninterrupted run's (the reference and the rerun run in this process, the interrupted one in a
+    fresh one)."""
     out = tmp_path / "killed"
-    p = popen(["compare", *args, "--out", str(out)])
+    p = popen(["compare", *RESUME_ARGS, "--out", str(out)])
     assert wait_for(lambda: (out / "runs" / "fp32.json").exists(), 90)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert main(["compare", *args, "--out", str(out)]) == 0
-    a, b = load_results(str(tmp_path / "ref")), load_results(str(out))
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    if p.returncode != 0:  # (0: it finished before the signal came)
+        assert p.returncode == rc, err
+        if sig == signal.SIGINT:
+            assert err.strip().splitlines()[-1] == "lowp: interrupted"
+    assert main(["compare", *RESUME_ARGS, "--out", str(out)]) == 0
+    b = load_results(str(out))
     assert "fp32" in b.reused
-    for ra, rb in zip(a.runs, b.runs):
+    for ra, rb in zip(uninterrupted.runs, b.runs):
         assert (ra.recipe, ra.metric, ra.history, ra.fp32_delta) == (rb.recipe, rb.metric, rb.history, rb.fp32_delta)
 
 
