@@ -19,20 +19,27 @@ import threading
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+WATCHDOG_NAME = "lowp-watchdog"  # the watchdog thread's name, also in /proc/PID/task/TID/comm on Linux
 
 
-def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
-    """Ask the Linux kernel to send ``sig`` to this process when its parent exits; False where unsupported."""
+def _prctl(option: int, arg) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+        return libc.prctl(option, arg, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
 
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask the Linux kernel to send ``sig`` to this process when its parent exits; False where unsupported."""
+    return _prctl(PR_SET_PDEATHSIG, int(sig))
+
+
 def _watch(parent: int, poll_s: float) -> None:
+    _prctl(PR_SET_NAME, ctypes.c_char_p(WATCHDOG_NAME.encode()))  # visible to ps -T and to tests
     while True:
         if os.getppid() != parent:
             os._exit(1)  # the parent is gone: no cleanup, nothing of ours is left to save
@@ -45,4 +52,4 @@ def die_with_parent(parent: int, poll_s: float = 1.0) -> None:
     set_parent_death_signal()
     if os.getppid() != parent:
         os._exit(1)
-    threading.Thread(target=_watch, args=(parent, poll_s), name="lowp-parent-watchdog", daemon=True).start()
+    threading.Thread(target=_watch, args=(parent, poll_s), name=WATCHDOG_NAME, daemon=True).start()

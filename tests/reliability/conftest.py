@@ -69,6 +69,20 @@ def alive(pid: int) -> bool:
         return False
 
 
+def watched(pid: int) -> bool:
+    """``pid`` runs lowp's parent watchdog thread (lowp.experiments.lifetime), i.e. its worker initializer ran."""
+    from lowp.experiments.lifetime import WATCHDOG_NAME
+
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() == WATCHDOG_NAME:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 def wait_for(cond, timeout: float, step: float = 0.1) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -17,7 +17,7 @@ from lowp.cli import main
 from lowp.experiments import io
 from lowp.experiments.compare import load_results
 
-from .conftest import GATE, alive, descendants, env, popen, run, wait_for
+from .conftest import GATE, alive, descendants, watched, env, popen, run, wait_for
 
 DIVERGES = ('task = "rel-big-linear"\nepochs = 1\n\n[[recipes]]\nname = "fp32"\n\n[[recipes]]\nname = "nan-out"\n'
             'base = "fp32"\noverrides = {output = {format = "e4m3"}}\n')
@@ -155,9 +155,8 @@ def test_no_orphans_after_sigkill_of_jobs_parent(tmp_path):
     p = popen(["compare", "--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "200", "--jobs", "2",
                "--out", out, "--quiet"])
     try:
-        # both workers and the resource tracker started, and the workers past their initializer (they train)
-        assert wait_for(lambda: len(descendants(p.pid)) >= 3, 60), descendants(p.pid)
-        time.sleep(3)
+        # both workers (past their initializer: they run the parent watchdog) and the resource tracker started
+        assert wait_for(lambda: sum(watched(k) for k in descendants(p.pid)) >= 2, 90), descendants(p.pid)
         kids = descendants(p.pid)
         assert len(kids) >= 3
         p.send_signal(signal.SIGKILL)
