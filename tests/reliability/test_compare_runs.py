@@ -82,13 +82,15 @@ def test_lock_refuses_second_writer_and_ignores_stale_lock(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "in use by test holder" in err and err.count("\n") == 1
         assert sorted(os.listdir(out)) == [".lowp.lock"]
-    # a lock left by a SIGKILLed holder: the kernel released it, the file remains
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lowp.experiments import io\n"
-                               "with io.locked_dir(sys.argv[1], 'doomed'):\n print('held', flush=True); "
-                               "time.sleep(600)", str(out)], env=env(), stdout=subprocess.PIPE, text=True)
+    # a lock left by a SIGKILLed holder (a plain process holding the same flock, without lowp's start-up cost): the
+    # kernel released it, the file remains
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "os.write(fd, b'doomed'); print('held', flush=True); time.sleep(600)",
+                               str(out / ".lowp.lock")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     assert main(argv) == 2
-    capsys.readouterr()
+    assert "in use by doomed" in capsys.readouterr().err
     holder.kill()
     holder.wait()
     assert "doomed" in (out / ".lowp.lock").read_text()
@@ -117,7 +119,7 @@ def test_concurrent_compares_do_not_mix(tmp_path, capsys):
     assert res["epochs"] == 3 and "epochs = 3" in open(os.path.join(out, "config.toml")).read()
 
 
-RESUME_ARGS = ["--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "3", "--batch-size", "128", "--quiet"]
+RESUME_ARGS = ["--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "2", "--batch-size", "256", "--quiet"]
 
 
 @pytest.fixture(scope="module")
