@@ -3,6 +3,7 @@ reader never sees a half-written result (an interrupted run leaves either the ol
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -62,12 +63,27 @@ class DirectoryInUse(ValueError):
     """Another live process holds the lock on an output directory."""
 
 
+def _try_lock(fcntl, fd: int, path: str) -> bool:
+    """Take the lock (True), find no locking on this file system (False), or raise DirectoryInUse."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a file system without locks
+            return False
+    try:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+    except OSError:
+        holder = "another process"
+    raise DirectoryInUse(f"output directory {path!r} is in use by {holder}; wait for it or choose another directory")
+
+
 @contextlib.contextmanager
 def locked_dir(path: str, what: str = "lowp"):
     """Hold an exclusive lock on the directory ``path`` (``path/.lowp.lock``) for the ``with`` block; a second holder
     is refused with :class:`DirectoryInUse` naming the pid in the lock file. The lock is an OS advisory lock
     (``fcntl.flock``), released by the kernel when its holder exits however it exits, so the lock file a killed run
-    leaves behind is never stale. Without ``fcntl`` (Windows) there is no lock."""
+    leaves behind is never stale. Without ``fcntl`` (Windows), or on a file system without locks, there is no lock."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover
@@ -76,17 +92,9 @@ def locked_dir(path: str, what: str = "lowp"):
     p = os.path.join(path, ".lowp.lock")
     fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            except OSError:
-                holder = "another process"
-            raise DirectoryInUse(f"output directory {path!r} is in use by {holder}; wait for it or choose another "
-                                 "directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{what} (pid {os.getpid()} on {socket.gethostname()})\n".encode(), 0)
+        if _try_lock(fcntl, fd, path):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{what} (pid {os.getpid()} on {socket.gethostname()})\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
