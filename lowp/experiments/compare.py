@@ -241,15 +241,33 @@ def _check_runs(the_task, resolved, settings: RunSettings, cfg: CompareConfig) -
         with torch.random.fork_rng(devices=[]):
             try:
                 model = the_task.build_model()
+                _check_exempt(name, recipe, model, cfg.task)
                 model, opt, _ = apply_recipe(model, recipe, lambda p: the_task.make_optimizer(p, settings.lr))
                 model.train()
                 k = min(2, n)
                 loss = the_task.loss_fn(model(data.x_train[:k]), data.y_train[:k])
                 opt.backward(loss)
+            except _Refused:
+                raise
             except Exception as e:  # noqa: BLE001 - any failure here is the recipe's: one line naming it
                 msg = str(e).splitlines()[0] if str(e) else ""
                 raise ValueError(f"recipe {name!r} fails a dry run on {cfg.task!r}: {type(e).__name__}: {msg}"
                                  .rstrip(": ")) from None
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _check_exempt(name: str, recipe, model, task: str) -> None:
+    """Every ``exempt`` pattern matches some layer of the task's model (a typo would silently exempt nothing)."""
+    import fnmatch
+
+    layers = [n for n, _ in model.named_modules() if n]
+    for pat in recipe.exempt:
+        if not any(fnmatch.fnmatchcase(n, pat) for n in layers):
+            raise _Refused(f"recipe {name!r}: exempt pattern {pat!r} matches no layer of task {task!r} "
+                           f"(layers: {', '.join(layers[:12])}{', ...' if len(layers) > 12 else ''})")
 
 
 def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSettings, task_blobs: dict[str, bytes],

@@ -24,6 +24,10 @@ INPUTS = {
     "scale.toml": 'recipes = [{name = "x", base = "fp32", overrides = {loss_scaling = {kind = "static", '
                   'init_scale = -1.0}}}]\n',
     "chunk.toml": 'recipes = [{name = "x", base = "fp32", overrides = {chunk = 0}}]\n',
+    "exempt_nope.toml": 'recipes = [{name = "x", base = "fp32", overrides = {exempt = ["nope*"]}}]\n',
+    "rand_bits.toml": 'recipes = [{name = "x", base = "fp32", overrides = {input = {format = "e4m3", '
+                      'rounding = "stochastic", rand_bits = 99}}}]\n',
+    "spec_str.toml": 'recipes = [{name = "x", base = "fp32", overrides = {input = "nope"}}]\n',
     "field.toml": 'recipes = [{name = "x", base = "fp32", overrides = {inptu = "bf16"}}]\n',
     "newline.toml": 'recipes = [{name = "a\\nb", base = "fp32"}]\n',
     "deep.toml": "a = " + "[" * 3000 + "]" * 3000 + "\n",
@@ -89,7 +93,8 @@ CASES = {
         ("margin.toml", "'abc'"), ("margin_nan.toml", "nan"), ("acts.toml", "5"), ("acts_name.toml", "relu6"),
         ("transforms.toml", "[5]"), ("transform_name.toml", "nope"), ("exempt.toml", "'false'"),
         ("saturate.toml", "'false'"), ("format.toml", "e9m9"), ("scale.toml", "-1.0"), ("chunk.toml", "chunk"),
-        ("field.toml", "inptu"), ("newline.toml", "a\\nb"), ("deep.toml", "nested too deeply"),
+        ("field.toml", "inptu"), ("exempt_nope.toml", "'nope*'"), ("rand_bits.toml", "99"),
+        ("spec_str.toml", "'nope'"), ("newline.toml", "a\\nb"), ("deep.toml", "nested too deeply"),
         ("malformed.toml", "malformed"), ("unknown_key.toml", "epoch"), ("lr_str.toml", "'abc'"),
         ("seed_str.toml", "'3'"), ("epochs_float.toml", "1.5")]],
     "ptq": [
