@@ -41,6 +41,7 @@ INPUTS = {
     "nan_margin.json": '{"name": "j", "input": {"format": "e4m3", "scaling": "current", "margin": NaN}}',
     "str_bool.json": json.dumps({"name": "j", "exempt_first_last": "false"}),
     "list.json": "[1, 2]",
+    "latin1.json": b'{"name": "caf\xe9"}',
     "a_file": "x",
 }
 
@@ -141,6 +142,7 @@ CASES = {
         (["recipes", "nan_margin.json"], "nan"),
         (["recipes", "str_bool.json"], "'false'"),
         (["recipes", "list.json"], "list"),
+        (["recipes", "latin1.json"], "latin1.json"),
     ],
     "formats": [
         (["formats", "--bogus"], "--bogus"),
@@ -154,7 +156,7 @@ PARAMS = [pytest.param(verb, argv, must, id=f"{verb}-{i}") for verb, cases in CA
 @pytest.fixture
 def inputs_dir(tmp_path, monkeypatch):
     for name, text in INPUTS.items():
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
