@@ -12,10 +12,12 @@ Output folder layout (``out``, default ``./lowp-compare``)::
 All files are written atomically. Every input (task, recipes, numbers, folder) is checked before anything is
 written, each recipe by a dry run (emulate, forward and backward on 2 training samples). The folder is locked
 (``.lowp.lock``, an OS lock the kernel releases when its holder dies) while a comparison writes into it: a second
-comparison into it is refused. ``jobs`` workers die with the process that started them. A rerun into the same folder reuses each ``runs/<recipe>.json`` whose settings (task, seed, epochs, lr,
-batch size and the full recipe) are identical, and trains the rest (runs that ended in an exception are retried). ``fp32_delta`` is ``metric − metric(fp32)``
-in the metric's own units (a fraction for accuracy; the table shows percentage points); it is None when the
-comparison has no ``fp32`` recipe, the fp32 run failed or diverged, or the run itself failed or diverged.
+comparison into it is refused. ``jobs`` workers die with the process that started them. A rerun into the same
+folder reuses each ``runs/<recipe>.json`` whose settings (task, seed, epochs, lr, batch size and the full recipe) are
+identical, and trains the rest (runs that ended in an exception are retried). ``fp32_delta`` is
+``metric − metric(fp32)`` in the metric's own units (a fraction for accuracy; the table shows percentage points);
+it is None when the comparison has no ``fp32`` recipe, the fp32 run failed or diverged, or the run itself failed or
+diverged.
 """
 from __future__ import annotations
 

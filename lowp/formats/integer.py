@@ -2,8 +2,9 @@
 
 IntFormat(bits): symmetric integers q in [-(2^(b-1)-1), 2^(b-1)-1] times a float32 scale s = fl32(amax / qmax)
 (s = 1 where amax = 0, at least 2^-149, the smallest float32, where amax/qmax underflows, and at most the largest
-float32 / qmax where amax exceeds the float32 range (a float64 input): larger values then saturate to ±qmax·s), with amax over the whole tensor (axis=None) or reduced over ``axis`` (per channel: for a
-weight (out, in), axis=1 gives one scale per output row). The division x / s is done in float64 (exact
+float32 / qmax where amax exceeds the float32 range (a float64 input): larger values then saturate to ±qmax·s), with
+amax over the whole tensor (axis=None) or reduced over ``axis`` (per channel: for a weight (out, in), axis=1 gives
+one scale per output row). The division x / s is done in float64 (exact
 operands, one rounding of the quotient is avoided since both are float32 values: the float64 quotient is then
 rounded to an integer), and the result q·s is rounded once to the input dtype.
 
@@ -65,7 +66,9 @@ class IntFormat(Format):
         else:
             g, inv = group_view(x, self.axis, None)
             a = inv(amax(g).expand_as(g))
-        a = (a.clamp(max=torch.finfo(torch.float32).max) if a.dtype == torch.float64 else a).float()  # float64 beyond float32
+        if a.dtype == torch.float64:  # an amax beyond the float32 range: the largest float32 scale
+            a = a.clamp(max=torch.finfo(torch.float32).max)
+        a = a.float()
         s = torch.clamp(a / self.qmax, min=2.0**-149)
         return torch.where(a > 0, s, torch.ones_like(s))  # float32 scale
 

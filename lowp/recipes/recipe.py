@@ -227,7 +227,8 @@ class Recipe:
 
 
 def loads_json(s: str | bytes, source: str = "recipe JSON") -> Any:
-    """``json.loads`` with one-line ValueErrors: malformed text, and nesting too deep for the parser (RecursionError)."""
+    """``json.loads`` with one-line ValueErrors: malformed text, and nesting too deep for the parser
+    (RecursionError)."""
     try:
         return json.loads(s)
     except RecursionError:

@@ -30,8 +30,8 @@ def test_wrong_parent_exits_at_once():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_child_dies_with_sigkilled_parent():
     parent_code = ("import os, subprocess, sys\n"
-                   "c = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid())], stdout=subprocess.PIPE, "
-                   "text=True)\nprint(c.stdout.readline().strip(), flush=True)\nimport time; time.sleep(120)\n")
+                   "c = subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid())], "
+                   "stdout=subprocess.PIPE, text=True)\nprint(c.stdout.readline().strip(), flush=True)\nimport time; time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, "-c", parent_code, CHILD], env=ENV, stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
     assert _alive(child)
