@@ -14,8 +14,17 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``lowp ptq: error: argument --asymmetric: ...``), exit status 2; subcommand
+    parsers inherit the class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message.splitlines()[0] if message else 'bad arguments'} "
+                     f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lowp", description="Reduced-precision deep learning on PyTorch.")
+    p = _Parser(prog="lowp", description="Reduced-precision deep learning on PyTorch.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"lowp.cli.{name}").register(sub)
@@ -35,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except RecursionError:
+        print("lowp: error: input nested too deeply", file=sys.stderr)
+        return 2
     except (CLIError, ValueError, TypeError, FileNotFoundError, PermissionError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"lowp: error: {msg}", file=sys.stderr)

@@ -6,8 +6,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 from . import CLIError
+
+
+MAX_LENGTH = 2**40  # accumulation lengths beyond this are not GEMMs anyone runs
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -55,7 +59,10 @@ def run_task(args) -> int:
 
     task = get_task(args.task)  # unknown name -> ValueError listing the known ones
     data = task.load_data()
-    sample = data.x_train[: args.batch if args.batch else task.batch_size]
+    batch = task.batch_size if args.batch is None else args.batch
+    if batch > len(data.x_train):
+        raise CLIError(f"--batch {batch} exceeds the training set of task {args.task!r} ({len(data.x_train)} samples)")
+    sample = data.x_train[:batch]
     rows = model_accum_bits(task.build_model(), sample, args.product_man, args.chunk, **_crit(args))
     if args.json:
         print(json.dumps({"task": args.task, "product_man": args.product_man, "chunk": args.chunk,
@@ -78,6 +85,18 @@ def run(args) -> int:
         raise CLIError(f"--product-man must be in 0..23, got {args.product_man}")
     if args.chunk is not None and args.chunk < 1:
         raise CLIError(f"--chunk must be >= 1, got {args.chunk}")
+    if args.length is not None and args.length > MAX_LENGTH:
+        raise CLIError(f"--length must be at most {MAX_LENGTH}, got {args.length}")
+    # v(n) = exp(n(1 - VRR)) >= 1: a cut-off at or below 1 (or NaN) can never be met; the lost fraction is in (0, 1)
+    if not (math.isfinite(args.cutoff) and args.cutoff > 1):
+        raise CLIError(f"--cutoff must be a finite number > 1 (a bound on v(n) >= 1), got {args.cutoff}")
+    if not (math.isfinite(args.eps) and 0 < args.eps < 1):
+        raise CLIError(f"--eps must be a number in (0, 1) (a fraction of variance lost), got {args.eps}")
+    if args.batch is not None:
+        if args.task is None:
+            raise CLIError("--batch needs --task")
+        if args.batch < 1:
+            raise CLIError(f"--batch must be >= 1, got {args.batch}")
     return run_length(args) if args.length is not None else run_task(args)
 
 

@@ -3,6 +3,7 @@ summary table. With no arguments: mnist1d-cnn under fp32, bf16, fp8-hybrid, fp8-
 fp8-ibm into ./lowp-compare."""
 from __future__ import annotations
 
+import argparse
 import os
 
 from ..experiments.config import DEFAULT_OUT, DEFAULT_RECIPES, DEFAULT_TASK
@@ -31,7 +32,30 @@ def run(args) -> int:
                    quiet=args.quiet, progress=False if args.quiet else None)
     print(format_table(comp))
     print(f"\nreport: {os.path.join(comp.out, 'report.html')}  results: {os.path.join(comp.out, 'results.json')}")
+    bad = [r for r in comp.runs if r.status != "ok"]
+    if bad and not args.allow_failures:
+        import sys
+
+        print(f"lowp compare: {len(bad)} of {len(comp.runs)} recipes did not finish cleanly ("
+              + ", ".join(f"{r.recipe}: {r.status}" for r in bad) + "); exit status 1 (--allow-failures: 0)",
+              file=sys.stderr)
+        return EXIT_FAILED_RUNS
     return 0
+
+
+class _EpilogAsIs(argparse.HelpFormatter):
+    """Wraps the description as usual, prints the exit-status table as written."""
+
+    def _fill_text(self, text, width, indent):
+        return text if text.startswith("exit status:") else super()._fill_text(text, width, indent)
+
+
+EXIT_FAILED_RUNS = 1
+EXIT_CODES = """exit status:
+  0    every recipe trained without error or divergence (or --allow-failures was given)
+  1    at least one recipe ended in an error or diverged (results are still written)
+  2    bad input (a value, a recipe, the config, an unwritable or locked --out): one line, nothing written
+  130  interrupted (Ctrl-C); a rerun into the same --out resumes"""
 
 
 def register(sub) -> None:
@@ -41,7 +65,8 @@ def register(sub) -> None:
                     "DIR/results.json, DIR/report.html and its PNG plots; print the summary table. Without "
                     f"arguments: task {DEFAULT_TASK}, recipes {','.join(DEFAULT_RECIPES)}, out ./{DEFAULT_OUT}. "
                     "A rerun into the same DIR reuses finished recipes with identical settings. Command-line "
-                    "options override --config.")
+                    "options override --config.",
+        epilog=EXIT_CODES, formatter_class=_EpilogAsIs)
     p.add_argument("--task", help=f"task name (default {DEFAULT_TASK}; see --list-tasks)")
     p.add_argument("--recipes", help="comma-separated recipe names (see `lowp recipes`)")
     p.add_argument("--epochs", type=int, help="epochs per recipe (default: the task's)")
@@ -59,5 +84,7 @@ def register(sub) -> None:
     p.add_argument("--grad-hook", help="gradient communication hook with --nproc: none (default), "
                                        "adacomp[:CONV_BIN[:FC_BIN]], allreduce:FORMAT[:nearest|:stochastic][:ef]")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines; only the table")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when a recipe failed or diverged (default: exit 1)")
     p.add_argument("--list-tasks", action="store_true", help="list the registered tasks and exit")
     p.set_defaults(func=run)

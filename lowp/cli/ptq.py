@@ -9,12 +9,18 @@ to the FP32 model's, independently of the labels (``fidelity``): ``fp32_agreemen
 equal to FP32's) and ``output_rel_error`` (||out − out_fp32||² / ||out_fp32||²)."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import hashlib
+import io as _io
 import itertools
 import json
 import math
 import os
+import sys
+import tempfile
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -153,21 +159,38 @@ def _label(method: str, o: dict[str, Any]) -> str:
     return f"r={o['terms']} N={o['group']} a{o['act_bits']}" + (f" budget={o['budget_bytes']}" if o["budget_bytes"] else "")
 
 
+def _finite(v: Any) -> Any:
+    """NaN/Inf floats become None, recursively (strict JSON)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def _pct(v: float | None, fmt: str = ".2f") -> str:
+    return "-" if v is None or not math.isfinite(v) else format(100 * v, fmt)
+
+
 def write_outputs(out: str, res: dict[str, Any]) -> None:
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(res, f, indent=2)
+    """results.json, results.md and ptq.png, each written atomically (temporary file, then rename)."""
+    from ..experiments import io
+
+    io.atomic_write_json(os.path.join(out, "results.json"), _finite(res))
     name = res.get("metric_name", "metric")
     rows = [f"| configuration | {name} % | Δ vs FP32 (pts) | weight bits | size (bytes) | mults replaced "
             "| agrees with FP32 % |",
             "|---|---|---|---|---|---|---|",
-            f"| fp32 | {100 * res['fp32_metric']:.2f} | +0.00 | 32 | {res['fp32_bytes']} | 0% | 100.00 |"]
+            f"| fp32 | {_pct(res['fp32_metric'])} | +0.00 | 32 | {res['fp32_bytes']} | 0% | 100.00 |"]
     for c in res["configs"]:
-        rows.append(f"| {c['label']} | {100 * c['metric']:.2f} | {100 * (c['metric'] - c['fp32_metric']):+.2f} | "
-                    f"{c['weight_bits']:.2f} | {c['size_bytes']} | {100 * c['mult_fraction_replaced']:.1f}% | "
-                    f"{100 * c['fp32_agreement']:.2f} |")
+        rows.append(f"| {c['label']} | {_pct(c['metric'])} | {_pct(c['metric'] - c['fp32_metric'], '+.2f')} | "
+                    f"{c['weight_bits']:.2f} | {c['size_bytes']} | {_pct(c['mult_fraction_replaced'], '.1f')}% | "
+                    f"{_pct(c['fp32_agreement'])} |")
     table = "\n".join(rows)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(f"# lowp ptq: {res['task']}, method {res['method']}\n\n{table}\n")
+    io.atomic_write_text(os.path.join(out, "results.md"), f"# lowp ptq: {res['task']}, method {res['method']}\n\n"
+                                                          f"{table}\n")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -183,38 +206,134 @@ def write_outputs(out: str, res: dict[str, Any]) -> None:
         ax.legend()
     fig.suptitle(f"{res['task']}: {res['method']}")
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "ptq.png"), dpi=100)
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    io.atomic_write_bytes(os.path.join(out, "ptq.png"), buf.getvalue())
     print(table)
 
 
-def run(args) -> int:
-    from ..techniques.ptq import model_stats
+# ----------------------------------------------------------------------------------------------------------------
+# the FP32 model cache: keyed by everything that determines it, written atomically, verified on load
+
+def cache_key(task: PTQTask, epochs: int, seed: int) -> dict[str, Any]:
+    """What determines the cached FP32 model: task, seed, epochs, SGD hyper-parameters and the lowp/torch versions."""
+    from .. import __version__
+
+    return {"task": task.name, "seed": seed, "epochs": epochs, "lr": task.lr, "batch_size": task.batch_size,
+            "momentum": task.momentum, "weight_decay": task.weight_decay, "lowp_version": __version__,
+            "torch_version": torch.__version__.split("+")[0]}
+
+
+def cache_path(out: str, key: dict[str, Any]) -> str:
+    """``DIR/fp32_<task>-<first 12 hex digits of the key's SHA-256>.pt``: one file per distinct key."""
+    from ..experiments.io import safe_filename
+
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(out, f"fp32_{safe_filename(key['task'])}-{h}.pt")
+
+
+def load_cached(path: str, key: dict[str, Any], model: nn.Module) -> str | None:
+    """Load the cached state into ``model``; returns None on success, else why the file was not usable (it is then
+    to be discarded: unreadable, truncated, not a lowp cache, another key, or weights that do not fit the model).
+    ``torch.load(weights_only=True)``: a crafted pickle is refused, never executed."""
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the file is refused anyway
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a corrupt cache
+        return f"unreadable ({type(e).__name__})"
+    if not isinstance(blob, dict) or set(blob) != {"key", "state_dict"} or not isinstance(blob["state_dict"], dict):
+        return "not a lowp ptq cache"
+    if blob["key"] != key:
+        return "made with other settings"
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except Exception as e:  # noqa: BLE001
+        return f"weights do not fit the model ({type(e).__name__})"
+    if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
+        return "non-finite weights"
+    return None
+
+
+def save_cached(path: str, key: dict[str, Any], model: nn.Module) -> bool:
+    """Write the cache atomically; a failure (a full disk) is a warning: the run goes on without a cache."""
+    from ..experiments import io
+
+    buf = _io.BytesIO()
+    torch.save({"key": key, "state_dict": model.state_dict()}, buf)
+    try:
+        io.atomic_write_bytes(path, buf.getvalue())
+        return True
+    except OSError as e:
+        print(f"lowp ptq: warning: cannot write the FP32 model cache {path}: {e.strerror or e}", file=sys.stderr)
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+MAX_SEED = 2**63 - 2  # torch seeds are 64-bit; the calibration subset uses seed + 1
+
+
+def validate(args) -> tuple[PTQTask, list]:
+    """The validation pass of ``lowp ptq``, before anything is written or trained: numbers in range, the task, every
+    configuration of the grid, the output folder. Returns (task, configurations)."""
+    if isinstance(args.seed, bool) or not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer in 0..{MAX_SEED}, got {args.seed}")
     if args.calib_samples < 1:
         raise ValueError(f"--calib-samples must be positive, got {args.calib_samples}")
-    torch.manual_seed(args.seed)
+    if args.edge_bits != 0 and not 2 <= args.edge_bits <= 16:
+        raise ValueError(f"--edge-bits must be 0 (ternary too) or in 2..16, got {args.edge_bits}")
+    confs = configurations(args)  # each config validates its options (bits, groups, ...)
     task = get_ptq_task(args.task)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"fp32_{task.name}.pt")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"output path {args.out!r} exists and is not a directory")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=args.out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"cannot write to output directory {args.out!r}: {e.strerror or e}") from None
+    return task, confs
+
+
+def run(args) -> int:
+    from ..experiments.io import locked_dir
+    from ..techniques.ptq import model_stats
+
+    task, confs = validate(args)
+    with locked_dir(args.out, "lowp ptq"):
+        return _run(args, task, confs, model_stats)
+
+
+def _run(args, task: PTQTask, confs: list, model_stats) -> int:
+    torch.manual_seed(args.seed)
+    epochs = task.epochs if args.epochs is None else args.epochs
+    key = cache_key(task, epochs, args.seed)
+    path = cache_path(args.out, key)
     model = task.make_model()
-    if os.path.exists(path) and not args.retrain:
-        model.load_state_dict(torch.load(path, weights_only=True))
+    why = "--retrain" if args.retrain else ("absent" if not os.path.exists(path) else load_cached(path, key, model))
+    if why is None:
         model.eval()
         print(f"loaded FP32 model from {path}")
     else:
+        if why not in ("absent", "--retrain"):
+            print(f"lowp ptq: warning: discarding the FP32 model cache {path}: {why}; retraining", file=sys.stderr)
         t0 = time.time()
-        model = train_fp32(task, args.epochs, args.seed)
-        torch.save(model.state_dict(), path)
+        model = train_fp32(task, epochs, args.seed)
+        save_cached(path, key, model)
         print(f"trained FP32 {task.name} in {time.time() - t0:.1f}s -> {path}")
     fp32 = accuracy(model, task)
     ref = eval_outputs(model, task)
     g = torch.Generator().manual_seed(args.seed + 1)
     cal_idx = torch.randperm(len(task.y_train), generator=g)[: args.calib_samples]
     calib = list(task.x_train[cal_idx].split(128))
-    res = {"task": task.name, "method": args.method, "seed": args.seed, "metric_name": task.metric_name,
+    res = {"task": task.name, "method": args.method, "seed": args.seed, "epochs": epochs, "lr": task.lr,
+           "batch_size": task.batch_size, "metric_name": task.metric_name,
            "fp32_metric": fp32, "fp32_bytes": 4 * sum(p.numel() for p in model.parameters()),
            "calib_samples": len(cal_idx), "configs": []}
-    for opts, fn in configurations(args):
+    for opts, fn in confs:
         t0 = time.time()
         q = fn(model, calib)
         acc = accuracy(q, task)
@@ -231,10 +350,19 @@ def run(args) -> int:
 
 
 def _pos_ints(s: str) -> int:
-    v = int(s)
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
     if v < 1:
-        raise ValueError(f"expected a positive integer, got {s}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s}")
     return v
+
+
+def _zero_one(s: str) -> bool:
+    if s not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"expected 0 (symmetric) or 1 (asymmetric), got {s!r}")
+    return s == "1"
 
 
 def register(sub) -> None:
@@ -245,7 +373,8 @@ def register(sub) -> None:
                                    "lowp compare), results.md and ptq.png (percent).")
     p.add_argument("--task", default="digits-mlp", help="task name from lowp.experiments.tasks (default digits-mlp)")
     p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--out", required=True, help="output directory (the FP32 model is cached there)")
+    p.add_argument("--out", required=True, help="output directory (the FP32 model is cached there, keyed by task, "
+                                                "seed, epochs, lr, batch size and lowp version)")
     p.add_argument("--epochs", type=_pos_ints, default=None, help="FP32 training epochs (default: the task's)")
     p.add_argument("--retrain", action="store_true", help="train even if DIR holds a model")
     p.add_argument("--seed", type=int, default=0)
@@ -254,7 +383,7 @@ def register(sub) -> None:
     p.add_argument("--act-bits", nargs="+", type=_pos_ints, default=[8])
     p.add_argument("--weight-bits", type=_pos_ints, default=8, help="int8 method: weight bits")
     p.add_argument("--granularity", nargs="+", default=["channel"], choices=["channel", "tensor"])
-    p.add_argument("--asymmetric", nargs="+", type=lambda s: {"0": False, "1": True}[s], default=[False],
+    p.add_argument("--asymmetric", nargs="+", type=_zero_one, default=[False],
                    metavar="{0,1}", help="int8: asymmetric grids (1) or symmetric (0); several allowed")
     p.add_argument("--skip-first", action="store_true", help="int8: keep the first layer FP32")
     p.add_argument("--skip-last", action="store_true", help="int8: keep the last layer FP32")

@@ -10,10 +10,14 @@ Output folder layout (``out``, default ``./lowp-compare``)::
     report.html, *.png   the report (see report.py)
 
 All files are written atomically. Every input (task, recipes, numbers, folder) is checked before anything is
-written. A rerun into the same folder reuses each ``runs/<recipe>.json`` whose settings (task, seed, epochs, lr,
-batch size and the full recipe) are identical, and trains the rest (runs that ended in an exception are retried). ``fp32_delta`` is ``metric − metric(fp32)``
-in the metric's own units (a fraction for accuracy; the table shows percentage points); it is None when the
-comparison has no ``fp32`` recipe or the fp32 run failed.
+written, each recipe by a dry run (emulate, forward and backward on 2 training samples). The folder is locked
+(``.lowp.lock``, an OS lock the kernel releases when its holder dies) while a comparison writes into it: a second
+comparison into it is refused. ``jobs`` workers die with the process that started them. A rerun into the same
+folder reuses each ``runs/<recipe>.json`` whose settings (task, seed, epochs, lr, batch size and the full recipe) are
+identical, and trains the rest (runs that ended in an exception are retried). ``fp32_delta`` is
+``metric − metric(fp32)`` in the metric's own units (a fraction for accuracy; the table shows percentage points);
+it is None when the comparison has no ``fp32`` recipe, the fp32 run failed or diverged, or the run itself failed or
+diverged.
 """
 from __future__ import annotations
 
@@ -79,20 +83,23 @@ def load_results(path: str) -> Comparison:
 
 
 def _with_deltas(runs: Sequence[RunResult]) -> tuple[RunResult, ...]:
-    ref = next((r for r in runs if r.recipe == REFERENCE and r.metric is not None), None)
+    """fp32_delta for each run; None when there is no finished, non-diverged fp32 run, or the run itself diverged
+    or failed (a diverged run's metric comes from a model with non-finite weights: no comparison to draw)."""
+    ref = next((r for r in runs if r.recipe == REFERENCE and r.metric is not None and not r.diverged), None)
     out = []
     for r in runs:
-        delta = None if ref is None or r.metric is None else round(r.metric - ref.metric, 10)
+        delta = (None if ref is None or r.metric is None or r.diverged
+                 else round(r.metric - ref.metric, 10))
         out.append(dataclasses.replace(r, fp32_delta=delta))
     return tuple(out)
 
 
 def _prepare_out(out: str) -> None:
-    """Create ``out`` (and runs/) and prove it writable, with a one-line error otherwise."""
+    """Create ``out`` and prove it writable, with a one-line error otherwise (runs/ is made under the lock)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"output path {out!r} exists and is not a directory")
     try:
-        os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+        os.makedirs(out, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".probe-", dir=out)
         os.close(fd)
         os.unlink(probe)
@@ -128,8 +135,13 @@ def _save_run(out: str, res: RunResult, key: dict) -> None:
     io.atomic_write_json(_run_path(out, res.recipe), {"key": key, "result": res.to_dict()})
 
 
-def _worker_init(threads: int, tasks: dict[str, bytes]) -> None:
+def _worker_init(threads: int, tasks: dict[str, bytes], parent: int | None = None) -> None:
     import torch
+
+    if parent is not None:
+        from .lifetime import die_with_parent
+
+        die_with_parent(parent)
 
     torch.set_num_threads(threads)
     for name, blob in tasks.items():
@@ -183,9 +195,10 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
                       epochs=epochs, seed=seed, out=None if out is None else os.fspath(out), jobs=jobs, lr=lr,
                       batch_size=batch_size, numerics_every=numerics_every, nproc=nproc, grad_hook=grad_hook)
     the_task = get_task(cfg.task)
-    resolved = [(e.name, e.resolve()) for e in cfg.recipes]
+    resolved = [(e.name, _resolve(e)) for e in cfg.recipes]
     settings = RunSettings(cfg.task, cfg.seed, cfg.epochs or the_task.epochs, float(cfg.lr or the_task.lr),
                            cfg.batch_size or the_task.batch_size)
+    _check_runs(the_task, resolved, settings, cfg)
     task_blobs: dict[str, bytes] = {}
     if cfg.jobs > 1:
         try:
@@ -195,7 +208,75 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
                              "register a module-level factory or use jobs=1") from None
     outdir = cfg.out
     _prepare_out(outdir)
+    with io.locked_dir(outdir, "lowp compare"):
+        return _compare_locked(cfg, the_task, resolved, settings, task_blobs, orig_config, quiet, progress, report)
 
+
+def _resolve(entry: RecipeEntry):
+    """The entry's Recipe; a bad base, override or value is a one-line ValueError naming the recipe."""
+    try:
+        return entry.resolve()
+    except (ValueError, TypeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(msg if entry.name in msg else f"recipe {entry.name!r}: {msg}") from None
+
+
+def _check_runs(the_task, resolved, settings: RunSettings, cfg: CompareConfig) -> None:
+    """The part of the validation pass that needs the task: the batch size against the training set, and a dry run
+    of every recipe (emulate, optimiser, forward and backward on 2 training samples), so that a bad override or
+    transform is a one-line error before anything is written instead of a failed run after training."""
+    import torch
+
+    from .train import apply_recipe
+
+    data = the_task.load_data()
+    n = len(data.x_train)
+    if settings.batch_size > n:
+        raise ValueError(f"batch_size {settings.batch_size} exceeds the training set of task {cfg.task!r} "
+                         f"({n} samples)")
+    if cfg.nproc > settings.batch_size:
+        raise ValueError(f"batch_size {settings.batch_size} is smaller than nproc {cfg.nproc}: every process needs "
+                         "at least one sample of each batch")
+    for name, recipe in resolved:
+        if cfg.nproc > 1 and any(t.split(":")[0] == "autosparse" for t in recipe.transforms):
+            raise ValueError(f"recipe {name!r}: AutoSparse recipes cannot run data-parallel yet (nproc 1 only)")
+        with torch.random.fork_rng(devices=[]):
+            try:
+                model = the_task.build_model()
+                _check_exempt(name, recipe, model, cfg.task)
+                model, opt, _ = apply_recipe(model, recipe, lambda p: the_task.make_optimizer(p, settings.lr))
+                model.train()
+                k = min(2, n)
+                loss = the_task.loss_fn(model(data.x_train[:k]), data.y_train[:k])
+                opt.backward(loss)
+            except _Refused:
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure here is the recipe's: one line naming it
+                msg = str(e).splitlines()[0] if str(e) else ""
+                raise ValueError(f"recipe {name!r} fails a dry run on {cfg.task!r}: {type(e).__name__}: {msg}"
+                                 .rstrip(": ")) from None
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _check_exempt(name: str, recipe, model, task: str) -> None:
+    """Every ``exempt`` pattern matches some layer of the task's model (a typo would silently exempt nothing)."""
+    import fnmatch
+
+    layers = [n for n, _ in model.named_modules() if n]
+    for pat in recipe.exempt:
+        if not any(fnmatch.fnmatchcase(n, pat) for n in layers):
+            raise _Refused(f"recipe {name!r}: exempt pattern {pat!r} matches no layer of task {task!r} "
+                           f"(layers: {', '.join(layers[:12])}{', ...' if len(layers) > 12 else ''})")
+
+
+def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSettings, task_blobs: dict[str, bytes],
+                    orig_config: str | None, quiet: bool, progress: bool | None, report: bool) -> Comparison:
+    """The writing part of :func:`compare`, run while this process holds the lock on ``cfg.out``."""
+    outdir = cfg.out
+    os.makedirs(os.path.join(outdir, "runs"), exist_ok=True)
     # ---- write the effective config; stale results/report are removed until this run writes new ones
     io.atomic_write_text(os.path.join(outdir, "config.toml"), cfg.to_toml())
     if orig_config is not None and os.path.abspath(orig_config) != os.path.abspath(
@@ -243,7 +324,7 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
 
         threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
         with cf.ProcessPoolExecutor(max_workers=min(cfg.jobs, len(pending)), mp_context=mp.get_context("spawn"),
-                                    initializer=_worker_init, initargs=(threads, task_blobs)) as ex:
+                                    initializer=_worker_init, initargs=(threads, task_blobs, os.getpid())) as ex:
             futs = {ex.submit(_worker, cfg.task, recipe.to_dict(), settings, outdir, key, cfg.numerics_every): name
                     for name, recipe, key in pending}
             with tqdm(total=len(futs), desc="recipes", disable=not show, leave=False) as bar:
@@ -271,8 +352,6 @@ def _data_parallel_run(cfg: CompareConfig, recipe, settings: RunSettings) -> Run
     from ..distributed.launch import run_data_parallel
 
     try:
-        if any(t.split(":")[0] == "autosparse" for t in recipe.transforms):
-            raise ValueError("AutoSparse recipes cannot run data-parallel yet (--nproc 1 only)")
         d = run_data_parallel(cfg.task, recipe, settings, nproc=cfg.nproc, hook=cfg.grad_hook,
                               numerics_every=cfg.numerics_every)
     except Exception as e:  # noqa: BLE001 - reported per recipe, the comparison goes on

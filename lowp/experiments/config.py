@@ -47,6 +47,9 @@ class RecipeEntry:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"a recipe entry needs a non-empty name, got {self.name!r}")
+        from ..recipes.recipe import check_recipe_name
+
+        check_recipe_name(self.name)  # no control characters (a newline would break the table)
         if self.base is not None and not isinstance(self.base, str):
             raise ValueError(f"recipe {self.name!r}: base must be a recipe name, got {self.base!r}")
         if not isinstance(self.overrides, dict):
@@ -92,9 +95,12 @@ class RecipeEntry:
         raise ValueError(f"a recipe entry is a name or a table, got {v!r}")
 
 
-def _pos_int(name: str, v: Any, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+MAX_SEED = 2**63 - 1  # torch.manual_seed and torch.Generator take a 64-bit seed
+
+
+def _pos_int(name: str, v: Any, minimum: int = 1, maximum: int = 2**31 - 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= maximum:
+        raise ValueError(f"{name} must be an integer in {minimum}..{maximum}, got {v!r}")
     return v
 
 
@@ -127,7 +133,7 @@ class CompareConfig:
         object.__setattr__(self, "recipes", recipes)
         if self.epochs is not None:
             _pos_int("epochs", self.epochs)
-        _pos_int("seed", self.seed, 0)
+        _pos_int("seed", self.seed, 0, MAX_SEED)
         if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
                                     or not math.isfinite(self.lr) or self.lr <= 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
@@ -139,6 +145,9 @@ class CompareConfig:
         if not isinstance(self.out, str) or not self.out:
             raise ValueError(f"out must be a directory path, got {self.out!r}")
         _pos_int("nproc", self.nproc)
+        if self.batch_size is not None and self.nproc > self.batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is smaller than nproc {self.nproc}: every process needs at "
+                             "least one sample of each batch")
         from ..distributed.hooks import parse_hook
 
         parse_hook(self.grad_hook)  # unknown hook names raise ValueError listing the valid ones
@@ -208,10 +217,14 @@ def parse_config(text: str, source: str = "<config>") -> CompareConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"malformed config {source}: {e}") from None
+    except RecursionError:
+        raise ValueError(f"malformed config {source}: nested too deeply") from None
     try:
         return CompareConfig.from_dict(data)
     except (TypeError, ValueError) as e:
         raise ValueError(f"bad config {source}: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise ValueError(f"bad config {source}: a value is nested too deeply") from None
 
 
 def load_config(path: str | os.PathLike) -> CompareConfig:

@@ -23,9 +23,27 @@ def check_input(x: Any) -> torch.Tensor:
     return x
 
 
+def check_bool(name: str, v: Any) -> bool:
+    """A real boolean (``True``/``False``, numpy's included); a string such as ``"false"`` is refused, since it would be
+    true."""
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return bool(v)
+    raise TypeError(f"{name} must be True or False, got {v!r}")
+
+
+def check_generator(generator: Any) -> None:
+    """None or a ``torch.Generator``; anything else is a one-line TypeError."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} {generator!r}")
+
+
 class Format(abc.ABC):
     """A number format. ``quantize`` returns a new tensor of the input's dtype holding only values of the format
-    (times its scale, for scaled formats)."""
+    (times its scale, for scaled formats).
+
+    The same in every format family: the result carries no autograd history (rounding has no useful gradient; use
+    ``lowp.quantize_ste`` for a straight-through one), and a ``meta`` tensor gives an empty ``meta`` tensor of the
+    same shape and dtype (shape propagation, no values)."""
 
     name: str
 
@@ -42,13 +60,19 @@ class Format(abc.ABC):
         check_input(x)
         check_rounding(rounding)
         k = check_rand_bits(rand_bits)
+        saturate = check_bool("saturate", saturate)
+        check_generator(generator)
         if out is not None:
             if out.shape != x.shape or out.dtype != x.dtype:
                 raise ValueError(f"out must have shape {tuple(x.shape)} and dtype {x.dtype}, got "
                                  f"{tuple(out.shape)} and {out.dtype}")
         if x.numel() == 0:  # nothing to round (and no amax to take)
             return torch.empty_like(x, memory_format=torch.contiguous_format) if out is None else out
-        y = self._quantize(x, rounding, bool(saturate), k, generator, out)
+        if x.device.type == "meta":  # no values to round: shape and dtype only, alike for every format
+            return torch.empty_like(x, memory_format=torch.contiguous_format) if out is None else out
+        if x.requires_grad:  # alike for every format: the rounded tensor is a leaf without history
+            x = x.detach()
+        y = self._quantize(x, rounding, saturate, k, generator, out)
         if out is not None and y is not out:
             out.copy_(y)
             return out

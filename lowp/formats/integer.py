@@ -1,8 +1,10 @@
 """Integer and fixed-point formats.
 
 IntFormat(bits): symmetric integers q in [-(2^(b-1)-1), 2^(b-1)-1] times a float32 scale s = fl32(amax / qmax)
-(s = 1 where amax = 0, and at least 2^-149, the smallest float32, where amax/qmax underflows), with amax over the whole tensor (axis=None) or reduced over ``axis`` (per channel: for a
-weight (out, in), axis=1 gives one scale per output row). The division x / s is done in float64 (exact
+(s = 1 where amax = 0, at least 2^-149, the smallest float32, where amax/qmax underflows, and at most the largest
+float32 / qmax where amax exceeds the float32 range (a float64 input): larger values then saturate to ±qmax·s), with
+amax over the whole tensor (axis=None) or reduced over ``axis`` (per channel: for a weight (out, in), axis=1 gives
+one scale per output row). The division x / s is done in float64 (exact
 operands, one rounding of the quotient is avoided since both are float32 values: the float64 quotient is then
 rounded to an integer), and the result q·s is rounded once to the input dtype.
 
@@ -58,15 +60,17 @@ class IntFormat(Format):
         return 2 ** (self.bits - 1) - 1
 
     def scale_for(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 scale max(amax/qmax, 2^-149) (1 where amax is 0), broadcastable against x."""
+        """float32 scale max(min(amax, float32 max)/qmax, 2^-149) (1 where amax is 0), broadcastable against x."""
         if self.axis is None:
             a = amax(x.reshape(1, -1)).reshape(())
         else:
             g, inv = group_view(x, self.axis, None)
             a = inv(amax(g).expand_as(g))
+        if a.dtype == torch.float64:  # an amax beyond the float32 range: the largest float32 scale
+            a = a.clamp(max=torch.finfo(torch.float32).max)
         a = a.float()
         s = torch.clamp(a / self.qmax, min=2.0**-149)
-        return torch.where(a > 0, s, torch.ones_like(s))
+        return torch.where(a > 0, s, torch.ones_like(s))  # float32 scale
 
     def quantize_with_scale(self, x, scale, rounding="nearest", rand_bits=32, generator=None):
         """Quantize with a given (broadcastable) scale, e.g. one found by calibration."""

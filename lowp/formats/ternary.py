@@ -5,7 +5,9 @@ flattened (in, ...) dims; for a 1-D tensor the whole tensor) are approximated as
 method="optimal": the exact minimiser of ||w - alpha t||^2 for the group: sort |w| descending, keep the k largest
 with k maximising (sum of top-k |w|)^2 / k, alpha = their mean. method="threshold": t = sign(w)[|w| > 0.7 mean|w|],
 alpha = mean |w| over the kept entries. A group that does not fill up (the last one) is padded with zeros, which
-are never kept and do not count in the threshold's mean. NaN in a group makes that group NaN.
+are never kept and do not count in the threshold's mean. NaN in a group makes that group NaN. ±Inf is left out of
+its group's alpha and saturates to ±alpha (as integer grids saturate ±Inf to ±max; ±Inf where the group has no
+finite non-zero value), so its finite neighbours stay finite.
 """
 from __future__ import annotations
 
@@ -66,8 +68,11 @@ class TernaryFormat(Format):
         flat = x.reshape(x.shape[0], -1) if x.dim() >= 2 else x.reshape(1, -1)
         g, inv = group_view(flat, -1, self.group)
         count = group_view(torch.ones_like(flat[:1]), -1, self.group)[0].sum(dim=-1, keepdim=True)
-        alpha, t = ternarize_groups(g, self.method, count)
+        inf = torch.isinf(g)
+        alpha, t = ternarize_groups(torch.where(inf, torch.zeros_like(g), g), self.method, count)
         y = (alpha * t).to(x.dtype)
+        sat = torch.where(alpha > 0, alpha.to(x.dtype).expand_as(y), torch.full_like(y, float("inf")))
+        y = torch.where(inf, torch.copysign(sat, g), y)
         y = torch.where(torch.isnan(g).any(dim=-1, keepdim=True), torch.full_like(y, float("nan")), y)
         return inv(y).reshape(x.shape)
 

@@ -172,8 +172,15 @@ def get_recipe(name: "str | Recipe | os.PathLike") -> Recipe:
     if key in RECIPES:
         return RECIPES[key]
     if name.endswith(".json") and os.path.isfile(name):
-        with open(name, encoding="utf-8") as f:
-            return Recipe.from_json(f.read())
+        try:
+            with open(name, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read recipe file {name!r}: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            return Recipe.from_json(text)
+        except ValueError as e:
+            raise ValueError(f"recipe file {name!r}: {str(e).splitlines()[0]}") from None
     from . import extensions  # families and modifiers registered by higher layers
 
     if "+" in key:  # BASE+modifier[:arg][+modifier...]

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from ..formats import get_format
+from ..formats.base import check_bool
 from ..ops.context import OPERAND_CASTS, ROLES, resolve_accumulator
 from ..rounding import check_rand_bits, check_rounding
 
 SCALINGS = ("none", "current", "delayed", "per-channel")
 LOSS_SCALINGS = ("none", "static", "dynamic", "enhanced")
+MAX_MARGIN = 126  # |margin| of a scale 2^-margin: beyond it the scale leaves the float32 range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +43,23 @@ class TensorSpec:
     margin: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.format, str):
+            raise ValueError(f"a tensor spec's format must be a format name, got {self.format!r}")
         get_format(self.format)  # unknown names raise ValueError listing the known ones
+        if not isinstance(self.rounding, str):
+            raise ValueError(f"rounding must be a rounding mode name, got {self.rounding!r}")
         check_rounding(self.rounding)
+        _check_bool("saturate", self.saturate)
         if self.rand_bits is not None:
             check_rand_bits(self.rand_bits)
-        if self.scaling not in SCALINGS:
+        if not isinstance(self.scaling, str) or self.scaling not in SCALINGS:
             raise ValueError(f"unknown scaling {self.scaling!r}; valid: {', '.join(SCALINGS)}")
-        if self.history < 1:
-            raise ValueError(f"scaling history must be >= 1, got {self.history}")
+        if isinstance(self.history, bool) or not isinstance(self.history, int) or self.history < 1:
+            raise ValueError(f"scaling history must be an integer >= 1, got {self.history!r}")
+        if (isinstance(self.margin, bool) or not isinstance(self.margin, (int, float))
+                or not math.isfinite(self.margin) or abs(self.margin) > MAX_MARGIN):
+            raise ValueError(f"scaling margin must be a finite number in -{MAX_MARGIN}..{MAX_MARGIN} (powers of two), "
+                             f"got {self.margin!r}")
 
     @property
     def fmt(self):
@@ -76,8 +88,46 @@ class LossScaling:
     max_floor: float = 2.0**16
 
     def __post_init__(self) -> None:
-        if self.kind not in LOSS_SCALINGS:
+        if not isinstance(self.kind, str) or self.kind not in LOSS_SCALINGS:
             raise ValueError(f"unknown loss scaling {self.kind!r}; valid: {', '.join(LOSS_SCALINGS)}")
+        for f in ("init_scale", "growth_factor", "backoff_factor", "floor", "floor_growth", "max_floor"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"loss scaling {f} must be a positive finite number, got {v!r}")
+        for f in ("growth_interval", "floor_interval"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"loss scaling {f} must be an integer >= 1, got {v!r}")
+
+
+def _known_fields(cls, d: dict, what: str) -> None:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    bad = set(d) - set(valid)
+    if bad:
+        raise ValueError(f"unknown {what} field(s) {sorted(bad)}; valid: {', '.join(valid)}")
+
+
+def _check_bool(name: str, v: Any) -> None:
+    """Booleans must be booleans: the string "false" is refused (it would be true)."""
+    try:
+        check_bool(name, v)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+
+
+def check_recipe_name(name: Any) -> str:
+    """A recipe name: a non-empty string without control characters (a newline would break tables and files)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a recipe name must be a non-empty string, got {name!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"a recipe name must not contain control characters (newline, tab, ...), got {name!r}")
+    return name
+
+
+def _str_tuple(field: str, v: Any) -> tuple[str, ...]:
+    if isinstance(v, str) or not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        raise ValueError(f"recipe {field} must be a list of strings, got {v!r}")
+    return tuple(v)
 
 
 def _spec(v: Any) -> TensorSpec | None:
@@ -86,6 +136,7 @@ def _spec(v: Any) -> TensorSpec | None:
     if isinstance(v, str):
         return TensorSpec(v)
     if isinstance(v, dict):
+        _known_fields(TensorSpec, v, "tensor spec")
         return TensorSpec(**v)
     raise TypeError(f"a tensor spec is a format name, a dict or a TensorSpec, got {v!r}")
 
@@ -134,21 +185,37 @@ class Recipe:
     notes: str = ""
 
     def __post_init__(self) -> None:
+        check_recipe_name(self.name)
         for f in _SPEC_FIELDS:
             object.__setattr__(self, f, _spec(getattr(self, f)))
         if isinstance(self.loss_scaling, dict):
+            _known_fields(LossScaling, self.loss_scaling, "loss scaling")
             object.__setattr__(self, "loss_scaling", LossScaling(**self.loss_scaling))
         if isinstance(self.loss_scaling, str):
             object.__setattr__(self, "loss_scaling", LossScaling(kind=self.loss_scaling))
+        if not isinstance(self.loss_scaling, LossScaling):
+            raise ValueError(f"loss_scaling must be a kind name, a table or a LossScaling, got {self.loss_scaling!r}")
         for f in ("accumulate", "accumulate_backward"):
-            resolve_accumulator(getattr(self, f))  # unknown names raise ValueError
+            v = getattr(self, f)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"{f} must be a format or accumulator name or None, got {v!r}")
+            resolve_accumulator(v)  # unknown names raise ValueError
         h = self.wgrad_hadamard
         if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1 or h & (h - 1)):
             raise ValueError(f"wgrad_hadamard must be a power of two (the RHT block, 16 in TE) or None, got {h!r}")
+        s = self.hadamard_seed
+        if s is not None and (isinstance(s, bool) or not isinstance(s, int)):
+            raise ValueError(f"hadamard_seed must be an int or None, got {s!r}")
         if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
             raise ValueError(f"chunk must be a positive int or None, got {self.chunk!r}")
-        object.__setattr__(self, "exempt", tuple(self.exempt))
-        object.__setattr__(self, "transforms", tuple(self.transforms))
+        _check_bool("exempt_first_last", self.exempt_first_last)
+        if self.activations is not None and not isinstance(self.activations, str):
+            raise ValueError(f"recipe activations must be a name (e.g. 'ktanh') or None, got {self.activations!r}")
+        object.__setattr__(self, "exempt", _str_tuple("exempt", self.exempt))
+        object.__setattr__(self, "transforms", _str_tuple("transforms", self.transforms))
+        for f in ("source", "notes"):
+            if not isinstance(getattr(self, f), str):
+                raise ValueError(f"recipe {f} must be a string, got {getattr(self, f)!r}")
 
     def replace(self, **overrides: Any) -> "Recipe":
         """A new recipe with fields replaced; a dict for a spec field updates that spec's fields."""
@@ -158,6 +225,7 @@ class Recipe:
                 raise ValueError(f"unknown recipe field {k!r}; valid: {', '.join(f.name for f in dataclasses.fields(self))}")
             cur = getattr(self, k)
             if isinstance(v, dict) and dataclasses.is_dataclass(cur):
+                _known_fields(type(cur), v, f"{k}")
                 v = dataclasses.replace(cur, **v)
             new[k] = v
         return dataclasses.replace(self, **new)
@@ -167,6 +235,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        if not isinstance(d, dict):
+            raise ValueError(f"a recipe is a JSON object (dict), got {type(d).__name__}")
         valid = {f.name for f in dataclasses.fields(cls)}
         bad = set(d) - valid
         if bad:
@@ -178,4 +248,16 @@ class Recipe:
 
     @classmethod
     def from_json(cls, s: str) -> "Recipe":
-        return cls.from_dict(json.loads(s))
+        """A Recipe from JSON text; malformed or too deeply nested JSON is a one-line ValueError."""
+        return cls.from_dict(loads_json(s))
+
+
+def loads_json(s: str | bytes, source: str = "recipe JSON") -> Any:
+    """``json.loads`` with one-line ValueErrors: malformed text, and nesting too deep for the parser
+    (RecursionError)."""
+    try:
+        return json.loads(s)
+    except RecursionError:
+        raise ValueError(f"{source} is nested too deeply") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"malformed {source}: {e}") from None

@@ -37,7 +37,8 @@ def test_ptq_cli_int8_and_fgq(tmp_path, capsys):
         assert float(rows[c["label"]][3]) == pytest.approx(100 * c["fp32_delta"], abs=0.005)
         assert "|".join(rows[c["label"]]) in printed
     # second run loads the cached FP32 model
-    assert main(["ptq", "--method", "fgq", "--group", "4", "64", "--edge-bits", "0", "--out", out]) == 0
+    assert main(["ptq", "--method", "fgq", "--group", "4", "64", "--edge-bits", "0", "--epochs", "3",
+                 "--out", out]) == 0
     assert "loaded FP32 model" in capsys.readouterr().out
     res = json.load(open(os.path.join(out, "results.json")))
     fr = [c["mult_fraction_replaced"] for c in res["configs"]]
@@ -46,7 +47,7 @@ def test_ptq_cli_int8_and_fgq(tmp_path, capsys):
     assert res["configs"][0]["output_rel_error"] < res["configs"][1]["output_rel_error"]
     # more residual terms: the outputs approach the FP32 model's (error non-increasing, agreement reached)
     assert main(["ptq", "--method", "ternary-residual", "--terms", "1", "2", "3", "4", "--group", "4",
-                 "--edge-bits", "0", "--out", out]) == 0
+                 "--edge-bits", "0", "--epochs", "3", "--out", out]) == 0
     res = json.load(open(os.path.join(out, "results.json")))
     errs = [c["output_rel_error"] for c in res["configs"]]
     assert all(b <= a for a, b in zip(errs, errs[1:])) and errs[-1] < errs[0] / 100

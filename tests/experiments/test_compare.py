@@ -180,8 +180,16 @@ def test_numerics_collected_into_results(tmp_path):
 
 def test_failed_run_is_retried_not_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(T, "_REGISTRY", dict(T._REGISTRY))
+    class FailsInTraining(nn.Linear):
+        """Passes the 2-sample dry run of the validation pass, fails on a real batch."""
+
+        def forward(self, x):
+            if x.shape[0] > 2:
+                raise RuntimeError("boom")
+            return super().forward(x)
+
     def broken():
-        return T.Task("test-broken", lambda: nn.Linear(3, 10), T.digits_data, epochs=1)
+        return T.Task("test-broken", lambda: FailsInTraining(64, 10), T.digits_data, epochs=1)
     T.register_task("test-broken", broken, replace=True)
     first = lowp.compare(task="test-broken", recipes="fp32", out=str(tmp_path), quiet=True)
     assert first.run("fp32").status == "error" and first.run("fp32").metric is None
