@@ -11,21 +11,7 @@ import torch
 import lowp
 from lowp.ops.tensor_core import TensorCoreAccumulator, get_accumulator
 
-
-def flog2(a: Fraction) -> int:
-    e = a.numerator.bit_length() - a.denominator.bit_length()
-    while Fraction(2) ** e > a:
-        e -= 1
-    while Fraction(2) ** (e + 1) <= a:
-        e += 1
-    return e
-
-
-def rn32(v: Fraction) -> Fraction:
-    if v == 0:
-        return Fraction(0)
-    q = Fraction(2) ** (max(flog2(abs(v)), -126) - 23)
-    return round(v / q) * q  # Fraction.__round__: ties to even
+from hw_refs import flog2, rn32  # exact references (tests/formats on the path)
 
 
 def align(t: Fraction, q: Fraction, mode: str) -> Fraction:
