@@ -9,7 +9,7 @@ Warm-up steps run first so torch.compile time is excluded; baseline and emulated
 per-round ratio is reported
 (timings on a shared machine are noisy: indicative only). Targets: <= 1.5x without accumulation, <= 15x with.
 
-    python benchmarks/bench_emulate.py [--steps 10] [--recipes bf16,fp8-hybrid,fp8-ibm] [--threads N]
+    python benchmarks/bench_emulate.py [--steps 10] [--recipes bf16,fp8-hybrid,fp8-ibm] [--threads N] [--tasks lm]
 """
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--recipes", default="bf16,fp8-hybrid,fp8-ibm")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved baseline/emulated rounds")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--tasks", default="mlp,cnn,lm", help="which of mlp, cnn, lm to run")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,7 +96,10 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001
         print(f"lm tiny-gpt unavailable: {type(e).__name__}: {e}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; step time, ratio to plain FP32 (same run)")
+    wanted = tuple(args.tasks.split(","))
     for task, (model, x, y) in tasks.items():
+        if not task.startswith(wanted):
+            continue
         base_step = stepper(copy.deepcopy(model), x, y)
         names = args.recipes.split(",")
         if task.startswith("lm"):
