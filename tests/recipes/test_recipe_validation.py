@@ -39,7 +39,7 @@ def test_tensor_spec_accepts_real_values():
     (dict(exempt="conv1"), "exempt must be a list of strings, got 'conv1'"),
     (dict(transforms=[5]), r"transforms must be a list of strings, got \[5\]"),
     (dict(activations=5), "activations must be a name"),
-    (dict(accumulate=5), "accumulate must be a format name"),
+    (dict(accumulate=5), "accumulate must be a format or accumulator name"),
     (dict(loss_scaling=5), "loss_scaling must be"),
     (dict(loss_scaling={"kind": "static", "init_scale": float("nan")}), "init_scale .* got nan"),
     (dict(loss_scaling={"kind": "dynamic", "growth_interval": 0}), "growth_interval .* got 0"),
