@@ -12,8 +12,9 @@ Output folder layout (``out``, default ``./lowp-compare``)::
 All files are written atomically. Every input (task, recipes, numbers, folder) is checked before anything is
 written. A rerun into the same folder reuses each ``runs/<recipe>.json`` whose settings (task, seed, epochs, lr,
 batch size and the full recipe) are identical, and trains the rest (runs that ended in an exception are retried). ``fp32_delta`` is ``metric − metric(fp32)``
-in the metric's own units (a fraction for accuracy; the table shows percentage points); it is None when the
-comparison has no ``fp32`` recipe or the fp32 run failed.
+in the metric's own units (a fraction for accuracy; the table shows percentage points), whatever the metric's
+direction: for a lower-is-better metric (``higher_is_better`` false in results.json, e.g. a validation loss) a
+positive delta is a loss of quality. It is None when the comparison has no ``fp32`` recipe or the fp32 run failed.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Any, Sequence
 
 from . import io
 from .config import CompareConfig, RecipeEntry, load_config
-from .tasks import get_task, register_task, task_factory
+from .tasks import get_task, is_task_path, register_task, task_factory
 from .train import RunResult, RunSettings, train_run
 
 REFERENCE = "fp32"
@@ -49,19 +50,23 @@ class Comparison:
     runs: tuple[RunResult, ...]
     out: str | None = None
     reused: tuple[str, ...] = ()
+    higher_is_better: bool = True
+    metric_unit: str = "fraction"
 
     def to_dict(self) -> dict[str, Any]:
         from .. import __version__
 
         return {"task": self.task, "seed": self.seed, "epochs": self.epochs, "lr": self.lr,
-                "batch_size": self.batch_size, "metric_name": self.metric_name, "reference": REFERENCE,
+                "batch_size": self.batch_size, "metric_name": self.metric_name,
+                "higher_is_better": self.higher_is_better, "metric_unit": self.metric_unit, "reference": REFERENCE,
                 "lowp_version": __version__, "reused": list(self.reused),
                 "results": [r.to_dict() for r in self.runs]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], out: str | None = None) -> "Comparison":
         return cls(d["task"], d["seed"], d["epochs"], d["lr"], d["batch_size"], d["metric_name"],
-                   tuple(RunResult.from_dict(r) for r in d["results"]), out, tuple(d.get("reused", ())))
+                   tuple(RunResult.from_dict(r) for r in d["results"]), out, tuple(d.get("reused", ())),
+                   bool(d.get("higher_is_better", True)), str(d.get("metric_unit", "fraction")))
 
     def run(self, recipe: str) -> RunResult:
         for r in self.runs:
@@ -187,7 +192,7 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
     settings = RunSettings(cfg.task, cfg.seed, cfg.epochs or the_task.epochs, float(cfg.lr or the_task.lr),
                            cfg.batch_size or the_task.batch_size)
     task_blobs: dict[str, bytes] = {}
-    if cfg.jobs > 1:
+    if cfg.jobs > 1 and not is_task_path(cfg.task):  # a task path is imported again by each worker
         try:
             task_blobs[cfg.task] = pickle.dumps(task_factory(cfg.task))
         except Exception as e:  # noqa: BLE001
@@ -237,7 +242,7 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
                 res = train_run(the_task, recipe, settings, progress=show, numerics_every=cfg.numerics_every)
             _save_run(outdir, res, key)
             results[name] = res
-            _log(quiet, f"lowp compare: {name}: {_one_line(res)}")
+            _log(quiet, f"lowp compare: {name}: {_one_line(res, the_task.metric_unit)}")
     else:
         from tqdm.auto import tqdm
 
@@ -251,11 +256,11 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
                     res = RunResult.from_dict(fut.result())
                     results[futs[fut]] = res
                     bar.update(1)
-                    _log(quiet, f"lowp compare: {futs[fut]}: {_one_line(res)}")
+                    _log(quiet, f"lowp compare: {futs[fut]}: {_one_line(res, the_task.metric_unit)}")
 
     runs = _with_deltas([results[name] for name, _ in resolved])
     comp = Comparison(cfg.task, settings.seed, settings.epochs, settings.lr, settings.batch_size,
-                      the_task.metric_name, runs, outdir, reused)
+                      the_task.metric_name, runs, outdir, reused, the_task.higher_is_better, the_task.metric_unit)
     io.atomic_write_json(os.path.join(outdir, "results.json"), comp.to_dict())
     if report:
         from .report import render
@@ -285,8 +290,10 @@ def _data_parallel_run(cfg: CompareConfig, recipe, settings: RunSettings) -> Run
                       compression_ratio=d.get("compression_ratio"))
 
 
-def _one_line(r: RunResult) -> str:
+def _one_line(r: RunResult, unit: str = "fraction") -> str:
+    from .report import metric_text
+
     if r.error:
         return f"error ({r.error}) after {r.wall_s:.1f}s"
-    m = "-" if r.metric is None else f"{r.metric_name} {100 * r.metric:.2f}%"
+    m = "-" if r.metric is None else f"{r.metric_name} {metric_text(r.metric, unit)}"
     return f"{'DIVERGED, ' if r.diverged else ''}{m}, {r.skipped_steps} skipped steps, {r.wall_s:.1f}s"
