@@ -89,5 +89,5 @@ def load_data() -> StreamData:
 def make_task() -> Task:
     """The task ``lowp compare --task examples.user_task:make_task`` runs."""
     return Task("waveforms", Waveforms, load_data, metric_name="error", higher_is_better=False,
-                metric_counts=error_counts, pass_labels=True, epochs=3, lr=0.05, batch_size=64,
+                metric_counts=error_counts, pass_labels=True, epochs=3, optimizer="adam", lr=1e-2, batch_size=64,
                 description="4 noisy waveforms, 1-D CNN; test error rate (lower is better)")

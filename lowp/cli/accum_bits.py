@@ -54,8 +54,9 @@ def run_task(args) -> int:
     from ..analysis.gemm_shapes import model_accum_bits
 
     task = get_task(args.task)  # unknown name -> ValueError listing the known ones
-    data = task.load_data()
-    sample = data.x_train[: args.batch if args.batch else task.batch_size]
+    from ..experiments.data import first_inputs
+
+    sample = first_inputs(task.load_data(), args.batch if args.batch else task.batch_size)
     rows = model_accum_bits(task.build_model(), sample, args.product_man, args.chunk, **_crit(args))
     if args.json:
         print(json.dumps({"task": args.task, "product_man": args.product_man, "chunk": args.chunk,

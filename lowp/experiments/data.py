@@ -165,3 +165,14 @@ def eval_batches(data: TaskData | StreamData, batch: int) -> Iterator[tuple[Any,
         yield from DataLoader(src, batch_size=batch)
     else:
         yield from src(batch, torch.Generator().manual_seed(0))
+
+
+def first_inputs(data: TaskData | StreamData, n: int) -> Any:
+    """The inputs of the first ``n`` training samples (a map-style Dataset's first ``n`` items; a stream's first
+    batch of ``n``): an example batch for analyses of the model's GEMMs."""
+    if isinstance(data, TaskData):
+        return data.x_train[:n]
+    src = TrainSource(data)
+    if src.indexed:
+        return src.fetch(torch.arange(min(n, src.n)))[0]
+    return next(iter(src.epoch(n, torch.Generator().manual_seed(0), 1)))[0]

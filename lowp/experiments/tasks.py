@@ -95,7 +95,8 @@ OPTIMIZERS = ("sgd", "adam")
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A model + data + metric with default training hyper-parameters (SGD with momentum, cosine schedule).
+    """A model + data + metric with default training hyper-parameters (SGD with momentum, cosine schedule, after a
+    linear warm-up over ``warmup_steps`` steps when that is set).
 
     ``optimizer``: ``"sgd"`` (momentum ``momentum``) or ``"adam"`` (torch defaults: betas (0.9, 0.999), eps 1e-8;
     ``momentum`` unused); ``weight_decay`` is passed to either (L2). ``make_optimizer(params, lr)`` builds it.
@@ -138,8 +139,11 @@ class Task:
     steps_per_epoch: int | None = None
     eval_batch_size: int = 1000
     pass_labels: bool = False
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"task {self.name!r}: warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
         if not isinstance(self.higher_is_better, bool):
             raise ValueError(f"task {self.name!r}: higher_is_better must be True or False, "
                              f"got {self.higher_is_better!r}")
@@ -168,7 +172,7 @@ class Task:
                 "schedule": self.schedule, "optimizer": self.optimizer, "description": self.description,
                 "higher_is_better": self.higher_is_better, "metric_unit": self.metric_unit,
                 "steps_per_epoch": self.steps_per_epoch, "eval_batch_size": self.eval_batch_size,
-                "pass_labels": self.pass_labels}
+                "pass_labels": self.pass_labels, "warmup_steps": self.warmup_steps}
 
     @property
     def direction(self) -> str:

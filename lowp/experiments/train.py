@@ -179,6 +179,10 @@ def _numerics_collector(model: torch.nn.Module, every: int):
 # ------------------------------------------------------------------------------------------------ the loop
 
 def _lr_at(task: Task, base_lr: float, step: int, total: int) -> float:
+    """Linear warm-up over the task's first ``warmup_steps`` steps (``base_lr · (step + 1) / warmup``), then
+    constant or cosine from ``base_lr`` to 0 at ``total``."""
+    if step < task.warmup_steps:
+        return base_lr * (step + 1) / task.warmup_steps
     if task.schedule == "constant" or total <= 1:
         return base_lr
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / total))

@@ -194,3 +194,14 @@ def test_token_loss_counts_is_summed_cross_entropy():
     assert n == int(keep.sum()) == 9
     ref = -torch.log_softmax(out.double(), -1).gather(-1, y.clamp(min=0)[..., None])[..., 0][keep].sum()
     assert s == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_warmup_then_cosine():
+    from lowp.experiments.train import _lr_at
+
+    t = tensor_task(warmup_steps=4)
+    assert [_lr_at(t, 1.0, s, 100) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert _lr_at(t, 1.0, 50, 100) == pytest.approx(0.5) and _lr_at(t, 1.0, 100, 100) == pytest.approx(0.0)
+    assert _lr_at(tensor_task(), 1.0, 0, 100) == 1.0  # no warm-up by default: the schedule of every other task
+    with pytest.raises(ValueError, match="warmup_steps must be an int >= 0"):
+        tensor_task(warmup_steps=-1)

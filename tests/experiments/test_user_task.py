@@ -91,7 +91,7 @@ def test_example_user_task_end_to_end_through_the_cli(tmp_path, capsys, monkeypa
     assert res["higher_is_better"] is False
     runs = {r["recipe"]: r for r in res["results"]}
     for r in runs.values():
-        assert r["error"] is None and len(r["history"]) == 1 and 0 <= r["metric"] < 0.75  # chance is 0.75
+        assert r["error"] is None and len(r["history"]) == 1 and 0 <= r["metric"] < 0.5  # chance is 0.75; measured 0.18 after one epoch
     assert "error % ↓" in cap.out.splitlines()[0]
     assert "lower error is better" in cap.out
     # the effective config repeats the run with the same task path
