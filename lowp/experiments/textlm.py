@@ -171,12 +171,14 @@ def tiny_gpt_task() -> Task:
     tokens, about 2.4 passes over the training text). Metric: validation loss in nats/token (lower is better).
 
     Measured here (2 CPU cores shared with other agents' jobs, so times are noisy): FP32 ends at a validation loss
-    of 1.8695 nats/token (seed 0; the same bits with 1 and 2 torch threads); a training step takes 29 ms in FP32
-    at a quiet moment (about 20 s per run, evaluations included; bf16 36 ms, fp8-hybrid 53 ms, fp8-e5m2 91 ms,
-    with emulation of the ``nn.Linear``/``nn.Embedding`` modules only), and a whole FP32 run took 124-370 s while
-    the machine was loaded (load average 5-10). BF16 ends within 2% of FP32: 1.9004 (+1.65%) with 1 thread,
-    1.8525 (-0.91%) with 2 threads (its rounding sees a different accumulation order); seed 1: FP32 1.8247, BF16
-    1.8255 (+0.04%)."""
+    of 1.8695 nats/token (seed 0; the same bits with 1 and 2 torch threads) and trains in 17.6 s.
+    ``OMP_NUM_THREADS=1 lowp compare --task tiny-gpt --recipes fp32,bf16,fp8-hybrid,fp8-e5m2`` took 137 s in all
+    (fp32 17.6 s, bf16 23.5 s, fp8-hybrid 37.4 s, fp8-e5m2 54.9 s; emulation of the ``nn.Linear``/``nn.Embedding``
+    modules only); with torch's default 2 threads while the machine was loaded (load average 4-10) each recipe took
+    220-300 s. BF16 ends within 2% of FP32: 1.9004 (+1.65%) with 1 thread, 1.8525 (-0.91%) with 2 threads (its
+    rounding sees another accumulation order); seed 1: FP32 1.8247, BF16 1.8255 (+0.04%). The FP8 recipes move
+    as much between thread counts (fp8-hybrid 1.8496 and 2.0045): compare recipes over seeds before reading
+    differences of a few percent."""
     return Task("tiny-gpt", TinyGPT, description="decoder-only transformer (d 64, 2 layers, ctx 64) on "
                 "pydoc_data.topics bytes, validation loss", **_COMMON)
 
