@@ -186,7 +186,9 @@ def tiny_gpt_task() -> Task:
 def tiny_gpt_hf_task() -> Task:
     """``tiny-gpt-hf``: the data, split, metric and hyper-parameters of ``tiny-gpt`` on a Hugging Face
     ``GPT2LMHeadModel`` of the same size built from a ``GPT2Config`` (:func:`hf_gpt2`; needs ``transformers``,
-    the ``hf`` extra). Its output is a ``CausalLMOutput``: the loop takes its ``.logits``."""
+    the ``hf`` extra). Its output is a ``CausalLMOutput``: the loop takes its ``.logits``. 120,576 parameters (the
+    head is tied to the token embedding). Measured here (1 thread, shared machine): FP32 trains in 25 s and ends at
+    a validation loss of 1.9057 nats/token (seed 0)."""
     if importlib.util.find_spec("transformers") is None:
         raise ValueError("task 'tiny-gpt-hf' needs transformers; install it with: pip install 'lowp[hf]'")
     return Task("tiny-gpt-hf", hf_gpt2, description="HF GPT2LMHeadModel from a config (d 64, 2 layers, ctx 64) "
