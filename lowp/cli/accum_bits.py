@@ -58,11 +58,14 @@ def run_task(args) -> int:
     from ..analysis.gemm_shapes import model_accum_bits
 
     task = get_task(args.task)  # unknown name -> ValueError listing the known ones
+    from ..experiments.data import first_inputs
+
     data = task.load_data()
     batch = task.batch_size if args.batch is None else args.batch
-    if batch > len(data.x_train):
-        raise CLIError(f"--batch {batch} exceeds the training set of task {args.task!r} ({len(data.x_train)} samples)")
-    sample = data.x_train[:batch]
+    n = len(data.x_train) if hasattr(data, "x_train") else None
+    if n is not None and batch > n:
+        raise CLIError(f"--batch {batch} exceeds the training set of task {args.task!r} ({n} samples)")
+    sample = first_inputs(data, batch)
     rows = model_accum_bits(task.build_model(), sample, args.product_man, args.chunk, **_crit(args))
     if args.json:
         print(json.dumps({"task": args.task, "product_man": args.product_man, "chunk": args.chunk,

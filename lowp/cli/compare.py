@@ -11,7 +11,7 @@ from ..experiments.config import DEFAULT_OUT, DEFAULT_RECIPES, DEFAULT_TASK
 
 def run(args) -> int:
     from ..experiments.compare import compare
-    from ..experiments.report import format_table
+    from ..experiments.report import format_summary, format_table
 
     if args.list_tasks:
         from ..experiments.tasks import get_task, task_names
@@ -31,6 +31,7 @@ def run(args) -> int:
                    numerics_every=args.numerics_every, nproc=args.nproc, grad_hook=args.grad_hook,
                    quiet=args.quiet, progress=False if args.quiet else None)
     print(format_table(comp))
+    print("\n" + format_summary(comp))
     print(f"\nreport: {os.path.join(comp.out, 'report.html')}  results: {os.path.join(comp.out, 'results.json')}")
     bad = [r for r in comp.runs if r.status != "ok"]
     if bad and not args.allow_failures:
@@ -67,7 +68,8 @@ def register(sub) -> None:
                     "A rerun into the same DIR reuses finished recipes with identical settings. Command-line "
                     "options override --config.",
         epilog=EXIT_CODES, formatter_class=_EpilogAsIs)
-    p.add_argument("--task", help=f"task name (default {DEFAULT_TASK}; see --list-tasks)")
+    p.add_argument("--task", help=f"task name (default {DEFAULT_TASK}; see --list-tasks), or a function returning "
+                                  "a Task: package.module:function or path/to/file.py:function")
     p.add_argument("--recipes", help="comma-separated recipe names (see `lowp recipes`)")
     p.add_argument("--epochs", type=int, help="epochs per recipe (default: the task's)")
     p.add_argument("--seed", type=int, help="seed for initial weights and data order (default 0)")

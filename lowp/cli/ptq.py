@@ -54,9 +54,12 @@ class PTQTask:
 
 def get_ptq_task(name: str) -> PTQTask:
     """A task of ``lowp.experiments.tasks`` (imported lazily: a higher layer), adapted for PTQ."""
-    from ..experiments.tasks import get_task
+    from ..experiments.tasks import TaskData, get_task
     t = get_task(name)
     d = t.load_data()
+    if not isinstance(d, TaskData):
+        raise ValueError(f"task {name!r} streams its data ({type(d).__name__}); lowp ptq needs a task with "
+                         "in-memory tensors (TaskData)")
     return PTQTask(t.name, t.build_model, d.x_train, d.y_train, d.x_test, d.y_test, t.epochs, t.lr, t.batch_size,
                    t.momentum, t.weight_decay, t.metric_counts, t.loss_fn, t.metric_name)
 

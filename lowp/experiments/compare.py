@@ -15,9 +15,10 @@ written, each recipe by a dry run (emulate, forward and backward on 2 training s
 comparison into it is refused. ``jobs`` workers die with the process that started them. A rerun into the same
 folder reuses each ``runs/<recipe>.json`` whose settings (task, seed, epochs, lr, batch size and the full recipe) are
 identical, and trains the rest (runs that ended in an exception are retried). ``fp32_delta`` is
-``metric − metric(fp32)`` in the metric's own units (a fraction for accuracy; the table shows percentage points);
-it is None when the comparison has no ``fp32`` recipe, the fp32 run failed or diverged, or the run itself failed or
-diverged.
+``metric − metric(fp32)`` in the metric's own units (a fraction for accuracy; the table shows percentage points),
+whatever the metric's direction: for a lower-is-better metric (``higher_is_better`` false in results.json, e.g. a
+validation loss) a positive delta is a loss of quality. It is None when the comparison has no ``fp32`` recipe, the
+fp32 run failed or diverged, or the run itself failed or diverged.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from typing import Any, Sequence
 
 from . import io
 from .config import CompareConfig, RecipeEntry, load_config
-from .tasks import get_task, register_task, task_factory
+from .tasks import get_task, is_task_path, register_task, task_factory
 from .train import RunResult, RunSettings, train_run
 
 REFERENCE = "fp32"
@@ -53,19 +54,23 @@ class Comparison:
     runs: tuple[RunResult, ...]
     out: str | None = None
     reused: tuple[str, ...] = ()
+    higher_is_better: bool = True
+    metric_unit: str = "fraction"
 
     def to_dict(self) -> dict[str, Any]:
         from .. import __version__
 
         return {"task": self.task, "seed": self.seed, "epochs": self.epochs, "lr": self.lr,
-                "batch_size": self.batch_size, "metric_name": self.metric_name, "reference": REFERENCE,
+                "batch_size": self.batch_size, "metric_name": self.metric_name,
+                "higher_is_better": self.higher_is_better, "metric_unit": self.metric_unit, "reference": REFERENCE,
                 "lowp_version": __version__, "reused": list(self.reused),
                 "results": [r.to_dict() for r in self.runs]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], out: str | None = None) -> "Comparison":
         return cls(d["task"], d["seed"], d["epochs"], d["lr"], d["batch_size"], d["metric_name"],
-                   tuple(RunResult.from_dict(r) for r in d["results"]), out, tuple(d.get("reused", ())))
+                   tuple(RunResult.from_dict(r) for r in d["results"]), out, tuple(d.get("reused", ())),
+                   bool(d.get("higher_is_better", True)), str(d.get("metric_unit", "fraction")))
 
     def run(self, recipe: str) -> RunResult:
         for r in self.runs:
@@ -200,7 +205,7 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
                            cfg.batch_size or the_task.batch_size)
     _check_runs(the_task, resolved, settings, cfg)
     task_blobs: dict[str, bytes] = {}
-    if cfg.jobs > 1:
+    if cfg.jobs > 1 and not is_task_path(cfg.task):  # a task path is imported again by each worker
         try:
             task_blobs[cfg.task] = pickle.dumps(task_factory(cfg.task))
         except Exception as e:  # noqa: BLE001
@@ -229,11 +234,16 @@ def _check_runs(the_task, resolved, settings: RunSettings, cfg: CompareConfig) -
 
     from .train import apply_recipe
 
-    data = the_task.load_data()
-    n = len(data.x_train)
-    if settings.batch_size > n:
+    from .data import TrainSource
+
+    src = TrainSource(the_task.load_data(), cfg.task)
+    n = src.n  # None for a stream
+    if n is not None and settings.batch_size > n:
         raise ValueError(f"batch_size {settings.batch_size} exceeds the training set of task {cfg.task!r} "
                          f"({n} samples)")
+    k = 2 if n is None else min(2, n)
+    xb, yb = (src.fetch(torch.arange(k)) if src.indexed else
+              next(iter(src.epoch(k, torch.Generator().manual_seed(0), 1))))
     if cfg.nproc > settings.batch_size:
         raise ValueError(f"batch_size {settings.batch_size} is smaller than nproc {cfg.nproc}: every process needs "
                          "at least one sample of each batch")
@@ -246,8 +256,7 @@ def _check_runs(the_task, resolved, settings: RunSettings, cfg: CompareConfig) -
                 _check_exempt(name, recipe, model, cfg.task)
                 model, opt, _ = apply_recipe(model, recipe, lambda p: the_task.make_optimizer(p, settings.lr))
                 model.train()
-                k = min(2, n)
-                loss = the_task.loss_fn(model(data.x_train[:k]), data.y_train[:k])
+                _, loss = the_task.forward(model, xb, yb)
                 opt.backward(loss)
             except _Refused:
                 raise
@@ -318,7 +327,7 @@ def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSetting
                 res = train_run(the_task, recipe, settings, progress=show, numerics_every=cfg.numerics_every)
             _save_run(outdir, res, key)
             results[name] = res
-            _log(quiet, f"lowp compare: {name}: {_one_line(res)}")
+            _log(quiet, f"lowp compare: {name}: {_one_line(res, the_task.metric_unit)}")
     else:
         from tqdm.auto import tqdm
 
@@ -332,11 +341,11 @@ def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSetting
                     res = RunResult.from_dict(fut.result())
                     results[futs[fut]] = res
                     bar.update(1)
-                    _log(quiet, f"lowp compare: {futs[fut]}: {_one_line(res)}")
+                    _log(quiet, f"lowp compare: {futs[fut]}: {_one_line(res, the_task.metric_unit)}")
 
     runs = _with_deltas([results[name] for name, _ in resolved])
     comp = Comparison(cfg.task, settings.seed, settings.epochs, settings.lr, settings.batch_size,
-                      the_task.metric_name, runs, outdir, reused)
+                      the_task.metric_name, runs, outdir, reused, the_task.higher_is_better, the_task.metric_unit)
     io.atomic_write_json(os.path.join(outdir, "results.json"), comp.to_dict())
     if report:
         from .report import render
@@ -364,8 +373,10 @@ def _data_parallel_run(cfg: CompareConfig, recipe, settings: RunSettings) -> Run
                       compression_ratio=d.get("compression_ratio"))
 
 
-def _one_line(r: RunResult) -> str:
+def _one_line(r: RunResult, unit: str = "fraction") -> str:
+    from .report import metric_text
+
     if r.error:
         return f"error ({r.error}) after {r.wall_s:.1f}s"
-    m = "-" if r.metric is None else f"{r.metric_name} {100 * r.metric:.2f}%"
+    m = "-" if r.metric is None else f"{r.metric_name} {metric_text(r.metric, unit)}"
     return f"{'DIVERGED, ' if r.diverged else ''}{m}, {r.skipped_steps} skipped steps, {r.wall_s:.1f}s"

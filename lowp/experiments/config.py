@@ -1,6 +1,6 @@
 """Configuration of a comparison (``lowp compare --config exp.toml``) and its TOML round trip.
 
-    task = "mnist1d-cnn"
+    task = "mnist1d-cnn"   # a registered task, or "package.module:function" returning a Task
     epochs = 10            # optional: the task's default
     seed = 0
     lr = 0.05              # optional: the task's default

@@ -23,27 +23,111 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import io
 
 COLUMNS = ("recipe", "metric", "delta_fp32", "status", "skipped", "epochs", "wall_s")
-HEADERS = {"recipe": "recipe", "metric": "{metric} %", "delta_fp32": "Δ fp32 (pts)", "status": "status",
+HEADERS = {"recipe": "recipe", "metric": "{metric} %", "delta_fp32": "Δ fp32 (pts)", "delta_rel": "Δ fp32 %",
+           "status": "status",
            "skipped": "skipped steps", "epochs": "epochs run", "wall_s": "time s", "sparsity": "sparsity %",
            "flops": "train/infer FLOPs vs dense", "comm": "comm bytes/step (×)",
            "gemm": "GEMM FLOPs emulated %"}
 ROLE_ORDER = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight", "nongemm")
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
+def _fraction(comp_or_unit) -> bool:
+    unit = comp_or_unit if isinstance(comp_or_unit, str) else getattr(comp_or_unit, "metric_unit", "fraction")
+    return unit == "fraction"
 
 
-def _delta(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:+.2f}"
+def _pct(v: float | None, unit: str = "fraction") -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.2f}" if _fraction(unit) else f"{v:.4f}"
+
+
+def _delta(v: float | None, unit: str = "fraction") -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:+.2f}" if _fraction(unit) else f"{v:+.4f}"
+
+
+def metric_text(v: float, unit: str = "fraction") -> str:
+    """A metric value with its unit: ``95.20%`` for a fraction, ``1.2345 nats/token`` otherwise."""
+    return f"{100 * v:.2f}%" if _fraction(unit) else f"{v:.4f} {unit}"
+
+
+def _reference(comp):
+    return next((r for r in comp.runs if r.recipe == "fp32" and r.metric is not None), None)
+
+
+def relative_delta(comp, r) -> float | None:
+    """``(metric − metric(fp32)) / |metric(fp32)|`` (None without both, or when FP32's metric is 0)."""
+    ref = _reference(comp)
+    if ref is None or r.metric is None or ref.metric == 0:
+        return None
+    return (r.metric - ref.metric) / abs(ref.metric)
+
+
+def _higher(comp) -> bool:
+    return getattr(comp, "higher_is_better", True)
+
+
+def ranked(comp) -> list:
+    """The runs best first: finished runs by their final metric in the metric's direction (highest first, or
+    lowest first when lower is better), then diverged runs the same way, then runs without a metric; ties keep
+    the table's order."""
+    sign = -1.0 if _higher(comp) else 1.0
+    rank = {"ok": 0, "diverged": 1, "error": 2}
+    return sorted(comp.runs, key=lambda r: (r.metric is None, rank[r.status],
+                                            0.0 if r.metric is None else sign * r.metric))
+
+
+def summary_lines(comp, tol: float | None = None) -> list[str]:
+    """Plain-language verdicts: the ranking (best first), then, against FP32, which finished recipes are within
+    ``tol`` (default 1 percentage point for a fraction metric, else 1% of FP32's value), better, or worse, in the
+    metric's direction (diverged and failed runs are left out of those)."""
+    lines = [f"ranking, best first ({'higher' if _higher(comp) else 'lower'} {comp.metric_name} is better): "
+             + ", ".join(r.recipe + (" (diverged)" if r.diverged else "") for r in ranked(comp)
+                         if r.metric is not None)]
+    ref = _reference(comp)
+    if ref is None:
+        return lines
+    frac = _fraction(comp)
+    tol = 0.01 if tol is None else tol
+    within, better, worse = [], [], []
+    for r in comp.runs:
+        if r is ref or r.metric is None or r.status != "ok":
+            continue
+        d = r.metric - ref.metric
+        size = abs(d) if frac else abs(d) / abs(ref.metric) if ref.metric else math.inf
+        gain = d > 0 if _higher(comp) else d < 0
+        amount = f"{100 * size:.2f}{' points' if frac else '%'}"
+        if size <= tol:
+            within.append(f"{r.recipe} ({amount} {'better' if gain else 'worse'})" if d else f"{r.recipe} (equal)")
+        else:
+            (better if gain else worse).append(f"{r.recipe} ({amount})")
+    what = f"{100 * tol:g} {'point' if 100 * tol == 1 else 'points'}" if frac else f"{100 * tol:g}%"
+    if within:
+        lines.append(f"within {what} of fp32: " + ", ".join(within))
+    if better:
+        lines.append(f"better than fp32 by more than {what}: " + ", ".join(better))
+    if worse:
+        lines.append(f"worse than fp32 by more than {what}: " + ", ".join(worse))
+    return lines
+
+
+def format_summary(comp) -> str:
+    """:func:`summary_lines` as text."""
+    return "\n".join(summary_lines(comp))
 
 
 def table_rows(comp) -> list[dict[str, str]]:
-    """One dict of display strings per recipe (the same cells in the terminal table and the HTML table):
-    metric and delta in percent / percentage points with 2 decimals, time in seconds with 1 decimal."""
+    """One dict of display strings per recipe (the same cells in the terminal table and the HTML table): a
+    fraction metric and its delta in percent / percentage points with 2 decimals, another metric and its delta
+    with 4 decimals plus the delta in percent of FP32's value; time in seconds with 1 decimal."""
     rows = []
+    unit = getattr(comp, "metric_unit", "fraction")
     for r in comp.runs:
-        rows.append({"recipe": r.recipe, "metric": _pct(r.metric), "delta_fp32": _delta(r.fp32_delta),
+        rel = relative_delta(comp, r)
+        rows.append({"recipe": r.recipe, "metric": _pct(r.metric, unit), "delta_fp32": _delta(r.fp32_delta, unit),
+                     "delta_rel": "-" if rel is None else f"{100 * rel:+.2f}",
                      "status": r.status, "skipped": str(r.skipped_steps), "epochs": str(len(r.history)),
                      "wall_s": f"{r.wall_s:.1f}",
                      "sparsity": "-" if r.sparsity is None else f"{100 * r.sparsity:.1f}",
@@ -58,6 +142,8 @@ def table_rows(comp) -> list[dict[str, str]]:
 def columns(comp) -> tuple[str, ...]:
     """The table's columns: the fixed ones, plus sparsity/FLOPs and communication when some run has them."""
     cols = COLUMNS
+    if not _fraction(comp):
+        cols = cols[:3] + ("delta_rel",) + cols[3:]
     if any(r.gemm_emulated is not None for r in comp.runs):
         cols += ("gemm",)
     if any(r.sparsity is not None for r in comp.runs):
@@ -68,7 +154,13 @@ def columns(comp) -> tuple[str, ...]:
 
 
 def _headers(comp) -> list[str]:
-    return [HEADERS[c].format(metric=comp.metric_name) for c in columns(comp)]
+    heads = dict(HEADERS)
+    arrow = "" if _higher(comp) else " ↓"  # lower is better
+    if _fraction(comp):
+        heads.update(metric=heads["metric"] + arrow)
+    else:
+        heads.update(metric=f"{{metric}} ({comp.metric_unit}){arrow}", delta_fp32=f"Δ fp32 ({comp.metric_unit})")
+    return [heads[c].format(metric=comp.metric_name) for c in columns(comp)]
 
 
 def format_table(comp) -> str:
@@ -103,7 +195,7 @@ def _curve(comp, key: str, ylabel: str, path: str, log: bool = False) -> None:
     ax = fig.add_subplot()
     for r in comp.runs:
         pts = [(h["epoch"], h[key]) for h in r.history if h.get(key) is not None]
-        if key == "test_metric":
+        if key == "test_metric" and _fraction(comp):
             pts = [(e, 100 * v) for e, v in pts]
         if log:
             pts = [(e, v) for e, v in pts if v > 0]
@@ -123,24 +215,31 @@ def _curve(comp, key: str, ylabel: str, path: str, log: bool = False) -> None:
 
 
 def _bars(comp, path: str) -> None:
+    """The final metric per recipe, best first (:func:`ranked`), FP32 as a dashed line."""
     fig = _figure()
     ax = fig.add_subplot()
-    names = [r.recipe for r in comp.runs]
-    vals = [0.0 if r.metric is None else 100 * r.metric for r in comp.runs]
-    bars = ax.bar(range(len(names)), vals, color=["tab:red" if r.status != "ok" else "tab:blue" for r in comp.runs])
-    for b, r in zip(bars, comp.runs):
+    runs = ranked(comp)
+    frac = _fraction(comp)
+    scale = 100.0 if frac else 1.0
+    names = [r.recipe for r in runs]
+    vals = [0.0 if r.metric is None else scale * r.metric for r in runs]
+    bars = ax.bar(range(len(names)), vals, color=["tab:red" if r.status != "ok" else "tab:blue" for r in runs])
+    for b, r in zip(bars, runs):
         if r.status != "ok":
             b.set_hatch("//")
-    ref = next((r for r in comp.runs if r.recipe == "fp32" and r.metric is not None), None)
+    ref = _reference(comp)
     if ref is not None:
-        ax.axhline(100 * ref.metric, color="k", ls="--", lw=1, label=f"fp32 {100 * ref.metric:.2f}%")
+        ax.axhline(scale * ref.metric, color="k", ls="--", lw=1,
+                   label=f"fp32 {metric_text(ref.metric, comp.metric_unit)}")
         ax.legend(fontsize=8)
     for i, v in enumerate(vals):
-        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, v, f"{v:.1f}" if frac else f"{v:.3f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(f"final {comp.metric_name} (%)")
-    ax.set_title(f"{comp.task}: final {comp.metric_name} (red: diverged / error)")
+    ax.set_ylabel(f"final {comp.metric_name} ({'%' if frac else comp.metric_unit})")
+    better = "higher" if _higher(comp) else "lower"
+    ax.set_title(f"{comp.task}: final {comp.metric_name}, best first ({better} is better; red: diverged / error)",
+                 fontsize=9)
     _save(fig, path)
 
 
@@ -304,17 +403,26 @@ def render(comp, out: str, numerics: Any = None) -> str:
     """Write the plots and ``report.html`` for ``comp`` into ``out``; returns the HTML path."""
     os.makedirs(out, exist_ok=True)
     _curve(comp, "train_loss", "training loss", os.path.join(out, "loss.png"), log=True)
-    _curve(comp, "test_metric", f"test {comp.metric_name} (%)", os.path.join(out, "metric.png"))
+    unit = "%" if _fraction(comp) else comp.metric_unit
+    better = "" if _higher(comp) else ", lower is better"
+    _curve(comp, "test_metric", f"test {comp.metric_name} ({unit}{better})", os.path.join(out, "metric.png"))
     _bars(comp, os.path.join(out, "final.png"))
     e = html.escape
+    if _fraction(comp):
+        how = f"test {e(comp.metric_name)} ({'higher' if _higher(comp) else 'lower'} is better); Δ fp32 in " \
+              "percentage points"
+    else:
+        how = (f"test {e(comp.metric_name)} in {e(comp.metric_unit)} ({'higher' if _higher(comp) else 'lower'} "
+               f"is better); Δ fp32 = metric − FP32's, in {e(comp.metric_unit)} and in percent of FP32's")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lowp compare: {e(comp.task)}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>lowp compare: {e(comp.task)}</h1>",
              f"<p>{len(comp.runs)} recipes, {comp.epochs} epochs, seed {comp.seed}, lr {comp.lr:g}, batch size "
-             f"{comp.batch_size}; identical initial weights and data order for every recipe. Metric: test "
-             f"{e(comp.metric_name)}; Δ fp32 in percentage points. Raw numbers: <a href='results.json'>"
+             f"{comp.batch_size}; identical initial weights and data order for every recipe. Metric: "
+             f"{how}. Raw numbers: <a href='results.json'>"
              f"results.json</a>; repeat with <code>lowp compare --config config.toml</code>.</p>",
-             "<h2>Summary</h2>", _html_table(comp)]
+             "<h2>Summary</h2>", _html_table(comp),
+             "<ul id='verdict'>" + "".join(f"<li>{e(x)}</li>" for x in summary_lines(comp)) + "</ul>"]
     for r in comp.runs:
         if r.error:
             parts.append(f"<p><b>{e(r.recipe)}</b> failed: <code>{e(r.error)}</code></p>")

@@ -21,14 +21,22 @@ Built in (all offline, SPEC §8; sizes chosen for 2 CPU cores):
                        the gradient's scale, ε = 1e-8 aside; measured: identical FP32 accuracy with and without the
                        division). The regime where FP8-E5M2 needs loss scaling (docs/results/numerics.md).
 
+- ``tiny-gpt``         a decoder-only transformer (d 64, 2 layers, context 64, attention through
+                       ``F.scaled_dot_product_attention``) on the bytes of ``pydoc_data.topics`` (Python's language
+                       reference, shipped with Python), fixed 90/10 split; metric = validation loss in nats/token
+                       (lower is better). ``tiny-gpt-hf``: the same on a Hugging Face GPT-2 built from a config
+                       (needs ``transformers``). See ``lowp.experiments.textlm``.
+
 Users add their own with ``register_task(name, factory)``; ``factory()`` returns a :class:`Task` (or pass a Task).
-A task's data is generated once per process and cached.
+A task's data is generated once per process and cached. ``lowp compare --task package.module:function`` imports
+a user's function returning a Task (``lowp.experiments.user_task``).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
@@ -36,15 +44,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-
-@dataclasses.dataclass(frozen=True)
-class TaskData:
-    """Train and test tensors of a task (inputs float32 or int64, targets int64)."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
+from .data import StreamData, TaskData
 
 
 def classification_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -59,18 +59,65 @@ def accuracy_counts(out: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
     return int(((pred == y) & keep).sum()), int(keep.sum())
 
 
+def token_loss_counts(out: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    """(summed cross-entropy in nats, counted targets) over the last axis of ``out``; targets equal to -100 are not
+    counted. As a metric: the mean loss per token (lower is better)."""
+    keep = y != -100
+    loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+    return float(loss.detach()), int(keep.sum())
+
+
+def model_logits(out: Any) -> torch.Tensor:
+    """The logits of a model's output: the output itself when it is a tensor, else its ``.logits`` (an HF
+    ``ModelOutput``, any object with that attribute, or a mapping with that key)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, Mapping):
+        logits = out.get("logits")
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"model output of type {type(out).__name__}: expected a Tensor or an object with .logits")
+    return logits
+
+
+def call_model(model: nn.Module, x: Any, labels: Any = None) -> Any:
+    """``model(x)``, or ``model(**x)`` when ``x`` is a mapping (HF ``input_ids``, ``attention_mask``, ...); with
+    ``labels`` given, also ``labels=labels``."""
+    kw = {} if labels is None else {"labels": labels}
+    if isinstance(x, Mapping):
+        return model(**x, **kw)
+    return model(x, **kw)
+
+
 OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A model + data + metric with default training hyper-parameters (SGD with momentum, cosine schedule).
+    """A model + data + metric with default training hyper-parameters (SGD with momentum, cosine schedule, after a
+    linear warm-up over ``warmup_steps`` steps when that is set).
 
     ``optimizer``: ``"sgd"`` (momentum ``momentum``) or ``"adam"`` (torch defaults: betas (0.9, 0.999), eps 1e-8;
     ``momentum`` unused); ``weight_decay`` is passed to either (L2). ``make_optimizer(params, lr)`` builds it.
     ``build_model()`` is called after ``torch.manual_seed(seed)``, so the initial weights depend only on the seed.
-    ``metric_counts(out, y) -> (correct, total)`` is summed over the test set; the metric is correct / total
-    (higher is better).
+
+    **Data**: ``load_data()`` returns in-memory tensors (:class:`TaskData`) or a :class:`StreamData` of torch
+    Datasets / DataLoader factories, streamed batch by batch (``lowp.experiments.data``). An epoch is one pass over
+    the training data, or its first ``steps_per_epoch`` batches when that is set (required for a stream without a
+    length). Evaluation reads the test data in batches of ``eval_batch_size``.
+
+    **Model outputs** (one rule, :meth:`forward`): the model is called as ``model(x)`` (``model(**x)`` for a
+    mapping ``x``), plus ``labels=y`` when ``pass_labels``. Its logits are the output itself if it is a tensor,
+    else its ``.logits`` (HF-style ``ModelOutput``). The training loss is the output's ``.loss`` when
+    ``pass_labels`` is set and the output has one (the model computes its own loss, e.g. HF's shifted causal-LM
+    loss); otherwise ``loss_fn(logits, y)``. The metric always sees the logits.
+
+    **Metric**: ``metric_counts(logits, y) -> (total, count)`` is summed over the test batches; the metric is
+    Σ total / Σ count (accuracy: correct / counted; :func:`token_loss_counts`: mean cross-entropy per token).
+    ``higher_is_better`` declares its direction (``direction`` is ``"max"`` or ``"min"``); ``metric_unit``
+    ``"fraction"`` means a value in [0, 1] shown in percent with differences in percentage points, any other
+    string (``"nats/token"``) is shown as is with that unit.
     """
 
     name: str
@@ -87,14 +134,31 @@ class Task:
     metric_counts: Callable[[torch.Tensor, torch.Tensor], tuple[int, int]] = accuracy_counts
     description: str = ""
     optimizer: str = "sgd"
+    higher_is_better: bool = True
+    metric_unit: str = "fraction"
+    steps_per_epoch: int | None = None
+    eval_batch_size: int = 1000
+    pass_labels: bool = False
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"task {self.name!r}: warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        if not isinstance(self.higher_is_better, bool):
+            raise ValueError(f"task {self.name!r}: higher_is_better must be True or False, "
+                             f"got {self.higher_is_better!r}")
+        if not isinstance(self.metric_unit, str) or not self.metric_unit:
+            raise ValueError(f"task {self.name!r}: metric_unit must be a non-empty string, got {self.metric_unit!r}")
+        if self.steps_per_epoch is not None:
+            v = self.steps_per_epoch
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"task {self.name!r}: steps_per_epoch must be a positive int or None, got {v!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"task {self.name!r}: unknown schedule {self.schedule!r}; valid: cosine, constant")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"task {self.name!r}: unknown optimizer {self.optimizer!r}; "
                              f"valid: {', '.join(OPTIMIZERS)}")
-        for f in ("epochs", "batch_size"):
+        for f in ("epochs", "batch_size", "eval_batch_size"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"task {self.name!r}: {f} must be a positive int, got {v!r}")
@@ -105,7 +169,24 @@ class Task:
         """The serialisable description (everything but the callables)."""
         return {"name": self.name, "metric_name": self.metric_name, "epochs": self.epochs, "lr": self.lr,
                 "batch_size": self.batch_size, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "schedule": self.schedule, "optimizer": self.optimizer, "description": self.description}
+                "schedule": self.schedule, "optimizer": self.optimizer, "description": self.description,
+                "higher_is_better": self.higher_is_better, "metric_unit": self.metric_unit,
+                "steps_per_epoch": self.steps_per_epoch, "eval_batch_size": self.eval_batch_size,
+                "pass_labels": self.pass_labels, "warmup_steps": self.warmup_steps}
+
+    @property
+    def direction(self) -> str:
+        """``"max"`` (higher is better) or ``"min"``."""
+        return "max" if self.higher_is_better else "min"
+
+    def forward(self, model: nn.Module, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, training loss) of ``model`` on a batch, by the rule of the class docstring."""
+        out = call_model(model, x, y if self.pass_labels else None)
+        logits = model_logits(out)
+        loss = getattr(out, "loss", None) if self.pass_labels else None
+        if loss is None and self.pass_labels and isinstance(out, Mapping):
+            loss = out.get("loss")
+        return logits, (self.loss_fn(logits, y) if loss is None else loss)
 
     def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
         """The base optimiser over ``params`` with peak learning rate ``lr`` (the training loop sets the schedule)."""
@@ -310,10 +391,22 @@ def task_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def is_task_path(name: str) -> bool:
+    """Whether ``name`` is a user task path ``package.module:function`` or ``path/to/file.py:function`` (a name with
+    a colon that is not registered)."""
+    return isinstance(name, str) and ":" in name and name not in _REGISTRY
+
+
 def task_factory(name: str) -> "Callable[[], Task] | Task":
-    """The registered factory of ``name`` (ValueError listing the known names if unknown)."""
+    """The registered factory of ``name``, or the function a task path names (:func:`import_task_function`);
+    ValueError listing the known names if neither."""
+    if is_task_path(name):
+        from .user_task import import_task_function
+
+        return import_task_function(name)
     if name not in _REGISTRY:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(_REGISTRY)}")
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(_REGISTRY)} "
+                         "(or a path package.module:function)")
     return _REGISTRY[name]
 
 
@@ -324,9 +417,15 @@ def example_batch(task: Task, n: int = 8) -> tuple:
 
 
 def get_task(name: str) -> Task:
-    """The :class:`Task` registered as ``name``."""
+    """The :class:`Task` registered as ``name``, or returned by the function of a task path."""
     f = task_factory(name)
-    task = f if isinstance(f, Task) else f()
+    if isinstance(f, Task):
+        return f
+    if is_task_path(name):
+        from .user_task import call_task_function
+
+        return call_task_function(name, f)
+    task = f()
     if not isinstance(task, Task):
         raise TypeError(f"task factory for {name!r} returned {type(task).__name__}, not a Task")
     return task
@@ -364,7 +463,20 @@ def _tiny_transformer_accum() -> Task:
                             "(loss summed / 65536), Adam")
 
 
+def _tiny_gpt() -> Task:
+    from .textlm import tiny_gpt_task  # textlm imports this module: loaded when the task is asked for
+
+    return tiny_gpt_task()
+
+
+def _tiny_gpt_hf() -> Task:
+    from .textlm import tiny_gpt_hf_task
+
+    return tiny_gpt_hf_task()
+
+
 for _n, _f in [("digits-mlp", _digits_mlp), ("mnist1d-cnn", _mnist1d_cnn), ("mnist1d-mlp", _mnist1d_mlp),
                ("resnet-mini", _resnet_mini), ("tiny-transformer", _tiny_transformer),
-               ("tiny-transformer-accum", _tiny_transformer_accum)]:
+               ("tiny-transformer-accum", _tiny_transformer_accum), ("tiny-gpt", _tiny_gpt),
+               ("tiny-gpt-hf", _tiny_gpt_hf)]:
     register_task(_n, _f)

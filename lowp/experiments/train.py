@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from .tasks import Task, get_task
+from .data import TaskData, TrainSource, batch_len, eval_batches, head
+from .tasks import Task, call_model, get_task, model_logits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,19 +180,28 @@ def _numerics_collector(model: torch.nn.Module, every: int):
 # ------------------------------------------------------------------------------------------------ the loop
 
 def _lr_at(task: Task, base_lr: float, step: int, total: int) -> float:
+    """Linear warm-up over the task's first ``warmup_steps`` steps (``base_lr · (step + 1) / warmup``), then
+    constant or cosine from ``base_lr`` to 0 at ``total``."""
+    if step < task.warmup_steps:
+        return base_lr * (step + 1) / task.warmup_steps
     if task.schedule == "constant" or total <= 1:
         return base_lr
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * step / total))
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, task: Task, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    """The task metric on (x, y), in eval mode."""
+def evaluate(model: torch.nn.Module, task: Task, x: Any, y: torch.Tensor | None = None,
+             batch: int | None = None) -> float:
+    """The task metric on the test data, in eval mode: ``x`` is the task's data (TaskData or StreamData), or test
+    inputs with their targets ``y``. Σ total / Σ count of ``task.metric_counts(logits, y)`` over batches of
+    ``batch`` (default the task's ``eval_batch_size``); the model is called without labels."""
+    batch = task.eval_batch_size if batch is None else batch
+    batches = eval_batches(x if y is None else TaskData(x[:0], y[:0], x, y), batch)
     was = model.training
     model.eval()
     correct = total = 0
-    for i in range(0, len(x), batch):
-        c, n = task.metric_counts(model(x[i:i + batch]), y[i:i + batch])
+    for xb, yb in batches:
+        c, n = task.metric_counts(model_logits(call_model(model, xb)), yb)
         correct, total = correct + c, total + n
     model.train(was)
     return correct / max(total, 1)
@@ -249,28 +259,36 @@ def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.M
     parallel = SingleProcess() if parallel is None else parallel
     forward = model if parallel.forward is None else parallel.forward
     state = LoopState() if state is None else state
-    n = len(data.x_train)
-    per_epoch = math.ceil(n / settings.batch_size)
-    total = per_epoch * settings.epochs
+    source = TrainSource(data, task.name)
+    if not source.indexed and not isinstance(parallel, SingleProcess):
+        raise ValueError(f"task {task.name!r}: data-parallel training needs tensors or a map-style Dataset, "
+                         "not a stream")
+    total = source.steps_per_epoch(settings.batch_size, task.steps_per_epoch) * settings.epochs
     gen = torch.Generator().manual_seed(settings.seed)
     collector = _numerics_collector(model, numerics_every) if numerics_every else None
     with collector if collector is not None else contextlib.nullcontext():
         forward.train()
         for epoch in range(settings.epochs):
             start_epoch(model, epoch, settings.epochs)
-            order = torch.randperm(n, generator=gen)
             loss_sum, loss_n = 0.0, 0
-            for i in range(0, n, settings.batch_size):
-                idx = order[i:i + settings.batch_size]
+            sample = source.sample()
+            for item in source.epoch(settings.batch_size, gen, task.steps_per_epoch):
                 lr = _lr_at(task, settings.lr, state.steps, total)
                 for g in base.param_groups:
                     g["lr"] = lr
-                mine = parallel.local_batch(idx)
-                if mine is None:
-                    continue
+                if source.indexed:
+                    mine = parallel.local_batch(item)
+                    if mine is None:
+                        continue
+                    (x, y), n = source.fetch(mine), len(mine)
+                else:
+                    x, y = item
+                    n = batch_len(y)
+                    if sample is None:
+                        sample = head(x)
                 opt.zero_grad()
-                loss = task.loss_fn(forward(data.x_train[mine]), data.y_train[mine])
-                lv = parallel.global_loss(loss, len(mine))
+                loss = task.forward(forward, x, y)[1]
+                lv = parallel.global_loss(loss, n)
                 if not math.isfinite(lv):
                     state.diverged_at = {"epoch": epoch, "step": state.steps, "loss": str(lv)}
                     break
@@ -280,10 +298,10 @@ def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.M
                 loss_sum, loss_n = loss_sum + lv, loss_n + 1
                 if on_step is not None:
                     on_step(state.steps, lv)
-            metric = evaluate(model, task, data.x_test, data.y_test)
+            metric = evaluate(model, task, data)
             rec = EpochRecord(epoch + 1, loss_sum / loss_n if loss_n else float("nan"), metric,
                               int(opt.skipped_steps), _scale(opt)).to_dict()
-            extras, sp_report = epoch_report(model, data.x_train[:1])
+            extras, sp_report = epoch_report(model, sample) if sample is not None else ({}, None)
             rec.update(extras)
             if sp_report is not None:
                 state.sparsity_reports.append(sp_report)
@@ -317,7 +335,11 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
         return task.make_optimizer(params, settings.lr)
 
     error = None
-    total = math.ceil(len(data.x_train) / settings.batch_size) * settings.epochs
+    try:
+        per_epoch = TrainSource(data, task.name).steps_per_epoch(settings.batch_size, task.steps_per_epoch)
+        total = per_epoch * settings.epochs
+    except (TypeError, ValueError):  # bad data: train_epochs raises it again, reported as this run's error
+        total = None
     t0 = time.perf_counter()
     opt = None
     state = LoopState()
