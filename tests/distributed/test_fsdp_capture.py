@@ -53,6 +53,7 @@ def _worker(rank, world, path, out):
         cov = lowp.coverage(m, x)
         torch.save({"ok": ok, "frac": cov.emulated_fraction, "names": [r.name for r in cov.rows]},
                    f"{out}.{rank}")
+        dist.barrier()  # both ranks done before gloo is torn down
     finally:
         dist.destroy_process_group()
 

@@ -147,6 +147,14 @@ CASES = {
     "formats": [
         (["formats", "--bogus"], "--bogus"),
     ],
+    "coverage": [
+        (["coverage", "--task", "digits-mlp", "--recipe", "nope"], "nope"),
+        (["coverage", "--task", "nope", "--recipe", "bf16"], "nope"),
+        (["coverage", "--task", "digits-mlp", "--recipe", "bf16", "--batch", "0"], "--batch"),
+        (["coverage", "--task", "digits-mlp", "--recipe", ","], "','"),
+        (["coverage", "--task", "digits-mlp", "--recipe", "deep.json"], "nested too deeply"),
+        (["coverage", "--task", "no_such_module:f", "--recipe", "bf16"], "no_such_module"),
+    ],
 }
 
 PARAMS = [pytest.param(verb, argv, must, id=f"{verb}-{i}") for verb, cases in CASES.items()
