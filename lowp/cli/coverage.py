@@ -21,10 +21,10 @@ def run(args) -> int:
         raise CLIError(f"--recipe names no recipe: {args.recipe!r}")
     torch.manual_seed(args.seed)
     model = task.build_model()
-    inputs = example_batch(task, args.batch or 8)
+    inputs, kwargs = example_batch(task, args.batch or 8)
     results = []
     for r in recipes:
-        cov = coverage(model, *inputs, recipe=r)
+        cov = coverage(model, *inputs, recipe=r, **kwargs)
         results.append(cov)
         if not args.json:
             print(f"# task {task.name}, recipe {r.name}, batch of {args.batch or 8}")

@@ -410,10 +410,13 @@ def task_factory(name: str) -> "Callable[[], Task] | Task":
     return _REGISTRY[name]
 
 
-def example_batch(task: Task, n: int = 8) -> tuple:
-    """The first ``n`` training inputs of ``task`` as the positional arguments of its model."""
-    data = task.load_data()
-    return (data.x_train[:n],)
+def example_batch(task: Task, n: int = 8) -> tuple[tuple, dict]:
+    """The first ``n`` training inputs of ``task`` as (positional, keyword) arguments of its model (a mapping
+    batch, e.g. HF ``input_ids``/``attention_mask``, goes in as keywords)."""
+    from .data import first_inputs
+
+    x = first_inputs(task.load_data(), n)
+    return ((), dict(x)) if isinstance(x, Mapping) else ((x,), {})
 
 
 def get_task(name: str) -> Task:

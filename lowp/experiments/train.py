@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .data import TaskData, TrainSource, batch_len, eval_batches, head
+from .data import TaskData, TrainSource, batch_len, eval_batches, first_inputs, head
 from .tasks import Task, call_model, get_task, model_logits
 
 
@@ -351,7 +351,7 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
         if steps % 10 == 0:
             bar.set_postfix(loss=f"{lv:.3f}", refresh=False)
 
-    gemm = gemm_share(model, recipe, data.x_train[:8])
+    gemm = gemm_share(model, recipe, data, settings.batch_size)
     try:
         model, opt, base = apply_recipe(model, recipe, make_optimizer)
         train_epochs(task, data, settings, model, opt, base, numerics_every=numerics_every, on_step=on_step,
@@ -371,15 +371,21 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
         error=error, numerics=state.numerics, gemm_emulated=gemm, **_sparsity_fields(state.sparsity_reports))
 
 
-def gemm_share(model: torch.nn.Module, recipe: Any, example: torch.Tensor) -> float | None:
+def gemm_share(model: torch.nn.Module, recipe: Any, data: Any, batch_size: int) -> float | None:
     """The share of one training step's GEMM FLOPs that ``recipe`` emulates on ``model`` (``lowp.coverage`` on a
-    copy, with the RNG state kept: the run itself is unaffected); None if it cannot be measured."""
+    copy, on the first training inputs, with the RNG state kept: the run itself is unaffected); None if it cannot
+    be measured."""
     import copy
 
     from ..recipes import coverage
 
+    from collections.abc import Mapping
+
     try:
-        return round(coverage(copy.deepcopy(model), example, recipe=recipe).emulated_fraction, 6)
+        # 8 samples of in-memory data; a stream's first batch (a stream yields whole batches)
+        example = first_inputs(data, 8 if isinstance(data, TaskData) else batch_size)
+        args, kwargs = ((), dict(example)) if isinstance(example, Mapping) else ((example,), {})
+        return round(coverage(copy.deepcopy(model), *args, recipe=recipe, **kwargs).emulated_fraction, 6)
     except Exception:  # noqa: BLE001 - a diagnostic; the run goes on without it
         return None
 
