@@ -284,6 +284,8 @@ def _check_exempt(name: str, recipe, model, task: str) -> None:
 def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSettings, task_blobs: dict[str, bytes],
                     orig_config: str | None, quiet: bool, progress: bool | None, report: bool) -> Comparison:
     """The writing part of :func:`compare`, run while this process holds the lock on ``cfg.out``."""
+    if report:  # import the plotting backend now: a Ctrl-C landing inside its C-extension import aborts Python
+        import matplotlib.backends.backend_agg  # noqa: F401
     outdir = cfg.out
     os.makedirs(os.path.join(outdir, "runs"), exist_ok=True)
     # ---- write the effective config; stale results/report are removed until this run writes new ones
