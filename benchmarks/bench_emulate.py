@@ -1,4 +1,4 @@
-"""Emulated training step time as a ratio to the plain FP32 step measured in the same run (SPEC §9).
+"""Emulated training step time as a ratio to the plain FP32 step measured in the same run (README, Performance).
 
 MLP 784-1024-1024-10 (batch 256), a small CNN (3 conv layers on 32x32x3, batch 128) and the language-model task
 ``tiny-gpt`` (its model and batch: 32 windows of 64 bytes; attention through F.scaled_dot_product_attention, which

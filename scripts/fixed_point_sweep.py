@@ -1,4 +1,4 @@
-"""16-bit fixed point <IL,FL> x {stochastic, nearest} on digits-mlp and mnist1d-cnn (issue 20, Gupta et al. 2015).
+"""16-bit fixed point <IL,FL> x {stochastic, nearest} on digits-mlp and mnist1d-cnn (Gupta et al. 2015).
 
 Settings (every one trained from the same seeds, data order and optimiser as FP32: the task's SGD, momentum 0.9,
 cosine learning rate; only the numerics differ):
@@ -329,7 +329,7 @@ def _fp32_ranges(ref: list[dict], task: str) -> list[str]:
 def _region(runs: list[dict], epochs: dict[str, int]) -> list[str]:
     """Settings where stochastic is within 1 point of FP32 and nearest is worse by more than 2 points (means)."""
     lines = ["## Where stochastic rounding trains and nearest does not", "",
-             "Criterion (issue 20): mean over seeds of SR within 1 point of FP32 and nearest more than 2 points "
+             "Criterion: mean over seeds of SR within 1 point of FP32 and nearest more than 2 points "
              "below SR, on both tasks. SR = stochastic, RN = nearest, Δ against FP32 in points.", "",
              "| pair | " + " | ".join(epochs) + " | both |", "|---|" + "---|" * (len(epochs) + 1)]
     pairs = [(f"u{fl}", f"u{fl}-sr", f"u{fl}-rn") for fl in FLS] + [("split", "split-sr", "split-rn")]

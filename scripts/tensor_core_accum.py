@@ -1,4 +1,4 @@
-"""Tensor-core accumulation model (lowp.matmul with a TensorCoreAccumulator; SPEC §11, DeepSeek-V3 §3.3.2):
+"""Tensor-core accumulation model (lowp.matmul with a TensorCoreAccumulator; docs/accelerator-recipes.md, DeepSeek-V3 §3.3.2):
 the relative error of long FP8 dot products with a 14-bit truncating accumulator, without promotion and with
 promotion to FP32 every 128 products, against plain FP32 (torch.matmul) and the exact sum (float64; the
 products of FP8 values are exact). Deterministic (fixed seeds); prints a markdown table.

@@ -1,4 +1,4 @@
-"""Language modelling on real text, offline (SPEC §10): the tasks ``tiny-gpt`` and ``tiny-gpt-hf``.
+"""Language modelling on real text, offline (docs/architecture.md): the tasks ``tiny-gpt`` and ``tiny-gpt-hf``.
 
 Text: ``pydoc_data.topics`` (the Python language reference that ships with every Python install; 79 topics, 464,970
 characters), its strings concatenated in sorted-key order and UTF-8 encoded: 466,117 bytes, byte-level tokens

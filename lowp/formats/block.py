@@ -3,7 +3,7 @@
 X = 2^(floor(log2 amax) - emax_elem), clamped to E8M0's 2^-127..2^127; each element is quantized as x / X in the
 element format with saturation (OCP MX v1.0 §6.3), then multiplied back by X. A block of zeros gets X = 2^-127.
 
-``scale_rounding`` chooses how the E8M0 exponent is taken from amax (SPEC §11; exact, from amax's bits):
+``scale_rounding`` chooses how the E8M0 exponent is taken from amax (docs/accelerator-recipes.md; exact, from amax's bits):
   floor  OCP MX v1.0:           E = floor(log2 amax) - emax_elem                      (the default)
   ceil                          E = ceil(log2 amax) - emax_elem
   rceil  NVIDIA (cuBLAS/TE):    E = ceil(log2(amax / max_elem))   (amax / 2^E <= max_elem: nothing saturates)

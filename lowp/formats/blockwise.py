@@ -1,4 +1,4 @@
-"""FP8 with an FP32 (or power-of-two) scale per row, per 1-D block or per 2-D tile (SPEC §11).
+"""FP8 with an FP32 (or power-of-two) scale per row, per 1-D block or per 2-D tile (docs/accelerator-recipes.md).
 
 Two public recipes define the scale; both are offered and named by ``style`` (all arithmetic in float32 unless
 said; ``amax`` is the block's max |finite value|, ``max`` the element format's largest value, 448 for E4M3):

@@ -1,6 +1,6 @@
 """NVFP4 (NVIDIA Blackwell): E2M1 elements, an E4M3 scale per 16-element block and one FP32 scale per tensor.
 
-Two public orders of operations, reproduced bit for bit (SPEC §11); everything in float32, fl32(·) one rounding,
+Two public orders of operations, reproduced bit for bit (docs/accelerator-recipes.md); everything in float32, fl32(·) one rounding,
 A = the tensor's amax, a_b = the block's amax:
 
 ``order="te"`` (Transformer Engine ``NVFP4QuantizerRef._quantize_blockwise_reference``):

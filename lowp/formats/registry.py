@@ -2,7 +2,7 @@
 ``fixed<IL,FL>``, ``int<B>`` (2..32), ``dfp<B>`` and ``dfp<B>-b<BLOCK>``, ``ternary-g<N>`` (optionally ``-thr``),
 and MX variants ``<mx name>[-b<BLOCK>][-floor|-ceil|-rceil|-even]`` (e.g. ``mxfp8_e4m3-rceil``, ``mxfp4_e2m1-b16``).
 
-Accelerator formats (SPEC §11): ``nvfp4`` (TE order), ``nvfp4-torchao`` (torchao order), ``nvfp4-16x16`` /
+Accelerator formats (docs/accelerator-recipes.md): ``nvfp4`` (TE order), ``nvfp4-torchao`` (torchao order), ``nvfp4-16x16`` /
 ``nvfp4-torchao-16x16`` (2-D weight tiles); FP8 E4M3 with FP32 scales ``fp8-row`` (torchao rowwise, per row along
 the last axis), ``fp8-1x128`` and ``fp8-128x128`` (TE Float8BlockScaling / DeepSeek-V3 blocks), each also
 ``-pow2`` (scales rounded down to a power of two)."""

@@ -1,4 +1,4 @@
-"""Scaling granularities as views: 1-D blocks along one axis, whole rows/columns, and 2-D tiles (SPEC §11).
+"""Scaling granularities as views: 1-D blocks along one axis, whole rows/columns, and 2-D tiles (docs/accelerator-recipes.md).
 
 ``tile_view(x, axis, block)`` returns ``(g, inverse)`` where the last dim of ``g`` holds the elements that share one
 scale and ``inverse`` maps a tensor shaped like ``g`` back to x's shape:

@@ -32,7 +32,7 @@ from . import observe
 
 #: the tensor roles of a GEMM-like op y = f(x, w) + b (forward x, w, y; backward dy, dx, dw)
 ROLES = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight")
-#: per-GEMM operand casts (SPEC §11, Transformer Engine's rowwise/columnwise copies): the operand of the dgrad or
+#: per-GEMM operand casts (docs/accelerator-recipes.md, Transformer Engine's rowwise/columnwise copies): the operand of the dgrad or
 #: wgrad GEMM quantized again from the high-precision tensor, along that GEMM's reduction axis. Unset: the GEMM
 #: reuses the tensor quantized for the other GEMM (input/weight from forward, grad_output from dgrad). An FP32 spec
 #: means "this GEMM's operand in high precision".

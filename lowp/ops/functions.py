@@ -111,7 +111,7 @@ def _mm(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, backward: bool = Fal
 
 class _CastGemm(torch.autograd.Function):
     """y = a @ b (a: (..., M, K), b: (..., K, N) or (K, N)) with each operand of each of the three GEMMs cast on
-    its own, from the high-precision a and b (SPEC §11; Transformer Engine's rowwise/columnwise copies):
+    its own, from the high-precision a and b (docs/accelerator-recipes.md; Transformer Engine's rowwise/columnwise copies):
 
         forward  y  = Q(a, along K) · Q(b, along K)
         grad a   da = Q(dy, along N) · Q(b, along N)ᵀ

@@ -1,4 +1,4 @@
-"""A parameterised model of a tensor-core accumulator (SPEC §11): limited alignment precision, promoted to FP32.
+"""A parameterised model of a tensor-core accumulator (docs/accelerator-recipes.md): limited alignment precision, promoted to FP32.
 
 Source: DeepSeek-V3 technical report (2024, §3.3.2): FP8 GEMMs on Hopper "retain around 14 bits" of
 accumulation precision; their recipe copies the partial sums to FP32 registers on CUDA cores every N_c = 128

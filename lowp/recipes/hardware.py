@@ -1,4 +1,4 @@
-"""Named recipes of today's accelerators' low-precision training stacks (SPEC §11): Transformer Engine's current,
+"""Named recipes of today's accelerators' low-precision training stacks (docs/accelerator-recipes.md): Transformer Engine's current,
 delayed, block (DeepSeek-V3) and NVFP4 scaling, torchao's tensorwise and rowwise FP8, the ROCm/MI300 FNUZ variant,
 the OCP MX recipes, and hardware presets bundling format, scaling, accumulation and rounding. Every operand of
 every GEMM is quantized along that GEMM's reduction axis (per-GEMM operand casts, lowp/ops/functions._CastGemm).

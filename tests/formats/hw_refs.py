@@ -1,4 +1,4 @@
-"""Exact (fractions.Fraction) references for the accelerator formats of SPEC §11: MX scale roundings, FP8
+"""Exact (fractions.Fraction) references for the accelerator formats (docs/accelerator-recipes.md): MX scale roundings, FP8
 row/block scaling (torchao and TE orders), NVFP4 (TE and torchao orders). Every float32 operation of the
 definitions is written as the exact value followed by one correctly rounded step ``rn32``; nothing here calls lowp."""
 from __future__ import annotations
@@ -67,7 +67,7 @@ def block_amax(vals) -> Fraction:
 # ---- MX ------------------------------------------------------------------------------------------------------------
 
 def mx_exponent(a: Fraction, emax: int, max_elem: Fraction, man: int, mode: str) -> int:
-    """E8M0 exponent from block amax a (SPEC §11 definitions), clamped to -127..127; -127 for a = 0."""
+    """E8M0 exponent from block amax a (docs/accelerator-recipes.md), clamped to -127..127; -127 for a = 0."""
     if a == 0:
         return -127
     if mode == "floor":

@@ -1,4 +1,4 @@
-"""Accelerator formats of SPEC §11 against the exact references of ``hw_refs.py``, bit for bit, on adversarial
+"""Accelerator formats (docs/accelerator-recipes.md) against the exact references of ``hw_refs.py``, bit for bit, on adversarial
 inputs: MX E8M0 scale roundings, FP8 row/1x128/128x128 scaling (torchao and TE orders), NVFP4 (TE and torchao
 orders, 1x16 and 16x16), stochastic rounding of the FP4 elements."""
 import math

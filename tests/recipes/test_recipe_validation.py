@@ -1,5 +1,5 @@
 """Recipe, TensorSpec and LossScaling refuse values of the wrong type with one-line ValueErrors naming the value
-(issue 19, items 5, 8, 10): string booleans, NaN or non-numeric margins, non-string names and lists, names with
+(reliability probes): string booleans, NaN or non-numeric margins, non-string names and lists, names with
 control characters, too deeply nested JSON."""
 import json
 

@@ -1,4 +1,4 @@
-"""Bad-value matrices for every verb (issue 19, items 3-5, 7, 8): each bad input ends with exactly one line
+"""Bad-value matrices for every verb (reliability probes): each bad input ends with exactly one line
 ``lowp...: error: ...`` naming the value, exit status 2, and nothing written (no output folder, no cache, no
 results). Run in process through ``lowp.cli.main`` (a traceback would fail the test with the exception)."""
 from __future__ import annotations

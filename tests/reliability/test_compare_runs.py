@@ -1,4 +1,4 @@
-"""``lowp compare`` while it runs (issue 19, items 2, 6, 9, 11): exit codes, Δ of diverged runs, recipe-name file
+"""``lowp compare`` while it runs (reliability probes): exit codes, Δ of diverged runs, recipe-name file
 names, the lock on --out (also against a stale lock and a concurrent writer), kill-and-resume, and no orphan
 process after SIGKILL of a ``--jobs 2`` parent."""
 from __future__ import annotations

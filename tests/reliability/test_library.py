@@ -1,4 +1,4 @@
-"""Library numerics probes (issue 19, item 10), parametrised over every registered format and each format family:
+"""Library numerics probes (reliability probes), parametrised over every registered format and each format family:
 an Inf or out-of-float32-range amax saturates scaled formats and never turns a finite neighbour into NaN; NaN stays
 NaN; requires_grad and meta tensors behave alike in every family; a wrong-type generator or a string boolean is one
 clear error."""

@@ -1,4 +1,4 @@
-"""``lowp ptq``'s FP32 model cache and outputs (issue 19, items 1 and 3): keyed by everything that determines the
+"""``lowp ptq``'s FP32 model cache and outputs (reliability probes): keyed by everything that determines the
 model, verified on load, a corrupt or crafted file discarded with a one-line warning and rebuilt (a crafted pickle is
 never executed), a full disk while saving leaves no file behind, an unwritable --out is refused before training,
 the lock on --out, and SIGKILL + rerun reproduce the uninterrupted run."""
