@@ -1,7 +1,6 @@
 """lowp.coverage: rows per GEMM-like call, an independent aten count, and nothing changed in the model."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import lowp
