@@ -60,7 +60,8 @@ def _worst(numerics) -> dict | None:
         return None
     u = max(recs, key=lambda r: r["underflow"])
     o = max(recs, key=lambda r: r["overflow"])
-    s = min(recs, key=lambda r: r["sqnr_db"])
+    finite = [r for r in recs if r.get("sqnr_db") is not None] or [dict(recs[0], sqnr_db=float("nan"))]
+    s = min(finite, key=lambda r: r["sqnr_db"])  # (None: a record without signal, e.g. an all-zero tensor)
     return {"underflow": u["underflow"], "underflow_at": f"{u['layer']}/{u['role']}", "overflow": o["overflow"],
             "overflow_at": f"{o['layer']}/{o['role']}", "sqnr_db": s["sqnr_db"], "sqnr_at": f"{s['layer']}/{s['role']}"}
 
