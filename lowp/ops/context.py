@@ -66,8 +66,7 @@ def resolve_accumulator(name: Any) -> Any:
         return None
     from .tensor_core import TensorCoreAccumulator, get_accumulator
 
-    if isinstance(name, TensorCoreAccumulator) or (isinstance(name, str) and name.strip().lower().startswith("tc")
-                                                   and not name.strip().lower().startswith("tf")):
+    if isinstance(name, TensorCoreAccumulator) or (isinstance(name, str) and name.strip().lower().startswith("tc")):
         return get_accumulator(name)
     if isinstance(name, str) and name.strip().lower() == "fp32":
         return None

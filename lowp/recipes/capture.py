@@ -221,8 +221,9 @@ class CaptureState:
         return st[-1].name if st else ""
 
     def weight_name(self, w: torch.Tensor) -> str:
-        return self._unique(self.param_names.get(id(_root_param(w)), self.caller() or "weight")) \
-            if is_weight(w) else self._unique(self.caller() or "linear")
+        """The owning module's path for a parameter (or a view of one), else the calling module's."""
+        owner = self.param_names.get(id(_root_param(w))) if is_weight(w) else None
+        return self._unique(owner or self.caller() or "linear")
 
     def act_name(self, op: str) -> str:
         return self._unique(".".join(x for x in (self.caller(), op) if x))
