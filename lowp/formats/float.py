@@ -129,11 +129,11 @@ class FloatFormat(Format):
         }
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
-        from .fast import round_float_dispatch
+        from .fast import float_dispatch
 
         if x.dtype in (torch.float16, torch.bfloat16):
             y = self._quantize(x.float(), rounding, saturate, rand_bits, generator, None)
             return y.to(x.dtype)
         if x.dtype == torch.float32 and self.is_identity_for_float32:
             return x.clone() if out is None else out.copy_(x)
-        return round_float_dispatch(x, self.kernel_params(x.dtype), rounding, saturate, rand_bits, generator, out)
+        return float_dispatch(x, self, rounding, saturate, rand_bits, generator, out)

@@ -26,7 +26,8 @@ from ..formats import FloatFormat, Format, get_format
 from ..formats.block import MXFormat
 from ..formats.dfp import DFPFormat
 from ..formats import fast
-from ..formats.fast import compile_enabled, round_float_dispatch
+from ..formats.fast import compile_enabled
+from ..formats import short_paths
 from ..rounding import check_rand_bits
 from . import observe
 
@@ -48,15 +49,16 @@ def _is_identity(spec: Any, fmt: Format) -> bool:
 
 def round_tensor(x: torch.Tensor, fmt: Format, spec: Any) -> torch.Tensor:
     """Q(x) with the spec's rounding, saturation and random bits; fast paths that give the same bits:
-    native casts for bf16/fp16 round-to-nearest-even (no saturation), and the compiled float kernel for every
-    float32 tensor of a FloatFormat (its per-call cost is ~40 us against ~250 us for the eager kernel)."""
+    native casts for bf16/fp16 round-to-nearest-even (no saturation), and the compiled float kernels (the format's
+    short path for round-to-nearest, else the general one) for every float32 tensor of a FloatFormat, whatever its
+    size (a compiled call costs ~40 us against ~250 us for the eager kernel)."""
     if isinstance(fmt, FloatFormat) and x.dtype == torch.float32:
         native = _NATIVE.get(fmt.name)
         if native is not None and spec.rounding == "nearest" and not spec.saturate:
             return x.to(native).to(torch.float32)
         force = "compiled" if compile_enabled() else "eager"
-        return round_float_dispatch(x.contiguous(), fmt.kernel_params(torch.float32), spec.rounding,
-                                    bool(spec.saturate), check_rand_bits(spec.rand_bits), None, None, force=force)
+        return fast.float_dispatch(x.contiguous(), fmt, spec.rounding, bool(spec.saturate),
+                                   check_rand_bits(spec.rand_bits), None, None, force=force)
     return fmt.quantize(x, spec.rounding, saturate=spec.saturate, rand_bits=spec.rand_bits)
 
 
@@ -121,6 +123,7 @@ class OpContext:
             self.rht = RandomHadamard(h, getattr(recipe, "hadamard_seed", None))
         self._delayed: dict[str, Any] = {}
         self._axis_fmt: dict[tuple[str, int], Format] = {}
+        self._fast: dict[str, Any] = {}  # role -> its compiled short-path kernel call, or None (no short path)
 
     def has(self, role: str) -> bool:
         return role in self.specs
@@ -158,6 +161,32 @@ class OpContext:
         a = x.detach().abs().amax(dim=dims, keepdim=True) if dims else x.detach().abs()
         return scaling.amax_scale(a, fmt.max, spec.margin)
 
+    def _short_path_call(self, role: str) -> Any:
+        """For a role whose every float32 tensor takes one compiled short-path graph (a float format rounded to
+        nearest, unscaled or with per-tensor current scaling), that kernel with its arguments bound; else None.
+        Resolved once per role: this is the per-call hot path of emulated training."""
+        spec, fmt = self.specs[role], self.formats[role]
+        if not (isinstance(fmt, FloatFormat) and short_paths.supported(fmt, spec.rounding)
+                and spec.scaling in ("none", "current")):
+            return None
+        if spec.scaling == "none" and fmt.name in _NATIVE and not spec.saturate:
+            return None  # the native cast is faster
+        variant = "plain" if spec.scaling == "none" else "current"
+        kernel = short_paths.kernel(fmt, bool(spec.saturate), variant, spec.margin)
+        plain = variant == "plain"
+
+        def call(x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(-1)
+            out = torch.empty_like(flat)
+            if plain:
+                kernel(out, flat)
+            else:  # the last argument receives the scale
+                kernel(out, flat, torch.empty((), dtype=torch.float32, device=x.device))
+            fast.compiled_calls += 1
+            return out.view(x.shape)
+
+        return call
+
     @torch.no_grad()
     def quantize(self, role: str, x: torch.Tensor, chan_axis: int = -1, block_axis: int = -1,
                  flatten: bool = False) -> torch.Tensor:
@@ -166,6 +195,12 @@ class OpContext:
         spec = self.specs.get(role)
         if spec is None:
             return x
+        call = self._fast.get(role, False)
+        if call is False:
+            call = self._fast[role] = self._short_path_call(role)
+        if (call is not None and x.dtype == torch.float32 and not observe.OBSERVERS and x.numel() < fast.MAX_NUMEL
+                and compile_enabled()):
+            return call(x)
         fmt = self.formats[role]
         if x.dtype != torch.float32 and x.dtype not in (torch.float64, torch.float16, torch.bfloat16):
             raise TypeError(f"emulated op {self.name!r}: role {role!r} got dtype {x.dtype}")
@@ -186,10 +221,17 @@ class OpContext:
             return q
         if (not observe.OBSERVERS and isinstance(fmt, FloatFormat) and x.dtype == torch.float32
                 and spec.scaling in ("current", "delayed") and compile_enabled() and x.numel() < fast.MAX_NUMEL):
-            # fused: one compiled amax pass and one compiled pass for Q(x·s)/s (the same bits as below)
+            # fused compiled passes, the same bits as the eager steps below: current scaling on a format with a
+            # short path is one graph (amax, scale, Q(x·s)/s); otherwise an amax pass and a Q(x·s)/s pass
+            x = x.contiguous()
+            short = short_paths.supported(fmt, spec.rounding)
+            if spec.scaling == "current" and short:
+                return fast.short_path(x, fmt, bool(spec.saturate), "current", margin=spec.margin)
             s = (fast.current_scale_f32(x, fmt.max, spec.margin) if spec.scaling == "current"
                  else self._scale(role, spec, fmt, x, chan_axis).to(torch.float32))
-            return fast.scaled_round_float(x.contiguous(), fmt.kernel_params(torch.float32), spec.rounding,
+            if short:
+                return fast.short_path(x, fmt, bool(spec.saturate), "scaled", s)
+            return fast.scaled_round_float(x, fmt.kernel_params(torch.float32), spec.rounding,
                                            bool(spec.saturate), check_rand_bits(spec.rand_bits), None, s)
         s = self._scale(role, spec, fmt, x, chan_axis).to(x.dtype)
         xs = x * s

@@ -346,23 +346,18 @@ def emulated_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_qk: OpC
     kt = k.transpose(-2, -1)
     s = emulated_matmul(q, kt, ctx_qk) if ctx_qk is not None else torch.matmul(q, kt)
     s = s * scale
-    masked = False
+    may_mask_a_row = False
     if is_causal:
         L, S = q.shape[-2], k.shape[-2]
         keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
-        s = s.masked_fill(~keep, float("-inf"))
-        masked = True
+        s.masked_fill_(~keep, float("-inf"))  # s is this function's own fresh tensor
+        may_mask_a_row = S == 0  # top-left causal keeps key 0 in every row
     if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            s = s.masked_fill(~attn_mask, float("-inf"))
-            masked = True
-        else:
-            s = s + attn_mask
-            masked = True
-    if masked:
-        p = torch._safe_softmax(s, -1) if hasattr(torch, "_safe_softmax") else torch.softmax(s, -1)
-    else:
-        p = torch.softmax(s, -1)
+        s = s.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else s + attn_mask
+        may_mask_a_row = True
+    # torch's _safe_softmax (zeros for a row with every key masked) costs two more passes: only where a row can be
+    # fully masked; elsewhere it gives softmax's bits
+    p = torch._safe_softmax(s, -1) if may_mask_a_row else torch.softmax(s, -1)
     if dropout_p > 0:
         p = F.dropout(p, dropout_p, training=True)
     return emulated_matmul(p, v, ctx_pv) if ctx_pv is not None else torch.matmul(p, v)

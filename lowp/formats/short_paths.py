@@ -1,0 +1,119 @@
+"""Format-specialised short paths of the float32 rounding kernel: round to nearest (ties to even) on one format's
+grid, with the format's constants written into the kernel as literals, one compiled graph per (format, saturate,
+variant). They give the bits of the general kernel (``float_kernel.round_float``; tests compare them on every
+rounding-relevant bit pattern class of every registered float format) at about half its cost.
+
+For float32 v, |v| = a, a target with m mantissa bits (sh = 23 - m dropped bits) and smallest normal 2^emin >= 2^-126:
+
+    a >= 2^emin   add-and-mask on the bit pattern: (bits(a) + 2^(sh-1) - 1 + lsb) & ~(2^sh - 1), lsb the kept
+                  last bit (ties to even; a carry moves into the exponent field, which is the right result)
+    a <  2^emin   magic-number add: (a + C) - C with C = 2^(emin - m + 23), whose float32 quantum is the
+                  target's subnormal quantum 2^(emin - m), so float32's own round-to-nearest-even does the work
+
+then overflow (r > max: ±Inf, NaN or ±max by the format's policy and ``saturate``), the flush of results below the
+smallest normal for formats without subnormals, the sign put back as a bit, fnuz's -0 -> +0, NaN passed through —
+in the general kernel's order. Variants: ``plain`` Q(x); ``scaled`` Q(x·s)/s for a given 0-d scale;
+``current`` the per-tensor current scale s = (max / amax(x)) / 2^margin (``scaling.amax_scale``) computed in the
+same graph, then Q(x·s)/s.
+
+Formats outside the short path's reach (m = 23, or emin < -126, where float32 subnormals sit inside the target's
+normal range) and the other rounding modes use the general kernel.
+"""
+from __future__ import annotations
+
+import linecache
+import math
+import re
+import threading
+
+import torch
+
+from .float import FloatFormat
+
+VARIANTS = ("plain", "scaled", "current")
+
+_TEMPLATE = '''\
+def {name}(out, x{arg}):
+{pre}
+    u = v.view(I32)
+    mag = u & 0x7FFFFFFF
+    magc = torch.clamp(mag, max=0x7F800000)
+    rn = ((magc + ({half_m1} + ((magc >> {sh}) & 1))) & {keep}).view(F32)
+    a = mag.view(F32)
+    r = torch.where(a < {sub_below!r}, (a + {magic!r}) - {magic!r}, rn)
+    r = torch.where(r > {maxval!r}, {inf_val}, r)
+{flush}
+    rb = r.view(I32) | (u & {sign})
+{negzero}
+    q = torch.where(mag > 0x7F800000, v, rb.view(F32))
+    out.copy_(q{post})
+'''
+
+_PRE = {
+    "plain": ("", "    v = x", ""),
+    "scaled": (", s", "    v = x * s", " / s"),
+    # the scale is written to ``s`` (a 1-element buffer) and read back, so that the graph computes it once
+    # rather than inlining its float64 arithmetic into every vector of the rounding loop
+    "current": (", s", "    a0 = x.abs().amax().to(torch.float64)\n"
+                       "    sc = torch.clamp(({fmt_max!r} / a0) / {pow_margin!r}, max=2.0 ** 127)\n"
+                       "    s.copy_(torch.where(torch.isfinite(a0) & (a0 > 0), sc, torch.ones_like(sc)).to(F32))\n"
+                       "    v = x * s", " / s"),
+}
+
+_lock = threading.Lock()
+_kernels: dict[tuple, object] = {}
+
+
+def supported(fmt, rounding: str) -> bool:
+    """Whether (fmt, rounding) has a short path: a FloatFormat rounded to nearest-even, 0 <= m <= 22, emin >= -126."""
+    return (rounding == "nearest" and isinstance(fmt, FloatFormat) and fmt.man <= 22 and fmt.emin >= -126)
+
+
+def _float_literal(v: float) -> str:
+    if math.isnan(v):
+        return 'float("nan")'
+    if math.isinf(v):
+        return 'float("inf")'
+    return repr(float(v))
+
+
+def source(fmt: FloatFormat, saturate: bool, variant: str, margin: int = 0) -> tuple[str, str]:
+    """The kernel's name and Python source for ``fmt`` (see the module docstring)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown short-path variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    sh = 23 - fmt.man
+    over = {"ieee": math.inf, "fn": math.nan, "fnuz": math.nan, "none": fmt.max}[fmt.special]
+    inf_val = fmt.max if saturate else over
+    arg, pre, post = _PRE[variant]
+    if variant == "current":
+        pre = pre.format(fmt_max=float(fmt.max), pow_margin=float(2.0 ** margin))
+    tag = re.sub(r"\W", "_", f"{fmt.name}_{fmt.exp}_{fmt.man}_{fmt.bias}_{fmt.special}_{int(fmt.subnormals)}")
+    name = f"nearest_{variant}_{tag}_sat{int(saturate)}" + (f"_m{margin}" if variant == "current" else "")
+    src = _TEMPLATE.format(
+        name=name, arg=arg, pre=pre, post=post, sh=sh, half_m1=(1 << (sh - 1)) - 1 if sh else 0, keep=-(1 << sh),
+        sub_below=math.ldexp(1.0, fmt.emin), magic=math.ldexp(1.0, fmt.emin - fmt.man + 23), maxval=float(fmt.max),
+        inf_val=_float_literal(inf_val), sign=-(1 << 31),
+        flush="" if fmt.subnormals else f"    r = torch.where(r < {float(fmt.min_normal)!r}, 0.0, r)",
+        negzero="    rb = torch.where(rb == -2147483648, 0, rb)" if fmt.special == "fnuz" else "")
+    return name, src
+
+
+def kernel(fmt: FloatFormat, saturate: bool, variant: str = "plain", margin: int = 0, compiled: bool = True):
+    """The short-path kernel ``k(out, x[, s])`` writing into flat float32 ``out``; compiled lazily, once per key
+    (each key has a code object of its own, so dynamo never counts one format's graph against another's)."""
+    key = (fmt, bool(saturate), variant, int(margin) if variant == "current" else 0, compiled)
+    fn = _kernels.get(key)
+    if fn is None:
+        with _lock:
+            fn = _kernels.get(key)
+            if fn is None:
+                name, src = source(fmt, saturate, variant, key[3])
+                filename = f"<lowp short path {name}>"
+                linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+                ns = {"torch": torch, "I32": torch.int32, "F32": torch.float32}
+                exec(compile(src, filename, "exec"), ns)  # noqa: S102 - our own template, format constants only
+                fn = ns[name]
+                if compiled:
+                    fn = torch.compile(fn, dynamic=True, fullgraph=True)
+                _kernels[key] = fn
+    return fn

@@ -1,0 +1,116 @@
+"""The format-specialised short paths (``formats/short_paths.py``) against the general rounding kernel, bit for bit.
+
+Inputs: every rounding-relevant class of float32 bit pattern for the format — each sign × every float32 exponent ×
+every kept mantissa pattern (all 2^m, m <= 10) × the dropped-bit patterns that decide nearest-even (0, 1,
+half - 1, half, half + 1, all ones) — plus ±0, ±Inf, NaNs with payloads, float32 subnormals and 2^16 random bit
+patterns. The general kernel (``float_kernel.round_float``, itself tested against ml_dtypes and exact references)
+is the oracle. The short paths' Python runs eagerly for every format; the compiled graphs are checked on a subset
+of formats (compiling one costs seconds) and must agree with their eager twin.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lowp.formats import get_format
+from lowp.formats import short_paths
+from lowp.formats.float import FloatFormat
+from lowp.formats.float_kernel import MODE_CODE, round_float
+from lowp.formats.registry import FORMATS
+
+FLOATS = sorted(n for n, f in FORMATS.items() if isinstance(f, FloatFormat) and short_paths.supported(f, "nearest"))
+
+
+def patterns(fmt: FloatFormat) -> torch.Tensor:
+    sh = 23 - fmt.man
+    kept = torch.arange(1 << min(fmt.man, 10), dtype=torch.int64) << sh
+    if fmt.man > 10:  # high mantissa bits exhaustive, the low kept bits sampled (0, 1, all ones)
+        low = torch.tensor([0, 1, (1 << (fmt.man - 10)) - 1], dtype=torch.int64) << sh
+        kept = (kept[:, None] << (fmt.man - 10) | low[None, :]).reshape(-1)
+    half = 1 << (sh - 1)
+    drop = torch.tensor(sorted({0, 1, half - 1, half, half + 1, (1 << sh) - 1} - {-1}), dtype=torch.int64)
+    drop = drop[(drop >= 0) & (drop < (1 << sh))]
+    exps = torch.arange(256, dtype=torch.int64) << 23
+    signs = torch.tensor([0, 1 << 31], dtype=torch.int64)
+    bits = (signs[:, None, None, None] | exps[None, :, None, None] | kept[None, None, :, None]
+            | drop[None, None, None, :]).reshape(-1)
+    extra = torch.tensor([0, 1 << 31, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 0x7F800001, 1, 0x807FFFFF,
+                          0x00400000], dtype=torch.int64)
+    rnd = torch.randint(0, 1 << 32, (1 << 16,), generator=torch.Generator().manual_seed(0), dtype=torch.int64)
+    bits = torch.cat([bits, extra, rnd])
+    return (bits - ((bits >> 31) << 32)).to(torch.int32).view(torch.float32)
+
+
+def reference(fmt: FloatFormat, x: torch.Tensor, saturate: bool) -> torch.Tensor:
+    p = fmt.kernel_params(torch.float32)
+    return round_float(x, **p, mode=torch.tensor(MODE_CODE["nearest"]), saturate=torch.tensor(saturate))
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> None:
+    ia, ib = a.view(torch.int32), b.view(torch.int32)
+    bad = (ia != ib).nonzero()
+    assert bad.numel() == 0, f"{bad.numel()} mismatches, first at {bad[0].item()}: {ia[bad[0]].item():#x} vs " \
+                             f"{ib[bad[0]].item():#x}"
+
+
+def run(fmt, saturate, variant, x, *extra, compiled=False, margin=0):
+    out = torch.empty_like(x)
+    if variant == "current":
+        extra = (torch.empty(()),)
+    short_paths.kernel(fmt, saturate, variant, margin=margin, compiled=compiled)(out, x, *extra)
+    return out
+
+
+def test_the_formats_covered_include_the_common_ones():
+    assert {"bf16", "fp16", "e4m3", "e5m2", "e2m1", "e3m2", "e2m3", "e4m3fnuz", "tf32"} <= set(FLOATS)
+    assert not short_paths.supported(get_format("e4m3"), "stochastic")
+    assert not short_paths.supported(get_format("fp32"), "nearest")
+
+
+@pytest.mark.parametrize("saturate", [False, True])
+@pytest.mark.parametrize("name", FLOATS)
+def test_plain_short_path_equals_general_kernel(name, saturate):
+    fmt = get_format(name)
+    x = patterns(fmt)
+    same_bits(run(fmt, saturate, "plain", x), reference(fmt, x, saturate))
+
+
+@pytest.mark.parametrize("name", ["e4m3", "e5m2", "e2m1", "e4m3fnuz"])
+def test_scaled_and_current_short_paths_equal_the_three_step_reference(name):
+    fmt = get_format(name)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4096, generator=gen) * 3.0
+    x[::97] = torch.tensor(float("nan"))
+    x[5] = 0.0
+    for s in (torch.tensor(2.0**-7), torch.tensor(1.37), torch.tensor(900.0)):
+        same_bits(run(fmt, True, "scaled", x, s), reference(fmt, x * s, True) / s)
+    from lowp.scaling import current_scale
+
+    y = x.nan_to_num(0.0)  # current scaling of a NaN-free tensor (a NaN makes amax NaN, s = 1)
+    for margin in (0, 2):
+        s = current_scale(y, fmt, margin).to(torch.float32)
+        same_bits(run(fmt, True, "current", y, margin=margin), reference(fmt, y * s, True) / s)
+        sbuf = torch.empty(())
+        short_paths.kernel(fmt, True, "current", margin=margin, compiled=False)(torch.empty_like(y), y, sbuf)
+        assert sbuf.item() == s.item()  # the scale is handed back
+    same_bits(run(fmt, True, "current", x), reference(fmt, x, True))  # NaN amax: s = 1
+    z = torch.zeros(64)
+    same_bits(run(fmt, True, "current", z), z)
+
+
+@pytest.mark.parametrize("name,saturate", [("e4m3", True), ("e5m2", False), ("bf16", False)])
+def test_compiled_short_path_equals_its_eager_twin(name, saturate):
+    fmt = get_format(name)
+    x = patterns(fmt)
+    same_bits(run(fmt, saturate, "plain", x, compiled=True), reference(fmt, x, saturate))
+
+
+def test_compiled_fused_current_scaling_equals_eager():
+    fmt = get_format("e4m3")
+    x = torch.randn(1 << 17, generator=torch.Generator().manual_seed(2)) * 50
+    same_bits(run(fmt, True, "current", x, compiled=True), run(fmt, True, "current", x))
+
+
+def test_unknown_variant_is_an_error():
+    with pytest.raises(ValueError, match="variant 'bogus'"):
+        short_paths.source(get_format("e4m3"), False, "bogus")
