@@ -1,10 +1,13 @@
-"""Quantize throughput against the memory-bandwidth bound, measured in the same run (issue 2).
+"""Quantize throughput against the memory-bandwidth bound, measured in the same run (README, Performance).
 
-For each size (default 2^24 and 2^26 float32 elements), format (bf16, e4m3, e5m2, mxfp8_e4m3, int8) and rounding
-(nearest, stochastic), prints the median time of ``lowp.quantize`` allocating a fresh result and writing into a
-preallocated ``out=``, as ratios to ``torch.add(x, 0, out=y)`` (the bandwidth bound: one read, one write) and to
-``x.clone()`` (which also pays for a fresh allocation), plus GB/s counting 8 bytes (read + write) per element.
-Targets (issue 2): nearest <= 3x add with out=, <= 1x clone allocating; stochastic <= 4x add.
+For each size (default 2^24 and 2^26 float32 elements), format and rounding (nearest, stochastic), prints the
+median time of ``lowp.quantize`` allocating a fresh result and writing into a preallocated ``out=``, as ratios to
+``torch.add(x, 0, out=y)`` (the bandwidth bound: one read, one write) and to ``x.clone()`` (which also pays for a
+fresh allocation), plus GB/s counting 8 bytes (read + write) per element. torch's native round trips
+(``x.to(dtype).float()``) run in the same process as the reference. Round-to-nearest of a float format takes the
+format's compiled short path (``lowp/formats/short_paths.py``).
+Targets: nearest ``out=`` <= 2x add for every float format; stochastic <= 3x; MX and NVFP4 <= 3x; int8 per tensor
+<= 2x; allocating <= 1.2x clone.
 
     python benchmarks/bench_quantize.py [--sizes 24 26] [--repeats 5] [--formats ...]
 Timings on a shared machine are noisy: read them as indicative.
@@ -39,7 +42,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[24, 26], help="log2 of the element counts")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--formats", nargs="+", default=["bf16", "e4m3", "e5m2", "mxfp8_e4m3", "int8"])
+    ap.add_argument("--formats", nargs="+", default=["bf16", "fp16", "e4m3", "e5m2", "e2m1", "fp8-152", "mxfp8_e4m3",
+                                                     "mxfp4_e2m1", "nvfp4", "int8"])
     ap.add_argument("--roundings", nargs="+", default=["nearest", "stochastic"])
     args = ap.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, compile "
@@ -54,6 +58,10 @@ def main() -> None:
         print(f"\nn = 2^{lg}: add(out=) {t_add * 1e3:.1f} ms ({gbs(t_add):.1f} GB/s), clone {t_clone * 1e3:.1f} ms "
               f"({gbs(t_clone):.1f} GB/s)")
         print(f"{'format':<12} {'rounding':<11} {'variant':<6} {'ms':>8} {'x add':>7} {'x clone':>8} {'GB/s':>6}")
+        for dt in (torch.bfloat16, torch.float16, torch.float8_e4m3fn, torch.float8_e5m2):
+            t = timeit(lambda: x.to(dt).float(), args.repeats)
+            print(f"{'torch ' + str(dt).replace('torch.', ''):<24} {'native':<6} {t * 1e3:8.1f} {t / t_add:7.2f} "
+                  f"{t / t_clone:8.2f} {gbs(t):6.1f}", flush=True)
         for name in args.formats:
             for rnd in args.roundings:
                 g = torch.Generator().manual_seed(0)

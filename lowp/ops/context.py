@@ -1,15 +1,10 @@
-"""Per-layer state of an emulated op: the role specs, the accumulator, and per-tensor scaling state.
+"""Per-layer state of an emulated op: the role specs, the accumulator, and one scaled quantizer per role.
 
-``OpContext.quantize(role, x, ...)`` rounds one tensor role exactly once (Recipe semantics, SPEC §5):
-
-    scaling "none"         x_q = Q(x)
-    scaling "current"      s = (fmt.max / amax(x)) / 2^margin,  x_q = Q(x·s) / s      (per tensor)
-    scaling "delayed"      as current, amax = max of the last ``history`` amaxes (Transformer Engine);
-                           the first call uses its own amax. The history lives here (not in the state_dict).
-    scaling "per-channel"  as current with one amax per slice along the channel axis: dim 0 for weight-like roles
-                           (output channel), the channel/feature axis for activations (dim 1 of a conv tensor,
-                           the last dim of a linear/matmul/embedding tensor).
-amax of 0 or non-finite gives s = 1 (NaN stays NaN). Block formats (MX, DFP with blocks) take their blocks along
+``OpContext.quantize(role, x, ...)`` rounds one tensor role exactly once with the role's ``ScaledQuantizer``
+(``lowp/scaled_quantizer.py``: none, current, delayed or per-channel scaling; a delayed role's amax history lives
+in its quantizer, not in the state_dict). Per-channel scaling takes one amax per slice along the channel axis:
+dim 0 for weight-like roles (output channel), the channel/feature axis for activations (dim 1 of a conv tensor,
+the last dim of a linear/matmul/embedding tensor). Block formats (MX, DFP with blocks) take their blocks along
 the GEMM reduction axis where the op knows it (a conv weight is viewed as (C_out, C_in·kh·kw)).
 
 The context only duck-types its recipe (attributes named after the roles plus ``accumulate`` and ``chunk``), so this
@@ -25,10 +20,7 @@ import torch
 from ..formats import FloatFormat, Format, get_format
 from ..formats.block import MXFormat
 from ..formats.dfp import DFPFormat
-from ..formats import fast
-from ..formats.fast import compile_enabled
-from ..formats import short_paths
-from ..rounding import check_rand_bits
+from ..scaled_quantizer import ScaledQuantizer
 from . import observe
 
 #: the tensor roles of a GEMM-like op y = f(x, w) + b (forward x, w, y; backward dy, dx, dw)
@@ -40,26 +32,10 @@ ROLES = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight"
 OPERAND_CASTS = ("weight_dgrad", "input_wgrad", "grad_output_wgrad")
 #: every role a recipe can set on an op (``bias``: the bias rounded before it is added, as a native BF16 GEMM does)
 ALL_ROLES = ROLES + OPERAND_CASTS + ("bias",)
-_NATIVE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _is_identity(spec: Any, fmt: Format) -> bool:
     return isinstance(fmt, FloatFormat) and fmt.is_identity_for_float32 and spec.scaling == "none"
-
-
-def round_tensor(x: torch.Tensor, fmt: Format, spec: Any) -> torch.Tensor:
-    """Q(x) with the spec's rounding, saturation and random bits; fast paths that give the same bits:
-    native casts for bf16/fp16 round-to-nearest-even (no saturation), and the compiled float kernels (the format's
-    short path for round-to-nearest, else the general one) for every float32 tensor of a FloatFormat, whatever its
-    size (a compiled call costs ~40 us against ~250 us for the eager kernel)."""
-    if isinstance(fmt, FloatFormat) and x.dtype == torch.float32:
-        native = _NATIVE.get(fmt.name)
-        if native is not None and spec.rounding == "nearest" and not spec.saturate:
-            return x.to(native).to(torch.float32)
-        force = "compiled" if compile_enabled() else "eager"
-        return fast.float_dispatch(x.contiguous(), fmt, spec.rounding, bool(spec.saturate),
-                                   check_rand_bits(spec.rand_bits), None, None, force=force)
-    return fmt.quantize(x, spec.rounding, saturate=spec.saturate, rand_bits=spec.rand_bits)
 
 
 def resolve_accumulator(name: Any) -> Any:
@@ -93,6 +69,7 @@ class OpContext:
         self.specs: dict[str, Any] = {}
         self.formats: dict[str, Format] = {}
         self.high_precision: set[str] = set()  # operand casts explicitly kept in FP32
+        self.quantizers: dict[str, ScaledQuantizer] = {}
         for role in ALL_ROLES:
             spec = getattr(recipe, role, None)
             if spec is None:
@@ -102,9 +79,10 @@ class OpContext:
                 if role in OPERAND_CASTS:
                     self.high_precision.add(role)
                 continue
-            if spec.scaling != "none" and getattr(fmt, "max", None) is None:
-                raise ValueError(f"role {role!r}: scaling {spec.scaling!r} needs a format with a finite max; "
-                                 f"{spec.format!r} has none (scaled/block formats carry their own scale)")
+            try:
+                self.quantizers[role] = ScaledQuantizer.from_spec(spec)
+            except ValueError as e:
+                raise ValueError(f"role {role!r}: {e}") from None
             self.specs[role], self.formats[role] = spec, fmt
         acc = getattr(recipe, "accumulate", None)
         self.accumulate: Any = resolve_accumulator(acc)
@@ -121,9 +99,7 @@ class OpContext:
                 raise ValueError("wgrad_hadamard rotates the wgrad operands: the recipe must set input_wgrad and "
                                  "grad_output_wgrad (their casts are taken after the rotation)")
             self.rht = RandomHadamard(h, getattr(recipe, "hadamard_seed", None))
-        self._delayed: dict[str, Any] = {}
         self._axis_fmt: dict[tuple[str, int], Format] = {}
-        self._fast: dict[str, Any] = {}  # role -> its compiled short-path kernel call, or None (no short path)
 
     def has(self, role: str) -> bool:
         return role in self.specs
@@ -145,100 +121,29 @@ class OpContext:
             return self._axis_fmt[key]
         return fmt
 
-    def _scale(self, role: str, spec: Any, fmt: Format, x: torch.Tensor, chan_axis: int) -> torch.Tensor:
-        from .. import scaling  # layer 2; imported lazily (written concurrently)
-
-        if spec.scaling == "current":
-            return scaling.current_scale(x, fmt, spec.margin)
-        if spec.scaling == "delayed":
-            sc = self._delayed.get(role)
-            if sc is None:
-                sc = self._delayed[role] = scaling.DelayedScaler(spec.history, spec.margin)
-            return sc.scale(x, fmt)
-        # per-channel: amax over every dim but chan_axis, kept for broadcasting
-        ax = chan_axis % x.dim()
-        dims = [d for d in range(x.dim()) if d != ax]
-        a = x.detach().abs().amax(dim=dims, keepdim=True) if dims else x.detach().abs()
-        return scaling.amax_scale(a, fmt.max, spec.margin)
-
-    def _short_path_call(self, role: str) -> Any:
-        """For a role whose every float32 tensor takes one compiled short-path graph (a float format rounded to
-        nearest, unscaled or with per-tensor current scaling), that kernel with its arguments bound; else None.
-        Resolved once per role: this is the per-call hot path of emulated training."""
-        spec, fmt = self.specs[role], self.formats[role]
-        if not (isinstance(fmt, FloatFormat) and short_paths.supported(fmt, spec.rounding)
-                and spec.scaling in ("none", "current")):
-            return None
-        if spec.scaling == "none" and fmt.name in _NATIVE and not spec.saturate:
-            return None  # the native cast is faster
-        variant = "plain" if spec.scaling == "none" else "current"
-        kernel = short_paths.kernel(fmt, bool(spec.saturate), variant, spec.margin)
-        plain = variant == "plain"
-
-        def call(x: torch.Tensor) -> torch.Tensor:
-            flat = x.reshape(-1)
-            out = torch.empty_like(flat)
-            if plain:
-                kernel(out, flat)
-            else:  # the last argument receives the scale
-                kernel(out, flat, torch.empty((), dtype=torch.float32, device=x.device))
-            fast.compiled_calls += 1
-            return out.view(x.shape)
-
-        return call
-
     @torch.no_grad()
     def quantize(self, role: str, x: torch.Tensor, chan_axis: int = -1, block_axis: int = -1,
                  flatten: bool = False) -> torch.Tensor:
         """Round ``x`` as ``role`` (identity if the role is not set). ``flatten`` views x as (shape[0], -1) for
         block formats (conv weights: blocks along C_in·kh·kw)."""
-        spec = self.specs.get(role)
-        if spec is None:
+        quantizer = self.quantizers.get(role)
+        if quantizer is None:
             return x
-        call = self._fast.get(role, False)
-        if call is False:
-            call = self._fast[role] = self._short_path_call(role)
-        if (call is not None and x.dtype == torch.float32 and not observe.OBSERVERS and x.numel() < fast.MAX_NUMEL
-                and compile_enabled()):
-            return call(x)
-        fmt = self.formats[role]
         if x.dtype != torch.float32 and x.dtype not in (torch.float64, torch.float16, torch.bfloat16):
             raise TypeError(f"emulated op {self.name!r}: role {role!r} got dtype {x.dtype}")
+        fmt = self.formats[role]
         if _blockish(fmt):
             shape = x.shape
             if flatten and x.dim() > 2:
                 x2, ax = x.reshape(shape[0], -1), -1
             else:
                 x2, ax = x, block_axis
-            q = round_tensor(x2, self._block_fmt(role, fmt, ax), spec).reshape(shape)
+            q = quantizer.round(x2, fmt=self._block_fmt(role, fmt, ax)).reshape(shape)
             if observe.OBSERVERS:
                 observe.notify(self.name, role, x, q, fmt)
             return q
-        if spec.scaling == "none":
-            q = round_tensor(x, fmt, spec)
-            if observe.OBSERVERS:
-                observe.notify(self.name, role, x, q, fmt)
-            return q
-        if (not observe.OBSERVERS and isinstance(fmt, FloatFormat) and x.dtype == torch.float32
-                and spec.scaling in ("current", "delayed") and compile_enabled() and x.numel() < fast.MAX_NUMEL):
-            # fused compiled passes, the same bits as the eager steps below: current scaling on a format with a
-            # short path is one graph (amax, scale, Q(x·s)/s); otherwise an amax pass and a Q(x·s)/s pass
-            x = x.contiguous()
-            short = short_paths.supported(fmt, spec.rounding)
-            if spec.scaling == "current" and short:
-                return fast.short_path(x, fmt, bool(spec.saturate), "current", margin=spec.margin)
-            s = (fast.current_scale_f32(x, fmt.max, spec.margin) if spec.scaling == "current"
-                 else self._scale(role, spec, fmt, x, chan_axis).to(torch.float32))
-            if short:
-                return fast.short_path(x, fmt, bool(spec.saturate), "scaled", s)
-            return fast.scaled_round_float(x, fmt.kernel_params(torch.float32), spec.rounding,
-                                           bool(spec.saturate), check_rand_bits(spec.rand_bits), None, s)
-        s = self._scale(role, spec, fmt, x, chan_axis).to(x.dtype)
-        xs = x * s
-        q = round_tensor(xs, fmt, spec)
-        if observe.OBSERVERS:
-            observe.notify(self.name, role, xs, q, fmt)
-        return q / s  # not in place: observers may keep q
+        seen = (lambda xs, q: observe.notify(self.name, role, xs, q, fmt)) if observe.OBSERVERS else None
+        return quantizer(x, chan_axis, observe=seen)
 
     def __repr__(self) -> str:
         return f"OpContext(name={self.name!r}, recipe={self.recipe_name}, roles={list(self.specs)})"

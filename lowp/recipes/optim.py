@@ -23,7 +23,8 @@ from typing import Any, Callable
 import torch
 
 from ..formats import get_format
-from ..scaling import current_scale, make_loss_scaler
+from ..scaled_quantizer import ScaledQuantizer
+from ..scaling import make_loss_scaler
 
 
 def _is_identity(spec: Any) -> bool:
@@ -42,6 +43,11 @@ class LowpOptimizer:
         self.scaler = make_loss_scaler(getattr(recipe, "loss_scaling", None))
         self.master = self._active(getattr(recipe, "master", None))
         self.optim_state = self._active(getattr(recipe, "optim_state", None))
+        # a spec that scales gets per-tensor current scaling here (master weights and state have no amax history)
+        self._quantizers = {id(spec): ScaledQuantizer(spec.format, spec.rounding, saturate=spec.saturate,
+                                                      rand_bits=spec.rand_bits, margin=spec.margin,
+                                                      scaling="none" if spec.scaling == "none" else "current")
+                            for spec in (self.master, self.optim_state) if spec is not None}
         self.generator: torch.Generator | None = None
         if any(s is not None and s.rounding == "stochastic" for s in (self.master, self.optim_state)):
             seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64))
@@ -55,12 +61,7 @@ class LowpOptimizer:
 
     # --- rounding ------------------------------------------------------------------------------------------------
     def _q(self, x: torch.Tensor, spec: Any) -> torch.Tensor:
-        fmt = get_format(spec.format)
-        kw = dict(saturate=spec.saturate, rand_bits=spec.rand_bits, generator=self.generator)
-        if spec.scaling == "none":
-            return fmt.quantize(x, spec.rounding, **kw)
-        s = current_scale(x, fmt, spec.margin).to(x.dtype)
-        return fmt.quantize(x * s, spec.rounding, **kw) / s
+        return self._quantizers[id(spec)](x, generator=self.generator)
 
     @torch.no_grad()
     def _round_params(self) -> None:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import lowp
 from lowp.ops import OpContext, emulated_conv1d, emulated_conv2d, emulated_embedding, emulated_linear, \
     emulated_matmul, observe
-from lowp.ops.context import round_tensor
+from lowp.scaled_quantizer import ScaledQuantizer
 
 
 @pytest.fixture(autouse=True)
@@ -125,7 +125,7 @@ def test_native_cast_fast_path_is_bit_exact(fmt):
                              3e38, 1e-40, -1e-45, 2.0**-24, 2.0**-25, 3 * 2.0**-26, 2.0**-133])
     x = torch.cat([torch.randn(20000) * 10.0 ** torch.randint(-9, 6, (20000,)), specials,
                    torch.randint(-2**31, 2**31 - 1, (20000,), dtype=torch.int32).view(torch.float32)])
-    got = round_tensor(x, lowp.get_format(fmt), lowp.TensorSpec(fmt))
+    got = ScaledQuantizer(fmt).round(x)
     ref = lowp.quantize(x, fmt)
     nan = torch.isnan(ref)
     assert torch.equal(torch.isnan(got), nan)

@@ -1,0 +1,144 @@
+"""The one scaled quantizer: x_q = Q(x·s) / s for a tensor role, used by the emulated ops (``ops/context.py``), the
+optimizer's master weights and state (``recipes/optim.py``) and the low-precision all-reduce (``distributed/``).
+
+    scaling "none"         s = 1: x_q = Q(x)
+    scaling "current"      s = (fmt.max / amax(x)) / 2^margin                      (per tensor, ``scaling.amax_scale``)
+    scaling "delayed"      as current with amax = max of the last ``history`` amaxes (Transformer Engine's
+                           DelayedScaling, ``scaling.DelayedScaler``); the history lives in the quantizer
+    scaling "per-channel"  as current with one amax per slice along ``chan_axis``
+
+amax = 0 or a non-finite amax gives s = 1 (NaN stays NaN). The fastest path that gives the same bits is taken:
+native casts (bf16/fp16 round to nearest, no saturation), a format's compiled short path (round to nearest; with
+current scaling amax, scale and Q(x·s)/s are one compiled graph, ``formats/short_paths.py``), the compiled general
+kernel, else the format's own ``quantize``. Every path is tested bit for bit against the eager three steps.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .formats import FloatFormat, Format, fast, get_format, short_paths
+from .rounding import check_rand_bits
+from .scaling import DelayedScaler, amax_scale, current_scale
+
+SCALINGS = ("none", "current", "delayed", "per-channel")
+_NATIVE = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def channel_amax(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """max |x| over every dim but ``axis`` (kept for broadcasting)."""
+    ax = axis % x.dim()
+    dims = [d for d in range(x.dim()) if d != ax]
+    return x.detach().abs().amax(dim=dims, keepdim=True) if dims else x.detach().abs()
+
+
+class ScaledQuantizer:
+    """Q(x·s)/s with one format, rounding (``saturate``, ``rand_bits``) and scaling rule (see the module docstring)."""
+
+    def __init__(self, fmt: str | Format, rounding: str = "nearest", *, saturate: bool = False,
+                 rand_bits: int | None = None, scaling: str = "none", margin: int = 0, history: int = 16) -> None:
+        self.fmt = get_format(fmt)
+        if scaling not in SCALINGS:
+            raise ValueError(f"unknown scaling {scaling!r}; valid: {', '.join(SCALINGS)}")
+        if scaling != "none" and not isinstance(getattr(self.fmt, "max", None), (int, float)):
+            raise ValueError(f"scaling {scaling!r} needs a format with a finite max; {self.fmt.name!r} has none "
+                             "(scaled/block formats carry their own scale)")
+        self.rounding, self.saturate, self.rand_bits = rounding, bool(saturate), rand_bits
+        self.scaling, self.margin = scaling, int(margin)
+        self.delayed = DelayedScaler(history, margin) if scaling == "delayed" else None
+        self._fast: Callable[[torch.Tensor], torch.Tensor] | None | bool = False  # resolved on first use
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> "ScaledQuantizer":
+        """From a ``TensorSpec``-like object (duck-typed: this layer does not import ``lowp.recipes``)."""
+        return cls(spec.format, spec.rounding, saturate=spec.saturate, rand_bits=spec.rand_bits,
+                   scaling=spec.scaling, margin=spec.margin, history=spec.history)
+
+    def __repr__(self) -> str:
+        return (f"ScaledQuantizer({self.fmt.name!r}, {self.rounding!r}, saturate={self.saturate}, "
+                f"scaling={self.scaling!r}, margin={self.margin})")
+
+    # --- the pieces ----------------------------------------------------------------------------------------------
+    def scale(self, x: torch.Tensor, chan_axis: int = -1) -> torch.Tensor | None:
+        """The scale for x (None for scaling "none"); a delayed quantizer records amax(x) in its history."""
+        if self.scaling == "none":
+            return None
+        if self.scaling == "current":
+            return current_scale(x, self.fmt, self.margin)
+        if self.scaling == "delayed":
+            return self.delayed.scale(x, self.fmt)
+        return amax_scale(channel_amax(x, chan_axis), float(self.fmt.max), self.margin)
+
+    def round(self, x: torch.Tensor, generator: torch.Generator | None = None,
+              fmt: Format | None = None) -> torch.Tensor:
+        """Q(x) (no scaling) on ``fmt`` (default this quantizer's; the ops pass block formats re-oriented along
+        their GEMM's reduction axis)."""
+        fmt = self.fmt if fmt is None else fmt
+        if isinstance(fmt, FloatFormat) and x.dtype == torch.float32:
+            native = _NATIVE.get(fmt.name)
+            if native is not None and self.rounding == "nearest" and not self.saturate:
+                return x.to(native).to(torch.float32)
+            force = "compiled" if fast.compile_enabled() else "eager"
+            return fast.float_dispatch(x.contiguous(), fmt, self.rounding, self.saturate,
+                                       check_rand_bits(self.rand_bits), generator, None, force=force)
+        return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits, generator=generator)
+
+    # --- the whole ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, chan_axis: int = -1, *, generator: torch.Generator | None = None,
+                 fmt: Format | None = None,
+                 observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Q(x·s)/s. ``observe(xs, q)`` (if given) sees the scaled input and its rounding before the division."""
+        fast_ok = (generator is None and observe is None and fmt is None and x.dtype == torch.float32
+                   and x.numel() < fast.MAX_NUMEL and fast.compile_enabled())
+        if fast_ok:
+            if self._fast is False:
+                self._fast = self._short_path_call()
+            if self._fast is not None:
+                return self._fast(x)
+        if self.scaling == "none":
+            q = self.round(x, generator, fmt)
+            if observe is not None:
+                observe(x, q)
+            return q
+        if fast_ok and isinstance(self.fmt, FloatFormat) and self.scaling in ("current", "delayed"):
+            # compiled passes with the same bits: an amax pass (or the history), then one Q(x·s)/s pass
+            x = x.contiguous()
+            s = (fast.current_scale_f32(x, self.fmt.max, self.margin) if self.scaling == "current"
+                 else self.scale(x).to(torch.float32))
+            if short_paths.supported(self.fmt, self.rounding):
+                return fast.short_path(x, self.fmt, self.saturate, "scaled", s)
+            return fast.scaled_round_float(x, self.fmt.kernel_params(torch.float32), self.rounding, self.saturate,
+                                           check_rand_bits(self.rand_bits), None, s)
+        s = self.scale(x, chan_axis).to(x.dtype)
+        xs = x * s
+        q = self.round(xs, generator, fmt)
+        if observe is not None:
+            observe(xs, q)
+        return q / s  # not in place: observers may keep q
+
+    def _short_path_call(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Where every float32 tensor takes one compiled short-path graph (a float format rounded to nearest,
+        unscaled or with current scaling), that kernel with its arguments bound; else None. This is the per-call
+        hot path of emulated training: resolved once."""
+        fmt = self.fmt
+        if not (isinstance(fmt, FloatFormat) and short_paths.supported(fmt, self.rounding)
+                and self.scaling in ("none", "current")):
+            return None
+        if self.scaling == "none" and fmt.name in _NATIVE and not self.saturate:
+            return None  # the native cast is faster
+        plain = self.scaling == "none"
+        kernel = short_paths.kernel(fmt, self.saturate, "plain" if plain else "current", self.margin)
+
+        def call(x: torch.Tensor) -> torch.Tensor:
+            flat = x.reshape(-1)
+            out = torch.empty_like(flat)
+            if plain:
+                kernel(out, flat)
+            else:  # the last argument receives the scale
+                kernel(out, flat, torch.empty((), dtype=torch.float32, device=x.device))
+            fast.compiled_calls += 1
+            return out.view(x.shape)
+
+        return call
