@@ -20,17 +20,10 @@ import torch
 
 from .formats import FloatFormat, Format, fast, get_format, short_paths
 from .rounding import check_rand_bits
-from .scaling import DelayedScaler, amax_scale, current_scale
+from .scaling import DelayedScaler, amax_scale, channel_amax, current_scale
 
 SCALINGS = ("none", "current", "delayed", "per-channel")
 _NATIVE = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def channel_amax(x: torch.Tensor, axis: int) -> torch.Tensor:
-    """max |x| over every dim but ``axis`` (kept for broadcasting)."""
-    ax = axis % x.dim()
-    dims = [d for d in range(x.dim()) if d != ax]
-    return x.detach().abs().amax(dim=dims, keepdim=True) if dims else x.detach().abs()
 
 
 class ScaledQuantizer:

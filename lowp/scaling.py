@@ -58,6 +58,13 @@ def tensor_amax(x: torch.Tensor) -> torch.Tensor:
     return x.detach().abs().amax().to(torch.float32)
 
 
+def channel_amax(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """max |x| over every dim but ``axis`` (kept for broadcasting)."""
+    ax = axis % x.dim()
+    dims = [d for d in range(x.dim()) if d != ax]
+    return x.detach().abs().amax(dim=dims, keepdim=True) if dims else x.detach().abs()
+
+
 def current_scale(x: torch.Tensor, fmt: str | Format, margin: int = 0, *, pow2: bool = False) -> torch.Tensor:
     """Current scaling: the scale from this tensor's own amax (0-d float32 tensor)."""
     return amax_scale(tensor_amax(x), _fmt_max(fmt), margin, pow2=pow2)

@@ -10,7 +10,8 @@ import torch
 import lowp
 from lowp import scaling
 from lowp.formats import fast
-from lowp.scaled_quantizer import ScaledQuantizer, channel_amax
+from lowp.scaled_quantizer import ScaledQuantizer
+from lowp.scaling import channel_amax
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..ops.modules import GEMM_TYPES
 from .vrr import min_accumulator_bits
 
 PASSES = ("forward", "backward", "weight_grad")
@@ -53,7 +54,7 @@ def gemm_shapes(model: nn.Module, sample: Any) -> list[GemmShape]:
         return f
 
     for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        if isinstance(m, GEMM_TYPES):
             hooks.append(m.register_forward_hook(hook(name or type(m).__name__)))
     was = model.training
     try:

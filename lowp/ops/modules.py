@@ -17,6 +17,10 @@ from .functions import (emulated_conv1d, emulated_conv2d, emulated_embedding, em
                         emulated_matmul)
 
 
+#: the module types whose forward is one GEMM-like op with a weight (what layer-wise techniques and counters visit)
+GEMM_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
 def _tag(ctx: OpContext | None) -> str:
     return "" if ctx is None else f", recipe={ctx.recipe_name}"
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-GEMM_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+from ..ops.modules import GEMM_TYPES
 
 
 def gemm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

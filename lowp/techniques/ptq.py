@@ -20,9 +20,9 @@ from torch import nn
 
 from ..formats import IntFormat
 from ..formats.ternary import METHODS as TERNARY_METHODS
+from ..ops.modules import GEMM_TYPES
 from .calibration import Observer, QParams, check_method, fake_quant, qparams
 
-LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 GRANULARITIES = ("channel", "tensor")
 
 
@@ -140,14 +140,14 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
             if node.op == "call_module" and isinstance(mods.get(node.target), nn.modules.batchnorm._BatchNorm):
                 src = node.args[0]
                 if (isinstance(src, torch.fx.Node) and src.op == "call_module"
-                        and isinstance(mods.get(src.target), LAYER_TYPES) and len(src.users) == 1):
+                        and isinstance(mods.get(src.target), GEMM_TYPES) and len(src.users) == 1):
                     pairs.append((src.target, node.target))
     except Exception:  # noqa: BLE001 - untraceable model: fall back to Sequential adjacency
         for pname, parent in model.named_modules():
             if isinstance(parent, nn.Sequential):
                 kids = list(parent.named_children())
                 for (n1, m1), (n2, m2) in zip(kids, kids[1:]):
-                    if isinstance(m1, LAYER_TYPES) and isinstance(m2, nn.modules.batchnorm._BatchNorm):
+                    if isinstance(m1, GEMM_TYPES) and isinstance(m2, nn.modules.batchnorm._BatchNorm):
                         pre = f"{pname}." if pname else ""
                         pairs.append((pre + n1, pre + n2))
     for lname, bname in pairs:
@@ -206,7 +206,7 @@ def layer_order(model: nn.Module, example: torch.Tensor) -> list[str]:
     """Names of the Linear/Conv layers in the order a forward pass on ``example`` calls them."""
     order: list[str] = []
     hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: order.append(n) if n not in order else None)
-             for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+             for n, m in model.named_modules() if isinstance(m, GEMM_TYPES)]
     try:
         with torch.no_grad():
             model(example)

@@ -21,9 +21,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..ops.modules import GEMM_TYPES
 from .dorefa import check_bits, quantize_k
 
-GEMM_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
 
 
