@@ -34,7 +34,7 @@ class ScaledQuantizer:
         self.fmt = get_format(fmt)
         if scaling not in SCALINGS:
             raise ValueError(f"unknown scaling {scaling!r}; valid: {', '.join(SCALINGS)}")
-        if scaling != "none" and not isinstance(getattr(self.fmt, "max", None), (int, float)):
+        if scaling != "none" and self.fmt.info.max is None:
             raise ValueError(f"scaling {scaling!r} needs a format with a finite max; {self.fmt.name!r} has none "
                              "(scaled/block formats carry their own scale)")
         self.rounding, self.saturate, self.rand_bits = rounding, bool(saturate), rand_bits
@@ -61,7 +61,7 @@ class ScaledQuantizer:
             return current_scale(x, self.fmt, self.margin)
         if self.scaling == "delayed":
             return self.delayed.scale(x, self.fmt)
-        return amax_scale(channel_amax(x, chan_axis), float(self.fmt.max), self.margin)
+        return amax_scale(channel_amax(x, chan_axis), float(self.fmt.info.max), self.margin)
 
     def round(self, x: torch.Tensor, generator: torch.Generator | None = None,
               fmt: Format | None = None) -> torch.Tensor:
@@ -98,7 +98,7 @@ class ScaledQuantizer:
         if fast_ok and isinstance(self.fmt, FloatFormat) and self.scaling in ("current", "delayed"):
             # compiled passes with the same bits: an amax pass (or the history), then one Q(x·s)/s pass
             x = x.contiguous()
-            s = (fast.current_scale_f32(x, self.fmt.max, self.margin) if self.scaling == "current"
+            s = (fast.current_scale_f32(x, self.fmt.info.max, self.margin) if self.scaling == "current"
                  else self.scale(x).to(torch.float32))
             if short_paths.supported(self.fmt, self.rounding):
                 return fast.short_path(x, self.fmt, self.saturate, "scaled", s)

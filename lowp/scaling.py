@@ -45,10 +45,9 @@ def amax_scale(amax: torch.Tensor | float, fmt_max: float, margin: int = 0, *, p
 
 def _fmt_max(fmt: str | Format) -> float:
     f = get_format(fmt)
-    m = getattr(f, "max", None)
-    if not isinstance(m, (int, float)):
-        raise ValueError(f"per-tensor scaling needs a format with a finite max; {getattr(f, 'name', f)!r} has none")
-    return float(m)
+    if f.info.max is None:
+        raise ValueError(f"per-tensor scaling needs a format with a finite max; {f.name!r} has none")
+    return float(f.info.max)
 
 
 def tensor_amax(x: torch.Tensor) -> torch.Tensor:

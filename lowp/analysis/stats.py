@@ -18,10 +18,12 @@ from typing import Any
 
 import torch
 
+from ..formats import Format
+
 
 def _max_of(fmt: Any) -> float | None:
-    v = getattr(fmt, "max", None)
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    v = fmt.info.max if isinstance(fmt, Format) else None
+    return float(v) if v is not None and math.isfinite(v) else None
 
 
 def underflow_fraction(x: torch.Tensor, xq: torch.Tensor) -> float:

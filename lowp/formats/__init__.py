@@ -1,5 +1,5 @@
 """Number formats: what values exist, and how a tensor is mapped onto them (SPEC §4)."""
-from .base import Format
+from .base import Format, FormatInfo
 from .block import E8M0Format, MXFormat
 from .blockwise import BlockScaledFormat
 from .hadamard import RandomHadamard
@@ -10,6 +10,6 @@ from .integer import FixedFormat, IntFormat
 from .registry import FORMATS, format_from_dict, format_names, get_format
 from .ternary import TernaryFormat
 
-__all__ = ["Format", "FloatFormat", "IntFormat", "FixedFormat", "DFPFormat", "MXFormat", "E8M0Format",
+__all__ = ["Format", "FormatInfo", "FloatFormat", "IntFormat", "FixedFormat", "DFPFormat", "MXFormat", "E8M0Format",
            "TernaryFormat", "BlockScaledFormat", "NVFP4Format", "RandomHadamard", "FORMATS", "get_format",
            "format_names", "format_from_dict"]

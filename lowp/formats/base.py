@@ -1,8 +1,12 @@
-"""The Format interface: what values exist, and how a tensor is mapped onto them."""
+"""The Format interface: what values exist (``info``), and how a tensor is mapped onto them (``quantize``).
+
+Every format class registers itself by class name (``FORMAT_KINDS``), so ``to_dict``/``format_from_dict`` round-trip
+any format without a class list."""
 from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -10,6 +14,55 @@ import torch
 from ..rounding import check_rand_bits, check_rounding
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+#: every concrete Format class by name (filled as classes are defined)
+FORMAT_KINDS: dict[str, type] = {}
+SPECIALS = ("ieee", "fn", "fnuz", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class FormatInfo:
+    """What other layers may ask of any format, typed (instead of probing attributes).
+
+    bits           bits per stored element (a block's shared scale not included: see ``bits_per_element``)
+    max            largest finite magnitude of the format's fixed grid; None for formats that carry their own
+                   scale (integers with an amax scale, DFP, MX, NVFP4, block-scaled FP8, ternary)
+    min_normal     smallest normal magnitude (float-like grids), else None
+    min_subnormal  smallest non-zero magnitude of a fixed grid (its quantum for fixed point), else None
+    specials       "ieee" (Inf and NaN), "fn" (NaN only), "fnuz" (one NaN, no -0), "none" (every code finite)
+    block          elements that share one scale: (32,), (16, 16), ...; None for per-tensor, per-row or no scale
+    axis           the axis its blocks / per-slice scales run along (None: none)
+    oriented       the consuming op re-orients it along its GEMM's reduction axis (``dataclasses.replace(fmt,
+                   axis=...)``): block and per-slice scaled formats
+    scale_format   the stored scale: "e8m0", "e4m3+fp32", "fp32", "pow2", ... (None: no stored scale)
+    scale_bits     bits of one stored scale (0 when there is none)
+    """
+
+    name: str
+    bits: int
+    max: float | None = None
+    min_normal: float | None = None
+    min_subnormal: float | None = None
+    specials: str = "none"
+    block: tuple[int, ...] | None = None
+    axis: int | None = None
+    oriented: bool = False
+    scale_format: str | None = None
+    scale_bits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.specials not in SPECIALS:
+            raise ValueError(f"unknown specials {self.specials!r}; valid: {', '.join(SPECIALS)}")
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the format carries its own scale(s)."""
+        return self.scale_format is not None
+
+    @property
+    def bits_per_element(self) -> float:
+        """Storage per element with the block's scale amortised (per-tensor/per-row scales count as 0)."""
+        n = math.prod(self.block) if self.block else 0
+        return self.bits + (self.scale_bits / n if n else 0.0)
 
 
 def check_input(x: Any) -> torch.Tensor:
@@ -46,6 +99,15 @@ class Format(abc.ABC):
     same shape and dtype (shape propagation, no values)."""
 
     name: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        FORMAT_KINDS[cls.__name__] = cls
+
+    @property
+    @abc.abstractmethod
+    def info(self) -> FormatInfo:
+        """The format's typed description (``FormatInfo``)."""
 
     def quantize(
         self,

@@ -17,11 +17,12 @@ MXINT8 elements are 8-bit two's complement with an implicit scale of 2^-6 (emax 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import torch
 
-from .base import Format
+from .base import Format, FormatInfo
 from .dfp import floor_log2
 from .float import FloatFormat
 from .float_kernel import pow2
@@ -101,6 +102,13 @@ class MXFormat(Format):
         y = torch.where(torch.isfinite(g), y, g)
         return inv(y)
 
+    @functools.cached_property
+    def info(self) -> FormatInfo:
+        int8 = self.element == "int8"
+        return FormatInfo(self.name, 8 if int8 else self.element.total_bits,
+                          specials="none" if int8 else self.element.special, block=(self.block,), axis=self.axis,
+                          oriented=True, scale_format="e8m0", scale_bits=8)
+
     def describe(self) -> dict[str, Any]:
         el = {"name": "int8", "max": 127 / 64} if self.element == "int8" else self.element.describe()
         bits = 8 if self.element == "int8" else self.element.total_bits
@@ -138,6 +146,10 @@ class E8M0Format(Format):
         y = torch.where(over, torch.full_like(y, 2.0**127 if saturate else float("nan")), y)
         y = torch.where(xd > 0, y, torch.full_like(y, float("nan")))
         return y.to(x.dtype)
+
+    @functools.cached_property
+    def info(self) -> FormatInfo:
+        return FormatInfo(self.name, 8, 2.0**127, 2.0**-127, None, "fn")
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "bits": 8, "bias": 127, "max": 2.0**127, "min_normal": 2.0**-127,

@@ -22,11 +22,12 @@ to 24 bits with an FP32 scale) are rounded once more to that dtype; pass float32
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import torch
 
-from .base import Format
+from .base import Format, FormatInfo
 from .dfp import floor_log2
 from .float import FloatFormat
 from .float_kernel import pow2
@@ -89,6 +90,13 @@ class BlockScaledFormat(Format):
         if not finite:
             y = torch.where(torch.isfinite(g), y, g)
         return inv(y).to(x.dtype)
+
+    @functools.cached_property
+    def info(self) -> FormatInfo:
+        block = None if self.block is None else (self.block if isinstance(self.block, tuple) else (self.block,))
+        return FormatInfo(self.name, self.element.total_bits, specials=self.element.special, block=block,
+                          axis=self.axis, oriented=True, scale_format="pow2" if self.pow2 else "fp32",
+                          scale_bits=32)
 
     def describe(self) -> dict[str, Any]:
         el = self.element

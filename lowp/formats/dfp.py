@@ -8,11 +8,12 @@ the step is 2^(e - (bits - 2)), so amax / step < 2^(bits-1); an element that rou
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import torch
 
-from .base import Format
+from .base import Format, FormatInfo
 from .float_kernel import pow2
 from .integer import _check_int, round_on_grid
 from .scaled import amax, group_view
@@ -51,6 +52,12 @@ class DFPFormat(Format):
         step = pow2(self.shared_exponent(x), torch.float64)  # exact powers of two
         lim = 2 ** (self.bits - 1) - 1
         return inv(round_on_grid(g, step, -lim, lim, rounding, rand_bits, generator))
+
+    @functools.cached_property
+    def info(self) -> FormatInfo:
+        blocked = self.block is not None
+        return FormatInfo(self.name, self.bits, block=(self.block,) if blocked else None,
+                          axis=self.axis if blocked else None, oriented=blocked, scale_format="pow2", scale_bits=8)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "bits": self.bits, "bias": None, "max": None, "min_normal": None,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from . import float_kernel
-from .base import Format
+from .base import Format, FormatInfo
 
 SPECIALS = ("ieee", "fn", "fnuz", "none")
 _OVER_CODE = {"ieee": 1, "fn": 2, "fnuz": 2, "none": 0}
@@ -101,6 +101,10 @@ class FloatFormat(Format):
     @property
     def is_identity_for_float32(self) -> bool:
         return self.exp == 8 and self.man == 23 and self.bias == 127 and self.special == "ieee" and self.subnormals
+
+    @functools.cached_property
+    def info(self) -> FormatInfo:
+        return FormatInfo(self.name, self.total_bits, self.max, self.min_normal, self.min_subnormal, self.special)
 
     def describe(self) -> dict[str, Any]:
         return {

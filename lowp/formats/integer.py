@@ -16,12 +16,13 @@ Integer grids have no NaN or Inf: a NaN input stays NaN; ±Inf saturates to ±ma
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
 import torch
 
-from .base import Format
+from .base import Format, FormatInfo
 from .scaled import amax, group_view, round_to_int
 
 
@@ -84,6 +85,10 @@ class IntFormat(Format):
             return fast.int_dispatch(x, self, rounding, rand_bits, generator, out)
         return self.quantize_with_scale(x, self.scale_for(x).double(), rounding, rand_bits, generator)
 
+    @functools.cached_property
+    def info(self) -> FormatInfo:
+        return FormatInfo(self.name, self.bits, axis=self.axis, oriented=True, scale_format="fp32", scale_bits=32)
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "bits": self.bits, "bias": None, "max": float(self.qmax), "min_normal": None,
                 "min_subnormal": 1.0, "special": "none",
@@ -115,6 +120,10 @@ class FixedFormat(Format):
         step = math.ldexp(1.0, -self.fl)
         n = self.il + self.fl - 1
         return round_on_grid(x, step, -(2**n), 2**n - 1, rounding, rand_bits, generator)
+
+    @functools.cached_property
+    def info(self) -> FormatInfo:
+        return FormatInfo(self.name, self.il + self.fl, self.max, min_subnormal=math.ldexp(1.0, -self.fl))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "bits": self.il + self.fl, "bias": None, "max": self.max, "min_normal": None,

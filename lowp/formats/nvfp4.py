@@ -29,11 +29,12 @@ to 24 bits with an FP32 scale) are rounded once more to that dtype; pass float32
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import torch
 
-from .base import Format
+from .base import Format, FormatInfo
 from .float import FloatFormat
 from .tiles import Block, block_amax, block_label, check_block, tile_view
 
@@ -102,6 +103,12 @@ class NVFP4Format(Format):
         if not finite:
             y = torch.where(torch.isfinite(g), y, g)
         return inv(y).to(x.dtype)
+
+    @functools.cached_property
+    def info(self) -> FormatInfo:
+        block = self.block if isinstance(self.block, tuple) else (self.block,)
+        return FormatInfo(self.name, 4, block=block, axis=self.axis, oriented=True, scale_format="e4m3+fp32",
+                          scale_bits=8)
 
     def describe(self) -> dict[str, Any]:
         gran = (f"{block_label(self.block)} tile (last two dims)" if isinstance(self.block, tuple)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Format
+from .base import FORMAT_KINDS, Format
 from .block import SCALE_ROUNDINGS, E8M0Format, MXFormat
 from .blockwise import BlockScaledFormat
 from .dfp import DFPFormat
@@ -128,10 +128,8 @@ def get_format(name: str | Format) -> Format:
 
 def format_from_dict(d: dict) -> Format:
     """Inverse of ``Format.to_dict``."""
-    kinds = {c.__name__: c for c in (FloatFormat, IntFormat, FixedFormat, DFPFormat, MXFormat, TernaryFormat,
-                                     E8M0Format, BlockScaledFormat, NVFP4Format)}
     d = dict(d)
     kind = d.pop("kind", None)
-    if kind not in kinds:
-        raise ValueError(f"unknown format kind {kind!r}; valid: {', '.join(kinds)}")
-    return kinds[kind](**d)
+    if kind not in FORMAT_KINDS:
+        raise ValueError(f"unknown format kind {kind!r}; valid: {', '.join(sorted(FORMAT_KINDS))}")
+    return FORMAT_KINDS[kind](**d)

@@ -12,11 +12,12 @@ finite non-zero value), so its finite neighbours stay finite.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import torch
 
-from .base import Format
+from .base import Format, FormatInfo
 from .scaled import group_view
 
 METHODS = ("optimal", "threshold")
@@ -75,6 +76,10 @@ class TernaryFormat(Format):
         y = torch.where(inf, torch.copysign(sat, g), y)
         y = torch.where(torch.isnan(g).any(dim=-1, keepdim=True), torch.full_like(y, float("nan")), y)
         return inv(y).reshape(x.shape)
+
+    @functools.cached_property
+    def info(self) -> FormatInfo:
+        return FormatInfo(self.name, 2, block=(self.group,), axis=-1, scale_format="fp32", scale_bits=32)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "bits": 2, "bias": None, "max": None, "min_normal": None, "min_subnormal": None,

@@ -18,8 +18,6 @@ from typing import Any
 import torch
 
 from ..formats import FloatFormat, Format, get_format
-from ..formats.block import MXFormat
-from ..formats.dfp import DFPFormat
 from ..scaled_quantizer import ScaledQuantizer
 from . import observe
 
@@ -49,15 +47,6 @@ def resolve_accumulator(name: Any) -> Any:
     if isinstance(name, str) and name.strip().lower() == "fp32":
         return None
     return get_format(name)
-
-
-def _blockish(fmt: Format) -> bool:
-    """Formats whose scales run along an axis the op chooses (its GEMM's reduction axis): MX, block DFP, and any
-    format dataclass with an ``axis`` field (row/block-scaled formats)."""
-    if isinstance(fmt, MXFormat) or (isinstance(fmt, DFPFormat) and fmt.block is not None):
-        return True
-    return dataclasses.is_dataclass(fmt) and any(f.name == "axis" for f in dataclasses.fields(fmt)) and \
-        not isinstance(fmt, DFPFormat)
 
 
 class OpContext:
@@ -114,7 +103,7 @@ class OpContext:
         return role in self.specs or role in self.high_precision
 
     def _block_fmt(self, role: str, fmt: Format, axis: int) -> Format:
-        if _blockish(fmt):
+        if fmt.info.oriented:
             key = (role, axis)
             if key not in self._axis_fmt:
                 self._axis_fmt[key] = dataclasses.replace(fmt, axis=axis)
@@ -132,7 +121,7 @@ class OpContext:
         if x.dtype != torch.float32 and x.dtype not in (torch.float64, torch.float16, torch.bfloat16):
             raise TypeError(f"emulated op {self.name!r}: role {role!r} got dtype {x.dtype}")
         fmt = self.formats[role]
-        if _blockish(fmt):
+        if fmt.info.oriented:
             shape = x.shape
             if flatten and x.dim() > 2:
                 x2, ax = x.reshape(shape[0], -1), -1
