@@ -75,7 +75,9 @@ class ScaledQuantizer:
             force = "compiled" if fast.compile_enabled() else "eager"
             return fast.float_dispatch(x.contiguous(), fmt, self.rounding, self.saturate,
                                        check_rand_bits(self.rand_bits), generator, None, force=force)
-        return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits, generator=generator)
+        with fast.compiled_at_any_size():
+            return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits,
+                                generator=generator)
 
     # --- the whole ---------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -91,6 +91,13 @@ class MXFormat(Format):
 
         if fast.mx_fast_ok(x, self):  # compiled twin of the code below (same bits)
             return fast.mx_dispatch(x, self, rounding, rand_bits, generator, out)
+        ax = self.axis % x.dim() if x.dim() else 0
+        if x.dim() >= 2 and ax != x.dim() - 1 and fast.mx_fast_ok(x.movedim(ax, -1), _along_last(self)):
+            # blocks along another axis: the same kernel on a copy with that axis last (the eager code below moves
+            # it last too, so elements keep their positions, and their random bits)
+            xt = x.movedim(ax, -1).contiguous()
+            return fast.mx_dispatch(xt, _along_last(self), rounding, rand_bits, generator, None).movedim(-1, ax) \
+                .contiguous()
         g, inv = group_view(x, self.axis, self.block)
         scale = pow2(self.shared_exponent(g), torch.float64)
         v = g.double() / scale  # exact: division by a power of two, float64 has the range
@@ -116,6 +123,11 @@ class MXFormat(Format):
                 "max": el["max"] * 2.0**E8M0_EMAX, "min_normal": None, "min_subnormal": None, "special": "none",
                 "notes": f"{bits}-bit {el['name']} elements, E8M0 scale ({self.scale_rounding}) per {self.block} "
                          f"along axis {self.axis} ({bits + 8 / self.block:.3g} bits/element)"}
+
+
+@functools.cache
+def _along_last(fmt: MXFormat) -> MXFormat:
+    return dataclasses.replace(fmt, axis=-1)
 
 
 @dataclasses.dataclass(frozen=True)

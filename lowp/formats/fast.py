@@ -11,6 +11,8 @@ straight into its output (``out=`` or a fresh tensor). ``compiled_calls`` counts
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
 import types
@@ -75,8 +77,23 @@ def _params32(params: dict) -> dict:
     return hit[1]
 
 
+_FORCED = contextvars.ContextVar("lowp_compiled_forced", default=False)
+
+
+@contextlib.contextmanager
+def compiled_at_any_size():
+    """Within: the compiled kernels serve float32 tensors of every size (emulated training, where each tensor role
+    is rounded every step and the one-off compilation always pays), not only those of ``FAST_MIN_NUMEL`` or more."""
+    token = _FORCED.set(True)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
 def use_compiled(x: torch.Tensor) -> bool:
-    return x.dtype == torch.float32 and FAST_MIN_NUMEL <= x.numel() < MAX_NUMEL and compile_enabled()
+    return (x.dtype == torch.float32 and (FAST_MIN_NUMEL <= x.numel() or _FORCED.get()) and x.numel() < MAX_NUMEL
+            and compile_enabled())
 
 
 def _flat(x: torch.Tensor, row: int | None = None) -> torch.Tensor:

@@ -49,7 +49,6 @@ def test_small_or_other_tensors_stay_eager(monkeypatch):
     before = fast.compiled_calls
     lowp.quantize(torch.randn(100), "e4m3")
     lowp.quantize(data().double(), "e4m3")
-    lowp.quantize(data().reshape(-1, 32), lowp.MXFormat(lowp.get_format("e4m3"), axis=0))  # blocks along axis 0
     lowp.quantize(data()[: fast.FAST_MIN_NUMEL - 16].reshape(-1, 48), "mxfp8_e4m3")  # 48 % 32 != 0: padded
     monkeypatch.setenv("LOWP_COMPILE", "0")
     lowp.quantize(data(), "e4m3")
@@ -95,3 +94,18 @@ def test_requires_grad_inputs_do_not_recompile():
         y = lowp.quantize(x, "e5m2" if i % 3 else "e4m3")
         assert torch.equal(y, lowp.get_format("e5m2" if i % 3 else "e4m3").quantize(x.detach().double()).float())
     assert fast.compiled_calls == before + 2 * torch._dynamo.config.recompile_limit + 2
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_mx_blocks_along_another_axis_take_the_compiled_path_with_the_same_bits(axis, monkeypatch):
+    """MX blocks along a non-last axis (the orientation of wgrad/dgrad operands) run the compiled kernel on a
+    transposed copy; nearest, directed and stochastic rounding give the eager bits (same element positions, so the
+    same random bits)."""
+    x = data(1 << 18, seed=7).reshape(64, 128, 32)
+    fmt = lowp.MXFormat(lowp.get_format("e4m3"), axis=axis)
+    for mode, kw in [("nearest", {}), ("down", {}), ("stochastic", {"rand_bits": 8})]:
+        a = eager(monkeypatch, x, fmt, mode, generator=torch.Generator().manual_seed(2), **kw)
+        before = fast.compiled_calls
+        b = lowp.quantize(x, fmt, mode, generator=torch.Generator().manual_seed(2), **kw)
+        assert fast.compiled_calls == before + 1, mode
+        assert b.is_contiguous() and same_bits(a, b), mode
