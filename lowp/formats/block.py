@@ -91,13 +91,16 @@ class MXFormat(Format):
 
         if fast.mx_fast_ok(x, self):  # compiled twin of the code below (same bits)
             return fast.mx_dispatch(x, self, rounding, rand_bits, generator, out)
-        ax = self.axis % x.dim() if x.dim() else 0
-        if x.dim() >= 2 and ax != x.dim() - 1 and fast.mx_fast_ok(x.movedim(ax, -1), _along_last(self)):
-            # blocks along another axis: the same kernel on a copy with that axis last (the eager code below moves
-            # it last too, so elements keep their positions, and their random bits)
-            xt = x.movedim(ax, -1).contiguous()
-            return fast.mx_dispatch(xt, _along_last(self), rounding, rand_bits, generator, None).movedim(-1, ax) \
-                .contiguous()
+        if x.dim() >= 1 and isinstance(self.element, FloatFormat) and fast.use_compiled(x):
+            # blocks along another axis, or a length that is not a multiple of the block: the same kernel on the
+            # layout the eager code below builds (axis moved last, zero-padded), so every element keeps its
+            # position and its random bits
+            ax = self.axis % x.dim()
+            xt = x.movedim(ax, -1)
+            n = xt.shape[-1]
+            xt = torch.nn.functional.pad(xt, (0, (-n) % self.block)).contiguous()
+            y = fast.mx_dispatch(xt, _along_last(self), rounding, rand_bits, generator, None)
+            return y[..., :n].movedim(-1, ax).contiguous()
         g, inv = group_view(x, self.axis, self.block)
         scale = pow2(self.shared_exponent(g), torch.float64)
         v = g.double() / scale  # exact: division by a power of two, float64 has the range

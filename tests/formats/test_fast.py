@@ -1,6 +1,8 @@
 """The compiled fast paths (lowp.formats.fast): bit-identical to the eager references, really taken, no
 recompiles across formats/shapes/ranks, and LOWP_COMPILE=0 turns them off. (Compilation costs seconds: the
 tensors are just above FAST_MIN_NUMEL and each kernel is compiled once per process.)"""
+import math
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -49,7 +51,7 @@ def test_small_or_other_tensors_stay_eager(monkeypatch):
     before = fast.compiled_calls
     lowp.quantize(torch.randn(100), "e4m3")
     lowp.quantize(data().double(), "e4m3")
-    lowp.quantize(data()[: fast.FAST_MIN_NUMEL - 16].reshape(-1, 48), "mxfp8_e4m3")  # 48 % 32 != 0: padded
+    lowp.quantize(data()[: fast.FAST_MIN_NUMEL - 4096].reshape(-1, 48), "mxfp8_e4m3")  # below FAST_MIN_NUMEL
     monkeypatch.setenv("LOWP_COMPILE", "0")
     lowp.quantize(data(), "e4m3")
     lowp.quantize(data(), "int8")
@@ -96,12 +98,12 @@ def test_requires_grad_inputs_do_not_recompile():
     assert fast.compiled_calls == before + 2 * torch._dynamo.config.recompile_limit + 2
 
 
-@pytest.mark.parametrize("axis", [0, 1])
-def test_mx_blocks_along_another_axis_take_the_compiled_path_with_the_same_bits(axis, monkeypatch):
-    """MX blocks along a non-last axis (the orientation of wgrad/dgrad operands) run the compiled kernel on a
-    transposed copy; nearest, directed and stochastic rounding give the eager bits (same element positions, so the
-    same random bits)."""
-    x = data(1 << 18, seed=7).reshape(64, 128, 32)
+@pytest.mark.parametrize("axis,shape", [(0, (64, 128, 32)), (1, (64, 128, 32)), (-1, (1000, 100)), (0, (100, 999))])
+def test_mx_blocks_along_any_axis_take_the_compiled_path_with_the_same_bits(axis, shape, monkeypatch):
+    """MX blocks along a non-last axis (the orientation of wgrad/dgrad operands) or along a length that is not a
+    multiple of the block run the compiled kernel on a transposed, zero-padded copy; nearest, directed and
+    stochastic rounding give the eager bits (same element positions, so the same random bits)."""
+    x = data(math.prod(shape), seed=7).reshape(shape)
     fmt = lowp.MXFormat(lowp.get_format("e4m3"), axis=axis)
     for mode, kw in [("nearest", {}), ("down", {}), ("stochastic", {"rand_bits": 8})]:
         a = eager(monkeypatch, x, fmt, mode, generator=torch.Generator().manual_seed(2), **kw)
