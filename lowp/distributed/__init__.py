@@ -1,4 +1,4 @@
-"""Data-parallel and asynchronous training with reduced-precision communication (SPEC §7, issue 9).
+"""Data-parallel and asynchronous training with reduced-precision communication (Strom 2015; Chen et al. 2018, AdaComp).
 
 - ``adacomp``        AdaComp residual gradient compression (Chen et al. 2018), pure tensor code
 - ``lowp_allreduce`` gradient messages cast to a lowp format (bf16, e5m2, e4m3 with per-tensor scaling)

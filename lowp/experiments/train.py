@@ -6,8 +6,8 @@ A recipe is applied through the training contract of docs/architecture.md (``low
 ``lowp.LowpOptimizer``, with the base optimiser built after ``emulate``). A NaN/Inf training loss stops the run and marks it diverged.
 
 Numerics extension point: ``train_run(..., numerics_every=N)`` asks ``lowp.analysis`` for a collector
-(``lowp.analysis.numerics_collector(model, every=N)``, a context manager with ``.records() -> list[dict]``); when
-the analysis layer provides one, its records (layer, role, step, underflow, overflow, subnormal, sqnr_db, amax)
+(``lowp.analysis.numerics_collector(model, every=N)``, a context manager with ``.records() -> list[dict]``); its
+records (layer, role, step, underflow, overflow, subnormal, sqnr_db, amax)
 land in ``RunResult.numerics`` and the report draws them.
 
 One loop: :func:`train_epochs` is the epoch/step loop of ``train_run`` and of the data-parallel worker of
@@ -138,10 +138,9 @@ def apply_recipe(model: torch.nn.Module, recipe: Any, make_optimizer):
 
 def start_epoch(model: torch.nn.Module, epoch: int, epochs: int) -> None:
     """Per-epoch hooks of the techniques: AutoSparse's gradient-annealing schedule (a no-op without AutoSparse)."""
-    with contextlib.suppress(ImportError):
-        from ..techniques import autosparse
+    from ..techniques import autosparse
 
-        autosparse.on_epoch(model, epoch, epochs)
+    autosparse.on_epoch(model, epoch, epochs)
 
 
 def epoch_report(model: torch.nn.Module, sample: torch.Tensor) -> tuple[dict[str, Any], dict | None]:
@@ -168,13 +167,10 @@ def epoch_report(model: torch.nn.Module, sample: torch.Tensor) -> tuple[dict[str
 
 
 def _numerics_collector(model: torch.nn.Module, every: int):
-    """The analysis layer's collector, or None if it provides none (see module docstring)."""
-    try:
-        import lowp.analysis as an
-    except ImportError:  # pragma: no cover
-        return None
-    factory = getattr(an, "numerics_collector", None)
-    return None if factory is None else factory(model, every=every)
+    """The analysis layer's numerics collector (see module docstring)."""
+    from ..analysis import numerics_collector
+
+    return numerics_collector(model, every=every)
 
 
 # ------------------------------------------------------------------------------------------------ the loop

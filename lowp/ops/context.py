@@ -1,6 +1,6 @@
 """Per-layer state of an emulated op: the role specs, the accumulator, and per-tensor scaling state.
 
-``OpContext.quantize(role, x, ...)`` rounds one tensor role exactly once (Recipe semantics, SPEC §5):
+``OpContext.quantize(role, x, ...)`` rounds one tensor role exactly once (Recipe semantics, docs/architecture.md):
 
     scaling "none"         x_q = Q(x)
     scaling "current"      s = (fmt.max / amax(x)) / 2^margin,  x_q = Q(x·s) / s      (per tensor)
@@ -143,7 +143,7 @@ class OpContext:
         return fmt
 
     def _scale(self, role: str, spec: Any, fmt: Format, x: torch.Tensor, chan_axis: int) -> torch.Tensor:
-        from .. import scaling  # layer 2; imported lazily (written concurrently)
+        from .. import scaling
 
         if spec.scaling == "current":
             return scaling.current_scale(x, fmt, spec.margin)

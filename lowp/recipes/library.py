@@ -1,4 +1,4 @@
-"""Named recipes reproducing the papers (SPEC §5). Each one's ``source`` names the paper, ``notes`` every choice
+"""Named recipes reproducing the papers. Each one's ``source`` names the paper, ``notes`` every choice
 the source (as available to us: mostly abstracts) does not pin down. ``get_recipe(name)`` also accepts a Recipe
 (returned as is) or a path to a JSON file written by ``Recipe.to_json``.
 """
