@@ -5,6 +5,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.timeout(600)  # multi-process
+
 SCRIPT = """
 import json
 from lowp.distributed.launch import run_data_parallel
