@@ -61,8 +61,7 @@ def float_candidates(p: Fraction, k: int, grid: FloatGrid, scale: Fraction) -> t
 def reference(fmt, row: torch.Tensor, k: int) -> list[tuple[float, float, Fraction]]:
     vals = row.tolist()
     if isinstance(fmt, IntFormat):  # per tensor, or per row (axis=1): the same scale, since every row is equal
-        s = float(torch.tensor(max(abs(v) for v in vals)) .float() / fmt.qmax)  # fl32(amax / qmax)
-        s = float(torch.tensor(s, dtype=torch.float32))
+        s = float(torch.tensor(max(abs(v) for v in vals), dtype=torch.float32) / fmt.qmax)  # fl32(amax / qmax)
         # the quotient is formed in float64 (formats/integer.py): Python's float division is the same IEEE op
         return [int_candidates(Fraction(v / s), k, Fraction(s), fmt.qmax) for v in vals]
     if isinstance(fmt, DFPFormat):

@@ -3,7 +3,6 @@ reference written here: products and sums as fractions.Fraction, every partial s
 (nearest, ties to even) and saturated to [-2^(IL-1), 2^(IL-1) - 2^-FL], with the chunking of ops/accumulate.py:
 inside a chunk the register starts with the chunk's first product, r <- Q(r + p_k); the chunk results are added
 the same way, T <- Q(T + r_j); the output is Q(T)."""
-import math
 from fractions import Fraction
 
 import pytest
