@@ -48,12 +48,6 @@ LAYERS = {
 #: Known upward imports, each (importing module, imported module) with the reason it is still there. Nothing else
 #: may be added without a reason; an entry that no longer occurs fails the test (so the list only shrinks).
 ALLOWED = {
-    ("lowp.distributed.launch", "lowp.experiments.train"):
-        "run_data_parallel is an experiment runner living in layer 6: its worker reuses the private training-loop "
-        "helpers of experiments.train (apply_recipe, prepare_run, _scale, _sparsity_fields, train_epochs); it "
-        "belongs in experiments/ next to the single-process runner.",
-    ("lowp.distributed.launch", "lowp.experiments.tasks"):
-        "the same runner looks the task up by name in its worker processes (get_task).",
     ("lowp.distributed.buckwild", "lowp.experiments.tasks"):
         "the BUCKWILD! demo trains on the digits task's fixed split (digits_data); the data sources belong below "
         "the experiments layer once tasks.py is split into data, models and registry.",

@@ -11,7 +11,7 @@ records (layer, role, step, underflow, overflow, subnormal, sqnr_db, amax)
 land in ``RunResult.numerics`` and the report draws them.
 
 One loop: :func:`train_epochs` is the epoch/step loop of ``train_run`` and of the data-parallel worker of
-``lowp.distributed.launch``; what differs between them is plugged in through ``parallel`` (see
+``lowp.experiments.parallel``; what differs between them is plugged in through ``parallel`` (see
 :class:`SingleProcess`: the module called forward, this process's samples of a global batch, the global loss).
 """
 from __future__ import annotations
@@ -212,7 +212,7 @@ def _show_progress(progress: bool | None) -> bool:
 class SingleProcess:
     """The data-parallel plug of :func:`train_epochs` for one process (its default): the module called forward is
     the model, a batch is all of this process's, the local loss is the loss. A data-parallel worker passes an object
-    with the same three members (``lowp.distributed.launch``: a DDP wrapper, its rank's shard, an all-reduced mean).
+    with the same three members (``lowp.experiments.parallel``: a DDP wrapper, its rank's shard, an all-reduced mean).
 
     - ``forward``: the module the training step calls (None: the model itself); evaluation, the techniques' epoch
       reports and the numerics collector always use the model;
@@ -245,7 +245,7 @@ class LoopState:
 def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.Module, opt: Any, base: Any, *,
                  parallel: Any = None, numerics_every: int | None = None, on_step=None,
                  state: LoopState | None = None) -> LoopState:
-    """THE epoch/step loop (``train_run`` and the data-parallel worker of ``lowp.distributed.launch`` both run it):
+    """THE epoch/step loop (``train_run`` and the data-parallel worker of ``lowp.experiments.parallel`` both run it):
     per epoch the techniques' ``start_epoch`` hook, a permutation of the training set from a generator seeded with
     ``settings.seed``, cosine/constant learning rate per global step, a step per global batch of
     ``settings.batch_size`` (through ``parallel``, default :class:`SingleProcess`), the test metric, a history

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.timeout(600)  # multi-process
 
 SCRIPT = """
 import json
-from lowp.distributed.launch import run_data_parallel
+from lowp.experiments.parallel import run_data_parallel
 from lowp.experiments.train import RunSettings
 out = {}
 # digits-mlp has 1437 training samples: batches of 359 leave a final batch of 1 sample, skipped with 2 ranks
