@@ -27,12 +27,13 @@ _plugins_loaded = False
 
 
 def load_plugins() -> None:
-    """Import every module of ``PLUGINS`` (once), so that their registrations are in place."""
+    """Import every module of ``PLUGINS``, so that their registrations are in place (the flag is set only once all
+    are imported: a second thread meanwhile imports them too, and Python's import lock makes it wait)."""
     global _plugins_loaded
     if not _plugins_loaded:
-        _plugins_loaded = True
         for name in PLUGINS:
             importlib.import_module(name)
+        _plugins_loaded = True
 
 
 def register_recipe_family(pattern: str, factory: Callable, *, description: str = "") -> None:
