@@ -1,6 +1,6 @@
 """Rounding modes and the seedable counter-based random bits used by stochastic rounding.
 
-Modes (SPEC §4):
+Modes (README.md, "Formats and rounding"):
   nearest     round to nearest, ties to even, in one step from the input
   away        round to nearest, ties away from zero
   zero        toward zero (truncate)

@@ -1,4 +1,4 @@
-"""Scaling (SPEC §5): per-tensor amax scales for FP8 (current and delayed, as NVIDIA Transformer Engine) and loss
+"""Scaling: per-tensor amax scales for FP8 (current and delayed, as NVIDIA Transformer Engine) and loss
 scalers (static, dynamic as Micikevicius et al. 2018, "enhanced" as Mellempudi et al. 2019).
 
 Per-tensor scale:  s = (fmt_max / amax) / 2^margin,  x_q = Q(x·s) / s.

@@ -15,7 +15,7 @@ import time
 import torch
 
 from lowp.distributed.buckwild import BuckwildConfig, run_buckwild, run_sync_sgd
-from lowp.distributed.launch import run_data_parallel
+from lowp.experiments.parallel import run_data_parallel
 from lowp.experiments.train import RunSettings, train_run
 
 HOOKS = ["none", "adacomp", "allreduce:bf16", "allreduce:e5m2", "allreduce:e4m3", "allreduce:e4m3:stochastic",

@@ -1,6 +1,23 @@
-"""Shared fixtures."""
+"""Shared fixtures and settings.
+
+Hypothesis runs derandomized by default (the "ci" profile: examples drawn from a fixed seed per test, no example
+database), so a failure reproduces run after run; ``HYPOTHESIS_PROFILE=explore`` draws fresh examples.
+Multi-process tests carry ``@pytest.mark.timeout`` (pytest-timeout, in the ``test`` extra).
+"""
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    if not config.pluginmanager.hasplugin("timeout"):  # without pytest-timeout the marks are inert, not unknown
+        config.addinivalue_line("markers", "timeout(seconds): per-test timeout (pytest-timeout)")
 
 
 @pytest.fixture

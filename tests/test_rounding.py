@@ -1,4 +1,4 @@
-"""Stochastic rounding (SPEC §4): results are neighbours, unbiased within a stated number of standard errors,
+"""Stochastic rounding (lowp/rounding.py): results are neighbours, unbiased within a stated number of standard errors,
 reproducible from a seed whatever the thread count; the counter-based random bits are uniform."""
 import math
 

@@ -21,8 +21,6 @@ import torch
 
 from .stats import tensor_stats
 
-FIELDS = ("layer", "role", "step", "underflow", "overflow", "subnormal", "sqnr_db", "amax", "n")
-
 
 class Records(list):
     """The list of record dicts; also callable (``records()`` returns a copy) for callers that expect a method."""

@@ -1,4 +1,4 @@
-"""The GEMMs of a model and their accumulation lengths (Sakr et al. 2019, SPEC §7), found by running one sample
+"""The GEMMs of a model and their accumulation lengths (Sakr et al. 2019), found by running one sample
 input with forward hooks on Linear / Conv1d / Conv2d (and their lowp emulated subclasses):
 
 * forward        n = k·C_in/groups     (k = kernel elements: kh·kw, or 1 for Linear)  — y = W·x

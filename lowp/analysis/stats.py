@@ -1,4 +1,4 @@
-"""Numerics statistics of one quantized tensor (SPEC §7): pure functions of (x, xq, fmt), where ``x`` is the tensor
+"""Numerics statistics of one quantized tensor: pure functions of (x, xq, fmt), where ``x`` is the tensor
 before rounding and ``xq`` after it, both in the format's own units (what ``lowp.ops.observe.notify`` passes).
 
 * underflow  = #{x ≠ 0 (finite), xq = 0} / n                       — flushed to zero

@@ -38,7 +38,7 @@ makes 1 - retained ≈ κ·n·2^(-2·m_acc) (κ ≈ 0.02-0.03). Hence the minimu
 fixed *fraction* lost (criterion "relative", as the paper's √n argument predicts) but by one bit per 2× n under the
 v(n) < 50 cut-off, which bounds the *absolute* variance lost (criterion "v").
 
-Chunked accumulation (chunk c; SPEC §5): intra-chunk sums of length c, then the ⌈n/c⌉ chunk sums (accumulator
+Chunked accumulation (chunk c, as ``lowp.matmul``): intra-chunk sums of length c, then the ⌈n/c⌉ chunk sums (accumulator
 values: m_p = m_acc, variance V(c)) added sequentially; ratios multiply: VRR = VRR(c)·VRR_inter(⌈n/c⌉).
 Not modelled: the first product rounded when m_p > m_acc, binade crossings of ŝ + p, accumulator overflow/underflow
 (exponent range assumed wide), ties. The tolerance against Monte-Carlo is stated in the tests.
@@ -53,7 +53,6 @@ import numpy as np
 
 V_CUTOFF = 50.0  # Sakr et al.'s cut-off on the normalized exponential variance lost (recalled, see module doc)
 MAX_ACC_BITS = 23  # float32's mantissa: the widest accumulator lowp's FloatFormat emulates
-_SQRT2 = math.sqrt(2.0)
 _BINADES = np.arange(-40, 12)  # binades of |ŝ| around its standard deviation (mass outside is < 1e-12)
 
 

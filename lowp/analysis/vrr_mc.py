@@ -1,8 +1,8 @@
 """Monte-Carlo estimate of the variance retention ratio (Sakr et al. 2019) by simulating the accumulation directly
 with lowp's format machinery: products p ~ N(0, 1) rounded to FloatFormat(8, m_p), summed one at a time with
 every partial sum rounded (nearest-even, one rounding from the exact float64 sum) to FloatFormat(8, m_acc);
-chunked: SPEC §5 semantics (sequential within chunks of ``chunk`` consecutive indices, then chunk results added
-sequentially). Vectorised over trials (and chunks); the loop runs over the accumulation index only.
+chunked as ``lowp.matmul`` (ops/accumulate.py: sequential within chunks of ``chunk`` consecutive indices, then
+chunk results added sequentially). Vectorised over trials (and chunks); the loop runs over the accumulation index only.
 Returns the same two ratios as ``vrr.vrr_table``: Var(ŝ_n)/Var(s_n) and Cov(ŝ_n, s_n)/Var(s_n), with the exact
 sums s_n kept in float64 (empirical variances of the same trials: their ratio has a small Monte-Carlo error).
 """

@@ -51,10 +51,7 @@ def run_length(args) -> int:
 
 
 def run_task(args) -> int:
-    try:
-        from ..experiments.tasks import get_task
-    except ImportError as e:
-        raise CLIError(f"--task needs lowp.experiments.tasks, which is not available ({e})") from None
+    from ..experiments.tasks import get_task
     from ..analysis.gemm_shapes import model_accum_bits
 
     task = get_task(args.task)  # unknown name -> ValueError listing the known ones

@@ -1,6 +1,6 @@
 """AdaComp (Chen et al. 2018): adaptive residual gradient compression, one layer (parameter tensor) at a time.
 
-For a layer with gradient g and locally kept residue r (SPEC §7):
+For a layer with gradient g and locally kept residue r (Chen et al. 2018, AdaComp):
 
     G = r + g                      accumulated gradient residue
     H = G + g                      the "self-boosted" value used for selection

@@ -357,10 +357,10 @@ def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSetting
 
 
 def _data_parallel_run(cfg: CompareConfig, recipe, settings: RunSettings) -> RunResult:
-    """One recipe trained data-parallel (lowp.distributed.launch); a failure is reported as this run's error."""
+    """One recipe trained data-parallel (``parallel.run_data_parallel``); a failure is reported as this run's error."""
     import dataclasses as dc
 
-    from ..distributed.launch import run_data_parallel
+    from .parallel import run_data_parallel
 
     try:
         d = run_data_parallel(cfg.task, recipe, settings, nproc=cfg.nproc, hook=cfg.grad_hook,

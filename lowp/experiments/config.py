@@ -59,11 +59,6 @@ class RecipeEntry:
         """The Recipe: base (or name) from the library, overrides applied, renamed to ``name`` when derived."""
         from .train import resolve_recipe
 
-        if self.base is None and self.name.strip().lower() == "fp8-e5m2-noscale":
-            try:
-                return resolve_recipe(self.name)
-            except ValueError:  # a library without that name: derive it
-                return resolve_recipe("fp8-e5m2").replace(name=self.name, loss_scaling="none")
         r = resolve_recipe(self.base if self.base is not None else self.name)
         if self.overrides:
             r = r.replace(**self.overrides)

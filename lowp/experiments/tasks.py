@@ -1,6 +1,6 @@
 """Tasks for ``lowp compare``: a model factory, an offline data set, a loss, a metric and default hyper-parameters.
 
-Built in (all offline, SPEC §8; sizes chosen for 2 CPU cores):
+Built in (all offline; sizes chosen for 2 CPU cores):
 
 - ``digits-mlp``       scikit-learn's bundled 8×8 digits, fixed stratified 1437/360 split, MLP 64-128-64-10.
 - ``mnist1d-mlp``      MNIST-1D (``mnist1d`` package, generated, standard 4000/1000 split), MLP 40-256-256-10
@@ -305,15 +305,10 @@ class ResNetMini(nn.Module):
 
 
 def _matmul_module() -> nn.Module:
-    """``lowp.ops.Matmul`` (configured by ``lowp.emulate``); plain ``torch.matmul`` if that module is missing."""
-    try:
-        from ..ops.modules import Matmul
-        return Matmul()
-    except ImportError:  # pragma: no cover - lowp.ops is part of the package
-        class _Plain(nn.Module):
-            def forward(self, a, b):
-                return torch.matmul(a, b)
-        return _Plain()
+    """``lowp.ops.Matmul`` (configured by ``lowp.emulate``)."""
+    from ..ops.modules import Matmul
+
+    return Matmul()
 
 
 class CausalSelfAttention(nn.Module):

@@ -6,12 +6,12 @@ A recipe is applied through the training contract of docs/architecture.md (``low
 ``lowp.LowpOptimizer``, with the base optimiser built after ``emulate``). A NaN/Inf training loss stops the run and marks it diverged.
 
 Numerics extension point: ``train_run(..., numerics_every=N)`` asks ``lowp.analysis`` for a collector
-(``lowp.analysis.numerics_collector(model, every=N)``, a context manager with ``.records() -> list[dict]``); when
-the analysis layer provides one, its records (layer, role, step, underflow, overflow, subnormal, sqnr_db, amax)
+(``lowp.analysis.numerics_collector(model, every=N)``, a context manager with ``.records() -> list[dict]``); its
+records (layer, role, step, underflow, overflow, subnormal, sqnr_db, amax)
 land in ``RunResult.numerics`` and the report draws them.
 
 One loop: :func:`train_epochs` is the epoch/step loop of ``train_run`` and of the data-parallel worker of
-``lowp.distributed.launch``; what differs between them is plugged in through ``parallel`` (see
+``lowp.experiments.parallel``; what differs between them is plugged in through ``parallel`` (see
 :class:`SingleProcess`: the module called forward, this process's samples of a global batch, the global loss).
 """
 from __future__ import annotations
@@ -138,10 +138,9 @@ def apply_recipe(model: torch.nn.Module, recipe: Any, make_optimizer):
 
 def start_epoch(model: torch.nn.Module, epoch: int, epochs: int) -> None:
     """Per-epoch hooks of the techniques: AutoSparse's gradient-annealing schedule (a no-op without AutoSparse)."""
-    with contextlib.suppress(ImportError):
-        from ..techniques import autosparse
+    from ..techniques import autosparse
 
-        autosparse.on_epoch(model, epoch, epochs)
+    autosparse.on_epoch(model, epoch, epochs)
 
 
 def epoch_report(model: torch.nn.Module, sample: torch.Tensor) -> tuple[dict[str, Any], dict | None]:
@@ -168,13 +167,10 @@ def epoch_report(model: torch.nn.Module, sample: torch.Tensor) -> tuple[dict[str
 
 
 def _numerics_collector(model: torch.nn.Module, every: int):
-    """The analysis layer's collector, or None if it provides none (see module docstring)."""
-    try:
-        import lowp.analysis as an
-    except ImportError:  # pragma: no cover
-        return None
-    factory = getattr(an, "numerics_collector", None)
-    return None if factory is None else factory(model, every=every)
+    """The analysis layer's numerics collector (see module docstring)."""
+    from ..analysis import numerics_collector
+
+    return numerics_collector(model, every=every)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -216,7 +212,7 @@ def _show_progress(progress: bool | None) -> bool:
 class SingleProcess:
     """The data-parallel plug of :func:`train_epochs` for one process (its default): the module called forward is
     the model, a batch is all of this process's, the local loss is the loss. A data-parallel worker passes an object
-    with the same three members (``lowp.distributed.launch``: a DDP wrapper, its rank's shard, an all-reduced mean).
+    with the same three members (``lowp.experiments.parallel``: a DDP wrapper, its rank's shard, an all-reduced mean).
 
     - ``forward``: the module the training step calls (None: the model itself); evaluation, the techniques' epoch
       reports and the numerics collector always use the model;
@@ -249,7 +245,7 @@ class LoopState:
 def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.Module, opt: Any, base: Any, *,
                  parallel: Any = None, numerics_every: int | None = None, on_step=None,
                  state: LoopState | None = None) -> LoopState:
-    """THE epoch/step loop (``train_run`` and the data-parallel worker of ``lowp.distributed.launch`` both run it):
+    """THE epoch/step loop (``train_run`` and the data-parallel worker of ``lowp.experiments.parallel`` both run it):
     per epoch the techniques' ``start_epoch`` hook, a permutation of the training set from a generator seeded with
     ``settings.seed``, cosine/constant learning rate per global step, a step per global batch of
     ``settings.batch_size`` (through ``parallel``, default :class:`SingleProcess`), the test metric, a history

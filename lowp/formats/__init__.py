@@ -1,4 +1,4 @@
-"""Number formats: what values exist, and how a tensor is mapped onto them (SPEC §4)."""
+"""Number formats: what values exist, and how a tensor is mapped onto them (README.md, "Formats and rounding")."""
 from .base import Format, FormatInfo
 from .block import E8M0Format, MXFormat
 from .blockwise import BlockScaledFormat

@@ -1,6 +1,6 @@
 """Floating-point formats of any (exponent, mantissa, bias, special-value policy, subnormals).
 
-Special-value policies (SPEC §4):
+Special-value policies (as ml_dtypes names them):
   ieee  top exponent reserved for Inf/NaN (FP16, BF16, E5M2, E3M4, ml_dtypes' float8_e4m3 = ``e4m3ieee``)
   fn    no Inf; only the all-ones pattern is NaN (OCP E4M3, max 448)
   fnuz  no Inf, no -0, NaN is 0x80, default bias one higher (AMD/Graphcore float8 *fnuz)
@@ -23,9 +23,8 @@ from typing import Any
 import torch
 
 from . import float_kernel
-from .base import Format, FormatInfo
+from .base import SPECIALS, Format, FormatInfo
 
-SPECIALS = ("ieee", "fn", "fnuz", "none")
 _OVER_CODE = {"ieee": 1, "fn": 2, "fnuz": 2, "none": 0}
 
 

@@ -1,4 +1,4 @@
-"""Named formats (SPEC §4). ``get_format(name)`` also parses parametric names:
+"""Named formats (README.md, "Formats and rounding"). ``get_format(name)`` also parses parametric names:
 ``fixed<IL,FL>``, ``int<B>`` (2..32), ``dfp<B>`` and ``dfp<B>-b<BLOCK>``, ``ternary-g<N>`` (optionally ``-thr``),
 and MX variants ``<mx name>[-b<BLOCK>][-floor|-ceil|-rceil|-even]`` (e.g. ``mxfp8_e4m3-rceil``, ``mxfp4_e2m1-b16``).
 

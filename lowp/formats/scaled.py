@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from .float_kernel import MODE_CODE  # noqa: F401  (same mode names everywhere)
 from ..rounding import draw_key, hash_bits
 
 

@@ -1,4 +1,4 @@
-"""GEMM with accumulation in a number format (SPEC §5; Wang et al. 2018 chunk-based accumulation, Sakr et al. 2019).
+"""GEMM with accumulation in a number format (Wang et al. 2018 chunk-based accumulation, Sakr et al. 2019).
 
 ``matmul(a, b, accumulate=fmt, chunk=c)`` computes C[m, n] = Σ_k a[m, k]·b[k, n] as a hardware accumulator of
 format ``fmt`` would:

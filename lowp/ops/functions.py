@@ -1,4 +1,4 @@
-"""Emulated GEMM-like ops (SPEC §5): linear, conv1d, conv2d, matmul/bmm and embedding with a format per tensor role.
+"""Emulated GEMM-like ops : linear, conv1d, conv2d, matmul/bmm and embedding with a format per tensor role.
 
 Each op is composed from two custom autograd Functions around torch's own kernels:
 

@@ -1,4 +1,4 @@
-"""Hook for numerics statistics of emulated ops (SPEC §7 "numerics statistics").
+"""Hook for numerics statistics of emulated ops (``lowp.analysis.collector`` records them).
 
 Every emulated op calls ``notify(layer_name, role, x, xq, fmt)`` right after it quantizes a tensor role — but only
 when at least one observer is registered (``if OBSERVERS:`` is the whole cost otherwise). ``x`` and ``xq`` are the

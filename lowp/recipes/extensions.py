@@ -1,5 +1,6 @@
 """Extension registries that let higher layers (techniques) plug into recipes without the recipe layer importing
-them (dependency inversion: ``lowp/__init__`` imports the techniques, which register themselves here).
+them (dependency inversion: the modules named in ``PLUGINS`` register themselves here when imported; ``load_plugins``
+imports them by name, once, the first time a lookup needs them, as a package's entry points would be loaded).
 
 - Recipe families: ``register_recipe_family(regex, factory)``; ``get_recipe(name)`` falls back to the first family
   whose regex fully matches the name and calls ``factory(match) -> Recipe`` (e.g. ``pact-w4a4``).
@@ -11,6 +12,7 @@ them (dependency inversion: ``lowp/__init__`` imports the techniques, which regi
 """
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Callable
 
@@ -18,6 +20,20 @@ RECIPE_FAMILIES: list[tuple[re.Pattern, Callable]] = []
 MODIFIERS: dict[str, Callable] = {}
 TRANSFORMS: dict[str, Callable] = {}
 UNDO: dict[str, Callable] = {}
+
+#: modules of higher layers that register recipe families, modifiers and transforms when imported
+PLUGINS = ("lowp.techniques.qat", "lowp.techniques.autosparse")
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every module of ``PLUGINS``, so that their registrations are in place (the flag is set only once all
+    are imported: a second thread meanwhile imports them too, and Python's import lock makes it wait)."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        for name in PLUGINS:
+            importlib.import_module(name)
+        _plugins_loaded = True
 
 
 def register_recipe_family(pattern: str, factory: Callable, *, description: str = "") -> None:
@@ -44,6 +60,8 @@ def split_transform(entry: str) -> tuple[str, str | None]:
 
 def get_transform(entry: str) -> tuple[Callable, str | None]:
     name, args = split_transform(entry)
+    if name not in TRANSFORMS:
+        load_plugins()
     if name not in TRANSFORMS:
         raise ValueError(f"unknown model transform {name!r}; registered: {', '.join(TRANSFORMS) or 'none'}")
     return TRANSFORMS[name], args

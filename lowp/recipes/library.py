@@ -1,4 +1,4 @@
-"""Named recipes reproducing the papers (SPEC §5). Each one's ``source`` names the paper, ``notes`` every choice
+"""Named recipes reproducing the papers. Each one's ``source`` names the paper, ``notes`` every choice
 the source (as available to us: mostly abstracts) does not pin down. ``get_recipe(name)`` also accepts a Recipe
 (returned as is) or a path to a JSON file written by ``Recipe.to_json``.
 """
@@ -181,8 +181,7 @@ def get_recipe(name: "str | Recipe | os.PathLike") -> Recipe:
             return Recipe.from_json(text)
         except ValueError as e:
             raise ValueError(f"recipe file {name!r}: {str(e).splitlines()[0]}") from None
-    from . import extensions  # families and modifiers registered by higher layers
-
+    extensions.load_plugins()  # families and modifiers registered by higher layers
     if "+" in key:  # BASE+modifier[:arg][+modifier...]
         base, *mods = key.split("+")
         r = get_recipe(base)

@@ -1,5 +1,5 @@
 """``LowpOptimizer``: master weights, optimizer state and loss scaling of a Recipe around any torch optimizer
-(SPEC §5; the training contract in docs/architecture.md).
+(the training contract in docs/architecture.md).
 
     opt.zero_grad(); opt.backward(loss)     # (loss · scale).backward()
     opt.step() -> bool                      # unscale; Inf/NaN -> skip (counted); else base step, then

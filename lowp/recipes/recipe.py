@@ -1,4 +1,4 @@
-"""Recipes: which format, rounding and scaling every tensor role of training uses (SPEC §5).
+"""Recipes: which format, rounding and scaling every tensor role of training uses (docs/architecture.md).
 
 Roles of a GEMM-like op y = f(x, w): forward ``input`` (x), ``weight`` (w), ``output`` (y); backward
 ``grad_output`` (the error dy), ``grad_input`` (dx) and ``grad_weight`` (dw); optionally a cast of their own for the

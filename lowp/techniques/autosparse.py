@@ -1,4 +1,4 @@
-"""AutoSparse: learnable-threshold pruning with gradient annealing (Kundu et al. 2023; SPEC §7, issue 8).
+"""AutoSparse: learnable-threshold pruning with gradient annealing (Kundu et al. 2023).
 
 Each Linear/Conv1d/Conv2d weight W is reparametrised (``torch.nn.utils.parametrize``) as
 
@@ -14,7 +14,7 @@ so a masked weight still receives α times its gradient (∂W̃/∂W = 1 kept, �
 this is plain learnable-threshold pruning (STR-like), the "no annealing" baseline.
 
 Schedule. The seeds hold only the paper's abstract ("gradients of masked weights are scaled down in a non-linear
-manner"), so the schedule could not be verified. The default is the reconstruction of the issue, with the sigmoid
+manner"), so the schedule could not be verified. The default is our reconstruction, with the sigmoid
 term normalised so that α reaches exactly 0 at the end (unnormalised it ends at α0·sigmoid(−6) ≈ 0.0025·α0):
 
     α_e = α0 · max((1 + cos(π p)) / 2, (σ(6) − σ(12 p − 6)) / (σ(6) − σ(−6))),   p = min(1, e / (end · E)),

@@ -1,6 +1,6 @@
 """Activation calibration for post-training quantization: choose a clipping range [lo, hi] from samples.
 
-Methods (SPEC §6; TensorRT's "Int8 calibration" for entropy):
+Methods (TensorRT's "Int8 calibration" for entropy):
 
 - ``minmax``: lo = min x, hi = max x (symmetric: ±max|x|).
 - ``percentile``: hi = the p-th percentile (symmetric: of |x|; asymmetric: lo is the (100-p)-th percentile of x).

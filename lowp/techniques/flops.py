@@ -1,4 +1,4 @@
-"""FLOPs accounting for sparse training and inference (SPEC §7, issue 8; Kundu et al. 2023, AutoSparse).
+"""FLOPs accounting for sparse training and inference (Kundu et al. 2023, AutoSparse).
 
 Per GEMM-like layer (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` and their emulated / parametrized subclasses)
 the *dense* forward cost of one call on a sample input is counted by a forward hook, as 2 FLOPs per

@@ -1,4 +1,4 @@
-"""Magnitude pruning: the baselines for AutoSparse (SPEC §7, issue 8).
+"""Magnitude pruning: the baselines for AutoSparse (Kundu et al. 2023; Zhu & Gupta 2017).
 
 A pruned layer's weight is reparametrised (``torch.nn.utils.parametrize``) as W ⊙ M with a 0/1 mask buffer M
 (state dict: ``...parametrizations.weight.original`` and ``...parametrizations.weight.0.mask``); masked weights are

@@ -1,4 +1,4 @@
-"""Post-training quantization (SPEC §6): a model transform that replaces each Linear/Conv layer by a fake-quantized
+"""Post-training quantization : a model transform that replaces each Linear/Conv layer by a fake-quantized
 twin, with activation ranges calibrated on a calibration subset through forward hooks.
 
 INT8 PTQ (``ptq_int8``): weights symmetric or asymmetric, per tensor or per output channel, from min/max;

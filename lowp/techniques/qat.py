@@ -1,4 +1,5 @@
-"""Quantization-aware training as a model transform, and its recipe families (SPEC §6, issue 7).
+"""Quantization-aware training as a model transform, and its recipe families (Choi et al. 2018,
+PACT; Mishra et al. 2018, WRPN; Zhou et al. 2016, DoReFa).
 
 ``apply_qat(model, cfg)`` switches every ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` (plain or ``lowp.emulate``'s
 FP32 twin) *in place* to a QAT twin class: the same module, same parameters, same state_dict keys, plus two child

@@ -4,6 +4,8 @@ import torch
 
 from lowp.distributed.buckwild import BuckwildConfig, SharedModel, run_buckwild, N_PARAMS
 
+pytestmark = pytest.mark.timeout(600)  # multi-process
+
 
 def test_dmgc_names_and_validation():
     assert BuckwildConfig().dmgc == "D8M8G32C8"

@@ -4,12 +4,15 @@ import copy
 import os
 import tempfile
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
 import lowp
+
+pytestmark = pytest.mark.timeout(600)  # multi-process
 
 
 class Conv1D(nn.Module):  # HF GPT-2 style addmm layer: captured, not swapped

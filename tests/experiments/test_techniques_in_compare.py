@@ -28,6 +28,7 @@ def test_pact_alpha_and_sparsity_reported(tmp_path):
     assert (tmp_path / "pact-alpha.png").stat().st_size > 0 and (tmp_path / "sparsity.png").stat().st_size > 0
 
 
+@pytest.mark.timeout(600)  # multi-process
 def test_data_parallel_with_hook(tmp_path):
     # through the command line in a fresh process, as a user runs it (the spawned workers then start from a clean
     # parent; see the closing note on a worker abort seen when launched from a long-lived test process)

@@ -161,3 +161,40 @@ def brute_ternary_error(g) -> float:
             dot = sum(a * b for a, b in zip(g, t))
             best = min(best, sq - dot * dot / nz)
     return best
+
+
+def grid_bracket(v: Fraction, grid: FloatGrid) -> tuple[Fraction, Fraction]:
+    """(RD, RU) of the magnitude |v| (any rational) on ``grid``, saturating: beyond max both are max."""
+    a = abs(v) * 2**SHIFT  # in units, possibly not an integer
+    top = grid.max
+    if a >= top:
+        return Fraction(top, 2**SHIFT), Fraction(top, 2**SHIFT)
+    i = bisect.bisect_right(grid.vals, a) - 1
+    lo = grid.vals[i]
+    hi = lo if lo == a else grid.vals[i + 1]
+    return Fraction(lo, 2**SHIFT), Fraction(hi, 2**SHIFT)
+
+
+def round_to_grid(v: Fraction, grid: FloatGrid, mode: str) -> Fraction:
+    """v (any rational) rounded onto the float ``grid`` with a deterministic mode, saturating to ±max (the MX
+    element rule). Modes act on the magnitude after choosing the direction from the sign, as in IEEE 754: up is
+    toward +inf, down toward -inf, zero toward 0, nearest/away to the nearer value (ties to the even significand /
+    away from zero)."""
+    neg = v < 0
+    lo, hi = grid_bracket(v, grid)
+    a = abs(v)
+    if lo == hi:
+        r = lo
+    else:
+        m = {"up": "zero" if neg else "out", "down": "out" if neg else "zero"}.get(mode, mode)
+        if m == "zero":
+            r = lo
+        elif m == "out":
+            r = hi
+        elif a - lo != hi - a:
+            r = lo if a - lo < hi - a else hi
+        elif m == "away":
+            r = hi
+        else:  # ties to even: the significand of lo on the quantum (hi - lo) of its binade
+            r = lo if (lo / (hi - lo)) % 2 == 0 else hi
+    return -r if neg else r

@@ -1,4 +1,4 @@
-"""FloatFormat against ml_dtypes and torch's native casts, bit for bit, on exhaustive sweeps (SPEC §4)."""
+"""FloatFormat against ml_dtypes and torch's native casts, bit for bit, on exhaustive sweeps."""
 import ml_dtypes
 import numpy as np
 import pytest

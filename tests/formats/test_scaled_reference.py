@@ -16,7 +16,7 @@ import lowp
 from lowp.formats import DFPFormat, FixedFormat, IntFormat, MXFormat, TernaryFormat
 from lowp.formats.scaled import round_to_int
 
-from lowp_refs import FloatGrid, brute_ternary_error, float_reference, round_int, to_f32
+from lowp_refs import FloatGrid, brute_ternary_error, round_int, round_to_grid, to_f32
 
 MODES = ("nearest", "away", "zero", "up", "down")
 
@@ -61,19 +61,20 @@ def test_int_per_tensor(bits, mode):
     assert_same(fmt.quantize(x, mode), int_reference(x, bits, mode, scale), f"int{bits} {mode}")
 
 
-def test_int_per_channel_axis():
+@pytest.mark.parametrize("mode", MODES)
+def test_int_per_channel_axis(mode):
     x = rand_tensor((5, 7, 3), seed=3, spread=4)
     x[2] = 0.0  # an all-zero slice: scale 1
     for axis in (0, 1, -1):
         fmt = IntFormat(8, axis=axis)
-        got = fmt.quantize(x)
+        got = fmt.quantize(x, mode)
         amax = x.abs().amax(dim=axis, keepdim=True)  # IntFormat's axis is the one reduced over
         for idx in itertools.product(*[range(n) for n in x.shape]):
             sl = list(idx)
             sl[axis] = 0
             a = float(amax[tuple(sl)])
             scale = float(np.float32(a / 127)) if a > 0 else 1.0
-            assert float(got[idx]) == int_reference(x[idx].reshape(1), 8, "nearest", scale)[0], (axis, idx)
+            assert float(got[idx]) == int_reference(x[idx].reshape(1), 8, mode, scale)[0], (axis, idx, mode)
 
 
 @pytest.mark.parametrize("il,fl", [(2, 14), (4, 4), (1, 7), (8, 0), (12, 20)])
@@ -119,7 +120,7 @@ def dfp_block_reference(vals: list[float], bits: int, mode: str) -> list[float]:
 
 
 @pytest.mark.parametrize("bits", [8, 16])
-@pytest.mark.parametrize("mode", ["nearest", "zero", "up"])
+@pytest.mark.parametrize("mode", MODES)
 def test_dfp_per_tensor(bits, mode):
     x = rand_tensor((257,), seed=bits, spread=10)
     got = lowp.get_format(f"dfp{bits}").quantize(x, mode)
@@ -129,27 +130,31 @@ def test_dfp_per_tensor(bits, mode):
     assert abs(float(got[i]) - float(x[i])) <= abs(float(x[i])) * 2.0 ** -(bits - 2)
 
 
-def test_dfp_per_block_with_partial_block():
+@pytest.mark.parametrize("mode", MODES)
+def test_dfp_per_block_with_partial_block(mode):
     x = rand_tensor((3, 50), seed=5, spread=12)
+    x[1, 20] = float("nan")
+    x[2, 33] = -float("inf")
     fmt = DFPFormat(8, block=16, axis=-1)
-    got = fmt.quantize(x)
+    got = fmt.quantize(x, mode)
     exp = torch.empty_like(x, dtype=torch.float64)
     for r in range(3):
         for b in range(0, 50, 16):
-            exp[r, b:b + 16] = torch.tensor(dfp_block_reference(x[r, b:b + 16].tolist(), 8, "nearest"))
-    assert_same(got, exp.numpy(), "dfp8 blocks")
+            exp[r, b:b + 16] = torch.tensor(dfp_block_reference(x[r, b:b + 16].tolist(), 8, mode))
+    assert_same(got, exp.numpy(), f"dfp8 blocks {mode}")
     # along axis 0
-    got0 = DFPFormat(8, block=2, axis=0).quantize(x)
+    got0 = DFPFormat(8, block=2, axis=0).quantize(x, mode)
     for c in range(50):
-        assert_same(got0[:2, c], dfp_block_reference(x[:2, c].tolist(), 8, "nearest"), "axis 0")
-        assert_same(got0[2:, c], dfp_block_reference(x[2:, c].tolist(), 8, "nearest"), "axis 0 partial")
+        assert_same(got0[:2, c], dfp_block_reference(x[:2, c].tolist(), 8, mode), "axis 0")
+        assert_same(got0[2:, c], dfp_block_reference(x[2:, c].tolist(), 8, mode), "axis 0 partial")
 
 
 # ---- OCP MX v1.0 ---------------------------------------------------------------------------------------------------
 
-def mx_block_reference(vals: list[float], fmt: MXFormat) -> list[float]:
+def mx_block_reference(vals: list[float], fmt: MXFormat, mode: str = "nearest") -> list[float]:
     """OCP MX v1.0 §6.3: X = 2^(floor(log2 amax) - emax_elem) (E8M0, clamped to 2^-127..2^127); P_i = x_i / X
-    quantized to the element format with saturation (nearest, ties to even); result X * P_i."""
+    quantized to the element format with saturation (``mode``; the spec's is nearest, ties to even); result X * P_i.
+    Everything in exact rationals (P_i need not be a float32 value)."""
     fin = [abs(v) for v in vals if math.isfinite(v)]
     a = max(fin) if fin else 0.0
     el = fmt.element
@@ -163,10 +168,9 @@ def mx_block_reference(vals: list[float], fmt: MXFormat) -> list[float]:
             continue
         p = Fraction(v) / X
         if el == "int8":
-            pq = Fraction(max(-127, min(127, round_int(p * 64, "nearest"))), 64)
+            pq = Fraction(max(-127, min(127, round_int(p * 64, mode))), 64)
         else:
-            grid = FloatGrid(el.exp, el.man, el.bias, el.special, el.subnormals)
-            pq = Fraction(float_reference(grid, float(p), "nearest", saturate=True))
+            pq = round_to_grid(p, FloatGrid(el.exp, el.man, el.bias, el.special, el.subnormals), mode)
         out.append(to_f32(pq * X))
     return out
 
@@ -175,7 +179,8 @@ MX_NAMES = ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1"
 
 
 @pytest.mark.parametrize("name", MX_NAMES)
-def test_mx_against_ocp_rules(name):
+@pytest.mark.parametrize("mode", MODES)
+def test_mx_against_ocp_rules(name, mode):
     fmt = lowp.get_format(name)
     assert fmt.block == 32
     x = rand_tensor((4, 80), seed=len(name), spread=6)  # 80 = 2 full blocks + a partial one of 16 (zero-padded)
@@ -184,12 +189,15 @@ def test_mx_against_ocp_rules(name):
     x[2, 40] = float("inf")
     x[3, 64:] *= 2.0**100  # a block near the top of E8M0
     x[0, 32:64] *= 2.0**-110  # float32-subnormal scaled block
-    got = fmt.quantize(x)
+    x[0, 70] = 2.0**-149  # far below the block's element grid: directed modes give 0 or the smallest element
+    x[0, 71] = -(2.0**-149)
+    got = fmt.quantize(x, mode)
     exp = torch.empty_like(x, dtype=torch.float64)
     for r in range(x.shape[0]):
         for b in range(0, x.shape[1], 32):
-            exp[r, b:b + 32] = torch.tensor(mx_block_reference(x[r, b:b + 32].tolist(), fmt), dtype=torch.float64)
-    assert_same(got, exp.numpy(), name)
+            exp[r, b:b + 32] = torch.tensor(mx_block_reference(x[r, b:b + 32].tolist(), fmt, mode),
+                                            dtype=torch.float64)
+    assert_same(got, exp.numpy(), f"{name} {mode}")
 
 
 def test_mx_axis_and_saturation():

@@ -1,4 +1,4 @@
-"""lowp.matmul with accumulation in a format (SPEC §5) against a plain-Python oracle: exact products and sums as
+"""lowp.matmul with accumulation in a format (ops/accumulate.py) against a plain-Python oracle: exact products and sums as
 fractions.Fraction, each partial sum rounded by a Fraction-based round-to-nearest-even written here."""
 import math
 from fractions import Fraction

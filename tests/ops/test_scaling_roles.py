@@ -1,4 +1,4 @@
-"""Per-tensor / per-channel scaled roles: x_q = Q(x·s)/s with s = (fmt.max / amax) / 2^margin (SPEC §5)."""
+"""Per-tensor / per-channel scaled roles: x_q = Q(x·s)/s with s = (fmt.max / amax) / 2^margin (lowp/scaling.py)."""
 import pytest
 import torch
 

@@ -1,5 +1,5 @@
-"""fp8-e5m2 without loss scaling loses the error signal to underflow; with loss scaling it does not (SPEC §5,
-Mellempudi'19). Measured as the fraction of non-zero grad_output elements that rounding flushed to zero,
+"""fp8-e5m2 without loss scaling loses the error signal to underflow; with loss scaling it does not
+(Mellempudi et al. 2019). Measured as the fraction of non-zero grad_output elements that rounding flushed to zero,
 counted by an observer on the emulated layers."""
 import pytest
 import torch

@@ -136,5 +136,7 @@ def _tasks():
     T.register_task("rel-big-linear", big_linear_task, replace=True)
     T.register_task("rel-fails", failing_task, replace=True)
     T.register_task("rel-gated", gated_task, replace=True)
+    old = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(old)
