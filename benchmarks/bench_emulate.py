@@ -106,7 +106,8 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001
         print(f"lm tiny-gpt unavailable: {type(e).__name__}: {e}")
     tasks = {k: (m.to(dev), x.to(dev), y.to(dev)) for k, (m, x, y) in tasks.items()}
-    print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads; step time, ratio to plain FP32 (same run)")
+    print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads; step time, ratio to plain "
+          f"FP32 (same run)")
     wanted = tuple(args.tasks.split(","))
     for task, (model, x, y) in tasks.items():
         if not task.startswith(wanted):

@@ -18,7 +18,8 @@ truncation or round-to-nearest alignment): the fraction of bit-identical FP32 ou
 FP32 ulps, and each side's mean relative error against the exact sum (float64; FP8 products are exact). The model
 is an approximation, not a description of the circuit (lowp/ops/tensor_core.py): this script measures how close.
 
-    python scripts/tensor_core_scaled_mm.py [--k 4096 16384] [--mn 64] [--seed 0] [--out docs/results/tensor-core-gpu.md]
+    python scripts/tensor_core_scaled_mm.py [--k 4096 16384] [--mn 64] [--seed 0]
+                                            [--out docs/results/tensor-core-gpu.md]
 
 Without a CUDA device it prints one line and exits with status 2. Run time on an H200: about a minute for the
 defaults (the model's loop is over the K positions of a promotion interval, all outputs at once).
@@ -112,7 +113,8 @@ def main() -> None:
              "against the exact sum (float64), model / GPU. The model is an approximation (lowp/ops/tensor_core.py).",
              ""]
     summary = ["## Best model per input and cuBLASLt mode", "",
-               "| K | input | cuBLASLt | best model | identical | max ulp | rel err model / GPU |", "|---|---|---|---|---|---|---|"]
+               "| K | input | cuBLASLt | best model | identical | max ulp | rel err model / GPU |",
+               "|---|---|---|---|---|---|---|"]
     detail = ["## Every model", "", "| K | input | cuBLASLt | model | identical | max ulp | rel err model / GPU |",
               "|---|---|---|---|---|---|---|"]
     for k in args.k:
@@ -129,7 +131,8 @@ def main() -> None:
                 rows = []
                 for mname, y in models.items():
                     same = float((y.view(torch.int32) == gpu.view(torch.int32)).double().mean())
-                    rows.append((same, -int(ulps(y, gpu).max()), mname, float(((y.double() - exact).abs() / den).mean())))
+                    err = float(((y.double() - exact).abs() / den).mean())
+                    rows.append((same, -int(ulps(y, gpu).max()), mname, err))
                     detail.append(f"| {k} | {kind} | {mode} | `{mname}` | {same:.4f} | {-rows[-1][1]} | "
                                   f"{rows[-1][3]:.2e} / {gerr:.2e} |")
                 best = max(rows)
