@@ -95,15 +95,16 @@ class _Tagged(TorchDispatchMode):
         if gen is not None and (gen.device.type == "cpu") == out_dev:
             raise DeviceMismatch(f"{func}: a generator on {gen.device} for a tensor on "
                                  f"{DEVICE if out_dev else 'cpu'}")
-        inners = {id(t.inner): t for t in flat if isinstance(t, OnDevice)}
+        # in-place and out= ops return one of their arguments: give back that argument as it was passed
+        passed = {id(to_cpu(t)): t for t in flat if isinstance(t, torch.Tensor)}
         args, kwargs = tree_map(to_cpu, (args, kwargs))
         res = func(*args, **kwargs)
 
         def wrap(r):
             if not isinstance(r, torch.Tensor):
                 return r
-            if id(r) in inners:  # in-place / out= ops return their (wrapped) argument
-                return inners[id(r)]
+            if id(r) in passed:
+                return passed[id(r)]
             return OnDevice(r) if out_dev else r
 
         return tree_map(wrap, res)
