@@ -117,6 +117,12 @@ def main() -> None:
                "|---|---|---|---|---|---|---|"]
     detail = ["## Every model", "", "| K | input | cuBLASLt | model | identical | max ulp | rel err model / GPU |",
               "|---|---|---|---|---|---|---|"]
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(note: str) -> None:  # after every input, so a run cut short still leaves its measurements
+        out.write_text("\n".join(lines + summary + [""] + detail + ["", note]) + "\n")
+
     for k in args.k:
         for kind in args.kinds:
             a, b = operands(kind, args.mn, k, args.mn, args.seed)
@@ -136,14 +142,14 @@ def main() -> None:
                     detail.append(f"| {k} | {kind} | {mode} | `{mname}` | {same:.4f} | {-rows[-1][1]} | "
                                   f"{rows[-1][3]:.2e} / {gerr:.2e} |")
                 best = max(rows)
-                summary.append(f"| {k} | {kind} | {mode} | `{best[2]}` | {best[0]:.4f} | {-best[1]} | "
+                ties = sum(r[:2] == best[:2] for r in rows) - 1  # models as close (e.g. equivalent at this K)
+                summary.append(f"| {k} | {kind} | {mode} | `{best[2]}`{f' (+{ties} as close)' if ties else ''} | "
+                               f"{best[0]:.4f} | {-best[1]} | "
                                f"{best[3]:.2e} / {gerr:.2e} |")
                 print(f"K={k} {kind:<8} {mode:<18} best {best[2]:<16} identical {best[0]:.4f} max ulp {-best[1]} "
                       f"rel err {best[3]:.2e} vs GPU {gerr:.2e}", flush=True)
-    lines += summary + [""] + detail + ["", f"Run time {time.time() - t0:.0f} s."]
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+            write(f"Partial: stopped after K = {k}, input {kind} ({time.time() - t0:.0f} s).")
+    write(f"Run time {time.time() - t0:.0f} s.")
     print(f"wrote {out}")
 
 
