@@ -10,7 +10,7 @@
 #   env.txt                   GPU, driver, torch / CUDA / Triton versions
 #   tensor-core-gpu.md        scripts/tensor_core_scaled_mm.py: accumulation model vs torch._scaled_mm
 #                             (copy it to docs/results/tensor-core-gpu.md)
-#   cuda-tests.log            pytest tests/gpu (the `cuda`-marked bit-exactness suite and the stand-in checks)
+#   cuda-tests.log            pytest tests/gpu/test_cuda_bitexact.py (the `cuda`-marked bit-exactness suite)
 #   bench-quantize-cuda.txt   benchmarks/bench_quantize.py --device cuda (ratios to the GPU's own add/clone)
 #   bench-emulate-cuda.txt    benchmarks/bench_emulate.py --device cuda (MLP and CNN step ratios to FP32)
 #   summary.txt               each step's exit status
@@ -39,7 +39,7 @@ python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 
   echo "gpu_checks: no CUDA device visible to torch; nothing to run" | tee -a "$OUT/summary.txt"; exit 2; }
 
 step tensor-core 150 tensor-core.log python3 scripts/tensor_core_scaled_mm.py --k 4096 16384 --out "$OUT/tensor-core-gpu.md"
-step cuda-tests 300 cuda-tests.log python3 -m pytest tests/gpu -q -rs -p no:cacheprovider
+step cuda-tests 300 cuda-tests.log python3 -m pytest tests/gpu/test_cuda_bitexact.py -q -rs -p no:cacheprovider
 step bench-quantize 60 bench-quantize-cuda.txt python3 benchmarks/bench_quantize.py --device cuda --sizes 24 26 --repeats 10
 step bench-emulate 60 bench-emulate-cuda.txt python3 benchmarks/bench_emulate.py --device cuda --tasks mlp,cnn --steps 10 --rounds 3
 # its lines are in tensor-core-gpu.md (kept if that is missing); keeps $OUT within the tool's 8 files
