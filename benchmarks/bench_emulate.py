@@ -10,6 +10,9 @@ per-round ratio is reported
 (timings on a shared machine are noisy: indicative only). Targets: <= 1.5x without accumulation, <= 15x with.
 
     python benchmarks/bench_emulate.py [--steps 10] [--recipes bf16,fp8-hybrid,fp8-ibm] [--threads N] [--tasks lm]
+                                       [--device cpu|cuda]
+With ``--device cuda`` models and batches live on the GPU (TF32 off, so the FP32 baseline is FP32) and each timed
+run ends with ``torch.cuda.synchronize()``.
 """
 from __future__ import annotations
 
@@ -63,6 +66,8 @@ def timed(step, steps: int) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # GPU kernels run asynchronously: the step is done when the device is
     return (time.perf_counter() - t0) / steps
 
 
@@ -84,7 +89,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved baseline/emulated rounds")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--tasks", default="mlp,cnn,lm", help="which of mlp, cnn, lm to run")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (models and batches on the GPU)")
     args = ap.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("bench_emulate: --device cuda asked for, but torch sees no CUDA device")
+    dev = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -95,7 +105,9 @@ def main() -> None:
         tasks["lm tiny-gpt b32x64"] = (lm(), tok[:, :-1], tok[:, 1:])
     except Exception as e:  # noqa: BLE001
         print(f"lm tiny-gpt unavailable: {type(e).__name__}: {e}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; step time, ratio to plain FP32 (same run)")
+    tasks = {k: (m.to(dev), x.to(dev), y.to(dev)) for k, (m, x, y) in tasks.items()}
+    print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads; step time, ratio to plain "
+          f"FP32 (same run)")
     wanted = tuple(args.tasks.split(","))
     for task, (model, x, y) in tasks.items():
         if not task.startswith(wanted):

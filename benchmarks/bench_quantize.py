@@ -9,7 +9,9 @@ format's compiled short path (``lowp/formats/short_paths.py``).
 Targets: nearest ``out=`` <= 2x add for every float format; stochastic <= 3x; MX and NVFP4 <= 3x; int8 per tensor
 <= 2x; allocating <= 1.2x clone.
 
-    python benchmarks/bench_quantize.py [--sizes 24 26] [--repeats 5] [--formats ...]
+    python benchmarks/bench_quantize.py [--sizes 24 26] [--repeats 5] [--formats ...] [--device cpu|cuda]
+With ``--device cuda`` the tensors live on the GPU, every timing is bracketed by ``torch.cuda.synchronize()`` and
+the ratios are to the same run's device ``add(out=)`` and ``clone()`` (the GPU's copy bound).
 Timings on a shared machine are noisy: read them as indicative.
 """
 from __future__ import annotations
@@ -29,11 +31,14 @@ from lowp.formats import fast
 
 
 def timeit(fn, repeats: int) -> float:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)  # kernels are asynchronous
     fn()  # warm-up (and compilation)
     ts = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
@@ -45,12 +50,17 @@ def main() -> None:
     ap.add_argument("--formats", nargs="+", default=["bf16", "fp16", "e4m3", "e5m2", "e2m1", "fp8-152", "mxfp8_e4m3",
                                                      "mxfp4_e2m1", "nvfp4", "int8"])
     ap.add_argument("--roundings", nargs="+", default=["nearest", "stochastic"])
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (a GPU: ratios to the device's own add/clone)")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, compile "
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("bench_quantize: --device cuda asked for, but torch sees no CUDA device")
+    dev = torch.device(args.device)
+    print(f"device {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, compile "
           f"{'on' if fast.compile_enabled() else 'off (LOWP_COMPILE=0)'}")
     for lg in args.sizes:
         n = 1 << lg
-        x = torch.randn(n) * 3.0
+        x = torch.randn(n, device=dev) * 3.0
         y = torch.empty_like(x)
         t_add = timeit(lambda: torch.add(x, 0, out=y), args.repeats)
         t_clone = timeit(lambda: x.clone(), args.repeats)

@@ -38,8 +38,11 @@ def check_rand_bits(rand_bits: int | None) -> int:
 
 
 def draw_key(generator: torch.Generator | None = None) -> torch.Tensor:
-    """Two 31-bit key words drawn from ``generator`` (or the global generator) as an int64 tensor of shape (2,)."""
-    return torch.randint(0, 2**31 - 1, (2,), generator=generator, dtype=torch.int64)
+    """Two 31-bit key words drawn from ``generator`` (or the global CPU generator) as an int64 tensor of shape (2,),
+    on the generator's device. Kernels move the key to the data's device, so a seed gives the same random bits (and
+    the same stochastic rounding) on the CPU and on CUDA; a CUDA generator is accepted too (another key stream)."""
+    device = generator.device if generator is not None else None
+    return torch.randint(0, 2**31 - 1, (2,), generator=generator, dtype=torch.int64, device=device)
 
 
 def _mix32(h: torch.Tensor) -> torch.Tensor:

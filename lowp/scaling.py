@@ -53,7 +53,7 @@ def _fmt_max(fmt: str | Format) -> float:
 def tensor_amax(x: torch.Tensor) -> torch.Tensor:
     """max |x| as a 0-d float32 tensor (NaN if x has a NaN; 0 for an empty tensor)."""
     if x.numel() == 0:
-        return torch.zeros((), dtype=torch.float32)
+        return torch.zeros((), dtype=torch.float32, device=x.device)
     return x.detach().abs().amax().to(torch.float32)
 
 

@@ -33,7 +33,7 @@ class _Shards:
 
     def global_loss(self, loss: torch.Tensor, n: int) -> float:
         # the global mean loss (weighted by shard size), agreed on by all ranks, and with it the divergence decision
-        lv = torch.tensor([float(loss.detach()) * n, float(n)], dtype=torch.float64)
+        lv = torch.tensor([float(loss.detach()) * n, float(n)], dtype=torch.float64, device=loss.device)
         dist.all_reduce(lv)
         return float(lv[0] / lv[1])
 

@@ -66,6 +66,23 @@ _MODE_T = {name: torch.tensor(code, dtype=torch.int64) for name, code in MODE_CO
 _BOOL_T = {False: torch.tensor(False), True: torch.tensor(True)}
 _RANDK_T = {k: torch.tensor(k, dtype=torch.int64) for k in range(1, 33)}
 _P32: dict[int, tuple[dict, dict]] = {}
+_ON: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _on(v, device: torch.device):
+    """``v`` moved to ``device`` when it is a tensor elsewhere (the CPU parameter constants above, a key drawn on
+    the CPU): a compiled CUDA graph then holds no CPU op, and the eager kernel no CPU operand that is not 0-d.
+    Copies of 0-d constants are cached (kept alive with their source), so a CUDA call pays no host copy for them."""
+    if not isinstance(v, torch.Tensor) or v.device == device:
+        return v
+    if v.dim():
+        return v.to(device)
+    hit = _ON.get((id(v), device))
+    if hit is None or hit[0] is not v:
+        if len(_ON) > 4096:
+            _ON.clear()
+        hit = _ON[(id(v), device)] = (v, v.to(device))
+    return hit[1]
 
 
 def _params32(params: dict) -> dict:
@@ -114,6 +131,7 @@ def _run_into(which: str, mode: str, x: torch.Tensor, out: torch.Tensor | None, 
     target = _flat(out, row) if direct else torch.empty_like(flat)
     if row is not None and not direct:
         torch._dynamo.mark_static(target, 1)
+    args, kwargs = [_on(a, flat.device) for a in args], {k: _on(v, flat.device) for k, v in kwargs.items()}
     _get_compiled(which, mode)(target, flat, *args, **kwargs)
     compiled_calls += 1
     if out is None:
@@ -173,6 +191,7 @@ def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, ou
     kwargs = dict(params, mode=_MODE_T[rounding], saturate=_BOOL_T[saturate])
     kwargs.update(_stochastic_kwargs(rounding, rand_bits, generator))
     flat = _flat(x)
+    kwargs = {k: _on(v, x.device) for k, v in kwargs.items()}
     if use_fast:
         y = _get_compiled("generic")(flat, **kwargs)
         compiled_calls += 1
@@ -189,8 +208,8 @@ def current_scale_f32(x: torch.Tensor, fmt_max: float, margin: int) -> torch.Ten
     """``scaling.current_scale`` for a float32 tensor in one compiled pass (0-d float32 scale)."""
     global compiled_calls
     compiled_calls += 1
-    return _get_compiled("amax_scale")(_flat(x), torch.tensor(float(fmt_max), dtype=torch.float64),
-                                       torch.tensor(2.0**margin, dtype=torch.float64))
+    return _get_compiled("amax_scale")(_flat(x), torch.tensor(float(fmt_max), dtype=torch.float64, device=x.device),
+                                       torch.tensor(2.0**margin, dtype=torch.float64, device=x.device))
 
 
 def scaled_round_float(x, params, rounding, saturate, rand_bits, generator, s):
@@ -215,7 +234,7 @@ def mx_dispatch(x, fmt, rounding, rand_bits, generator, out):
     p = _params32(el.kernel_params(torch.float32))
     # one graph per block size (a symbolic block length costs ~3x); the shared exponents first, in their own graph
     if fmt.scale_rounding == "floor":
-        e = _get_compiled("mx_scale")(_flat(x, fmt.block), torch.tensor(el.emax, dtype=torch.int32))
+        e = _get_compiled("mx_scale")(_flat(x, fmt.block), torch.tensor(el.emax, dtype=torch.int32, device=x.device))
     else:  # the other E8M0 roundings: exponents by the eager reference (a small per-block tensor)
         e = fmt.shared_exponent(_flat(x, fmt.block)).to(torch.int32)
     return _run_into("mx", rounding, x, out, e, p["man"], p["emin"], p["maxval"], p["no_negzero"],
@@ -223,6 +242,6 @@ def mx_dispatch(x, fmt, rounding, rand_bits, generator, out):
 
 
 def int_dispatch(x, fmt, rounding, rand_bits, generator, out):
-    s = _get_compiled("int_scale")(_flat(x), torch.tensor(fmt.qmax, dtype=torch.int64))
-    return _run_into("int", rounding, x, out, s, torch.tensor(fmt.qmax, dtype=torch.int64),
+    s = _get_compiled("int_scale")(_flat(x), torch.tensor(fmt.qmax, dtype=torch.int64, device=x.device))
+    return _run_into("int", rounding, x, out, s, torch.tensor(fmt.qmax, dtype=torch.int64, device=x.device),
                      **_stochastic_kwargs(rounding, rand_bits, generator))

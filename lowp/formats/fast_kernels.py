@@ -107,7 +107,7 @@ def float_into(out, x, man, emin, maxval, over_inf, saturate, subnormals, no_neg
                rand_k=None, key=None):
     """out[:] = round_f32(x) for flat float32 x and out (the compiled graph writes straight into ``out``)."""
     out.copy_(round_f32(x, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm, mode=mode,
-                        rand_k=rand_k, key=key, base=torch.zeros((), dtype=torch.int64)))
+                        rand_k=rand_k, key=key, base=torch.zeros((), dtype=torch.int64, device=x.device)))
 
 
 def mx_scale(g, emax):
@@ -122,10 +122,11 @@ def mx_round_into(out, g, e, man, emin, maxval, no_negzero, *, mode: int = 0, ra
     """MX elements: round each row of g on the element grid shifted by its 2^E (``e`` from ``mx_scale``),
     saturating; NaN and +-Inf pass through. Kept apart from ``mx_scale``: fused into one kernel, inductor loops
     over each 32-element block with per-block setup and runs several times slower."""
-    one = torch.ones((), dtype=I32)
-    y = round_f32(g, man, emin + e, maxval * pow2_f32(e), torch.zeros((), dtype=I32),
-                  torch.ones((), dtype=torch.bool), one, no_negzero, torch.zeros((), dtype=torch.float32),
-                  mode=mode, rand_k=rand_k, key=key, base=torch.zeros((), dtype=torch.int64))
+    one = torch.ones((), dtype=I32, device=g.device)
+    y = round_f32(g, man, emin + e, maxval * pow2_f32(e), torch.zeros((), dtype=I32, device=g.device),
+                  torch.ones((), dtype=torch.bool, device=g.device), one, no_negzero,
+                  torch.zeros((), dtype=torch.float32, device=g.device),
+                  mode=mode, rand_k=rand_k, key=key, base=torch.zeros((), dtype=torch.int64, device=g.device))
     out.copy_(torch.where(torch.isinf(g), g, y))
 
 
@@ -186,5 +187,5 @@ def scaled_float_into(out, x, s, man, emin, maxval, over_inf, saturate, subnorma
                       mode: int = 0, rand_k=None, key=None):
     """out = Q(x·s) / s in float32 (the scaled rounding of ``ops.context``: one multiply, one rounding, one divide)."""
     q = round_f32(x * s, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm, mode=mode,
-                  rand_k=rand_k, key=key, base=torch.zeros((), dtype=torch.int64))
+                  rand_k=rand_k, key=key, base=torch.zeros((), dtype=torch.int64, device=x.device))
     out.copy_(q / s)

@@ -75,5 +75,5 @@ class RandomHadamard:
         xt = x.movedim(axis, -1)
         shape = xt.shape
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        y = xt.to(work).reshape(-1, self.block) @ self.matrix(work)
+        y = xt.to(work).reshape(-1, self.block) @ self.matrix(work).to(x.device)
         return y.reshape(shape).movedim(-1, axis).to(x.dtype).contiguous()

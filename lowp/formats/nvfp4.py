@@ -78,7 +78,8 @@ class NVFP4Format(Format):
     def _encode(self, x, rounding, rand_bits, generator):
         g, inv = tile_view(x.float(), self.axis, self.block)
         a_b, finite = block_amax(g)
-        big_a = a_b.amax() if a_b.numel() else torch.zeros((), dtype=torch.float32)  # = the tensor's finite amax
+        # = the tensor's finite amax
+        big_a = a_b.amax() if a_b.numel() else torch.zeros((), dtype=torch.float32, device=x.device)
         if self.order == "te":
             s_enc = torch.clamp(_f32(2688.0) / big_a, max=FLT_MAX)
             s_enc = torch.where(s_enc == 0, torch.ones_like(s_enc), s_enc)

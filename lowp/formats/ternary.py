@@ -32,9 +32,9 @@ def ternarize_groups(g: torch.Tensor, method: str = "optimal",
     if method == "optimal":
         srt, order = torch.sort(a, dim=-1, descending=True)
         csum = torch.cumsum(srt.double(), dim=-1)
-        k = torch.arange(1, g.shape[-1] + 1, dtype=torch.float64)
+        k = torch.arange(1, g.shape[-1] + 1, dtype=torch.float64, device=g.device)
         best = torch.argmax(csum * csum / k, dim=-1, keepdim=True)  # first maximiser
-        kept_sorted = torch.arange(g.shape[-1]) <= best
+        kept_sorted = torch.arange(g.shape[-1], device=g.device) <= best
         mask = torch.zeros_like(kept_sorted).scatter(-1, order, kept_sorted)
     elif method == "threshold":
         n = g.shape[-1] if count is None else count.clamp(min=1)

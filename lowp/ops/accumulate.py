@@ -160,7 +160,7 @@ def _accumulate(at: torch.Tensor, b: torch.Tensor, rounder: _Rounder, chunk: int
     b_s = b.view(nb, nch, c, n).permute(2, 0, 1, 3).contiguous().unsqueeze(-2)
     r = torch.mul(a_s[0], b_s[0])  # (B, nch, M, N): the first product of every chunk, exact
     p = torch.empty_like(r)
-    ibuf = torch.empty(r.shape, dtype=torch.int64)
+    ibuf = torch.empty(r.shape, dtype=torch.int64, device=r.device)
     for i in range(1, c):
         sl = slice(None) if i < last else slice(0, nch - 1)
         rr, pp, ii = r[:, sl], p[:, sl], ibuf[:, sl]
@@ -179,7 +179,10 @@ def _fast(a2, b2, batch, m, k, n, fmt, chunk) -> torch.Tensor | None:
     """The compiled float32 path of ``accumulate_fast`` when allowed, applicable and exact; else None."""
     from . import accumulate_fast as af
 
-    if FAST_PATH == "never" or k == 0 or not af.compile_enabled() or not isinstance(fmt, FloatFormat):
+    # CPU only: its cache tiling is tuned for a CPU, and its Veltkamp splitting needs fl(x·c) then fl(t - x) with no
+    # FMA contraction, which Triton does not promise; other devices run the float64 reference (same bits)
+    if FAST_PATH == "never" or k == 0 or a2.device.type != "cpu" or not af.compile_enabled() \
+            or not isinstance(fmt, FloatFormat):
         return None
     nb = math.prod(batch)
     if FAST_PATH != "always" and nb * m * n * k < af.MIN_WORK:
@@ -252,7 +255,7 @@ def _reference(a2, b2, batch, m, k, n, fmt, chunk) -> torch.Tensor:
     a64 = a2.detach().to(torch.float64).expand(*batch, m, k).reshape(-1, m, k)
     b64 = b2.detach().to(torch.float64).expand(*batch, k, n).reshape(-1, k, n)
     if k == 0:
-        return torch.zeros(a64.shape[0], m, n, dtype=torch.float64)
+        return torch.zeros(a64.shape[0], m, n, dtype=torch.float64, device=a64.device)
     rounder = _plan(a64, b64, a2, b2, fmt)
     at = a64.transpose(1, 2)
     rows = max(1, _MAX_TILE // max(1, a64.shape[0] * n * -(-k // (chunk or k))))

@@ -103,7 +103,8 @@ def ktanh_bits(bits: torch.Tensor, table: str | KTanhTable = "max", *, compiled:
         fn = _get_compiled()
         if fn is not None:
             flat = bits.reshape(-1)
-            return fn(flat, tab.base, tab.shifts, tab.t1_t, tab.t2_t).view(bits.shape)
+            d = flat.device
+            return fn(flat, tab.base.to(d), tab.shifts.to(d), tab.t1_t.to(d), tab.t2_t.to(d)).view(bits.shape)
     return _core_eager(bits, tab)
 
 

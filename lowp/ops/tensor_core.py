@@ -101,7 +101,7 @@ def tensor_core_matmul3(a: torch.Tensor, b: torch.Tensor, acc: TensorCoreAccumul
     nb, m, k = a64.shape
     n = b64.shape[-1]
     if k == 0:
-        return torch.zeros(nb, m, n, dtype=torch.float32)
+        return torch.zeros(nb, m, n, dtype=torch.float32, device=a64.device)
     special = torch.matmul(a64, b64)  # IEEE float64 sum: where it is NaN/Inf, that is the output
     g = acc.group
     c = acc.promote if acc.promote is not None else -(-k // g) * g
@@ -117,7 +117,7 @@ def tensor_core_matmul3(a: torch.Tensor, b: torch.Tensor, acc: TensorCoreAccumul
     at = fin_a.transpose(1, 2).reshape(nb, nint, steps, g, m)
     bt = fin_b.reshape(nb, nint, steps, g, n)
     last = k - (nint - 1) * c  # products in the last interval; its groups past them are padding and skipped
-    r = torch.zeros(nb, nint, m, n, dtype=torch.float64)
+    r = torch.zeros(nb, nint, m, n, dtype=torch.float64, device=a64.device)
     for i in range(steps):
         sl = slice(None) if i * g < last else slice(0, nint - 1)  # (re-aligning r for a padded group would round it)
         p = at[:, sl, i].unsqueeze(-1) * bt[:, sl, i].unsqueeze(-2)  # (B, nint', g, M, N), exact

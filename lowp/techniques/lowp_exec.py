@@ -77,6 +77,12 @@ class Int8Linear(nn.Module):
         self._qw = _pad_to(_pad_to(self.qweight, 0, 8), 1, 8).contiguous()
         self._qw_t = self._qw.t().contiguous()
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(device)`` / ``.cuda()`` move the padded copies (plain attributes, not buffers) with the buffers."""
+        super()._apply(fn, *args, **kwargs)
+        self._qw, self._qw_t = fn(self._qw), fn(self._qw_t)
+        return self
+
     @classmethod
     def from_linear(cls, lin: nn.Linear, act_scale: float | None = None) -> "Int8Linear":
         q, s = quantize_per_channel_int8(lin.weight)

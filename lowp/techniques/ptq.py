@@ -96,7 +96,7 @@ def quantize_weight_int(w: torch.Tensor, bits: int, granularity: str = "channel"
     else:
         lo, hi = flat.amin().reshape(1, 1).expand(flat.shape[0], 1), flat.amax().reshape(1, 1).expand(flat.shape[0], 1)
     out = torch.empty_like(flat)
-    scales = torch.empty(flat.shape[0], 1)
+    scales = torch.empty(flat.shape[0], 1, device=flat.device)
     for i in range(flat.shape[0]) if granularity == "channel" else [None]:
         rows = slice(None) if i is None else slice(i, i + 1)
         qp = qparams(float(lo[0 if i is None else i]), float(hi[0 if i is None else i]), bits, symmetric=False)

@@ -82,8 +82,8 @@ def residual_expand(w: torch.Tensor, terms: int, group: int, method: str = "opti
 def residual_weight(terms: list[torch.Tensor], rows_terms: torch.Tensor) -> torch.Tensor:
     """Ŵ with row i (output filter i) using its first rows_terms[i] terms."""
     t = torch.stack(terms)  # (R, out, ...)
-    j = torch.arange(len(terms)).reshape(-1, 1)
-    mask = (j < rows_terms.reshape(1, -1)).to(t.dtype).reshape(len(terms), -1, *([1] * (t.dim() - 2)))
+    j = torch.arange(len(terms), device=t.device).reshape(-1, 1)
+    mask = (j < rows_terms.to(t.device).reshape(1, -1)).to(t.dtype).reshape(len(terms), -1, *([1] * (t.dim() - 2)))
     return (t * mask).sum(0)
 
 
