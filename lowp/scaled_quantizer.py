@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from .formats import FloatFormat, Format, fast, get_format, short_paths
-from .rounding import check_rand_bits
+from .rounding import check_rand_bits, draw_key
 from .scaling import DelayedScaler, amax_scale, channel_amax, current_scale
 
 SCALINGS = ("none", "current", "delayed", "per-channel")
@@ -103,7 +103,8 @@ class ScaledQuantizer:
             s = (fast.current_scale_f32(x, self.fmt.info.max, self.margin) if self.scaling == "current"
                  else self.scale(x).to(torch.float32))
             if short_paths.supported(self.fmt, self.rounding):
-                return fast.short_path(x, self.fmt, self.saturate, "scaled", s)
+                return fast.short_path(x, self.fmt, self.saturate, "scaled", s, rounding=self.rounding,
+                                       rand_bits=check_rand_bits(self.rand_bits))
             return fast.scaled_round_float(x, self.fmt.kernel_params(torch.float32), self.rounding, self.saturate,
                                            check_rand_bits(self.rand_bits), None, s)
         s = self.scale(x, chan_axis).to(x.dtype)
@@ -114,25 +115,28 @@ class ScaledQuantizer:
         return q / s  # not in place: observers may keep q
 
     def _short_path_call(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """Where every float32 tensor takes one compiled short-path graph (a float format rounded to nearest,
-        unscaled or with current scaling), that kernel with its arguments bound; else None. This is the per-call
-        hot path of emulated training: resolved once."""
+        """Where every float32 tensor takes one compiled short-path graph (a float format rounded to nearest or
+        stochastically, unscaled or with current scaling), that kernel with its arguments bound; else None. This is
+        the per-call hot path of emulated training: resolved once."""
         fmt = self.fmt
         if not (isinstance(fmt, FloatFormat) and short_paths.supported(fmt, self.rounding)
                 and self.scaling in ("none", "current")):
             return None
-        if self.scaling == "none" and fmt.name in _NATIVE and not self.saturate:
+        if self.scaling == "none" and fmt.name in _NATIVE and not self.saturate and self.rounding == "nearest":
             return None  # the native cast is faster
-        plain = self.scaling == "none"
-        kernel = short_paths.kernel(fmt, self.saturate, "plain" if plain else "current", self.margin)
+        plain, stochastic = self.scaling == "none", self.rounding == "stochastic"
+        kernel = short_paths.kernel(fmt, self.saturate, "plain" if plain else "current", self.margin,
+                                    rounding=self.rounding, rand_bits=check_rand_bits(self.rand_bits))
 
         def call(x: torch.Tensor) -> torch.Tensor:
             flat = x.reshape(-1)
             out = torch.empty_like(flat)
-            if plain:
-                kernel(out, flat)
-            else:  # the last argument receives the scale
-                kernel(out, flat, torch.empty((), dtype=torch.float32, device=x.device))
+            args = [out, flat]
+            if not plain:  # receives the scale
+                args.append(torch.empty((), dtype=torch.float32, device=x.device))
+            if stochastic:  # one key per call from the global generator, as the general kernel draws it
+                args.append(draw_key().to(x.device))
+            kernel(*args)
             fast.compiled_calls += 1
             return out.view(x.shape)
 

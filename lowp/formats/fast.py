@@ -148,29 +148,33 @@ def _stochastic_kwargs(rounding, rand_bits, generator) -> dict:
 
 
 def float_dispatch(x, fmt, rounding, saturate, rand_bits, generator, out, *, force: str | None = None):
-    """Round ``x`` onto FloatFormat ``fmt``: the format's compiled short path where one exists (float32, nearest),
-    else ``round_float_dispatch``; ``force`` as there."""
+    """Round ``x`` onto FloatFormat ``fmt``: the format's compiled short path where one exists (float32, nearest or
+    stochastic), else ``round_float_dispatch``; ``force`` as there."""
     if (x.dtype == torch.float32 and short_paths.supported(fmt, rounding)
             and ((force == "compiled" and x.numel() < MAX_NUMEL) or (force is None and use_compiled(x)))):
-        return short_path(x, fmt, saturate, "plain", out=out)
+        return short_path(x, fmt, saturate, "plain", out=out, rounding=rounding, rand_bits=rand_bits,
+                          generator=generator)
     return round_float_dispatch(x, fmt.kernel_params(x.dtype), rounding, saturate, rand_bits, generator, out,
                                 force=force)
 
 
 def short_path(x, fmt, saturate: bool, variant: str, s: torch.Tensor | None = None, margin: int = 0,
-               out: torch.Tensor | None = None) -> torch.Tensor:
+               out: torch.Tensor | None = None, rounding: str = "nearest", rand_bits: int = 32,
+               generator: torch.Generator | None = None) -> torch.Tensor:
     """Run the compiled short-path kernel (``short_paths.py``) of ``fmt`` on float32 x: ``plain`` Q(x), ``scaled``
     Q(x·s)/s with 0-d float32 ``s``, ``current`` the same with s = amax scale of x computed in the graph (then
-    ``s``, if given, receives it)."""
+    ``s``, if given, receives it). Stochastic rounding draws one key from ``generator``, as the general kernel."""
     global compiled_calls
     flat = _flat(x)
     direct = out is not None and out.is_contiguous()
     target = _flat(out) if direct else torch.empty_like(flat)
-    k = short_paths.kernel(fmt, bool(saturate), variant, margin)
-    if variant == "plain":
-        k(target, flat)
-    else:
-        k(target, flat, s if s is not None else torch.empty((), dtype=torch.float32, device=x.device))
+    k = short_paths.kernel(fmt, bool(saturate), variant, margin, rounding=rounding, rand_bits=rand_bits)
+    args = [target, flat]
+    if variant != "plain":
+        args.append(s if s is not None else torch.empty((), dtype=torch.float32, device=x.device))
+    if rounding == "stochastic":
+        args.append(_on(draw_key(generator), x.device))
+    k(*args)
     compiled_calls += 1
     if out is None:
         return target.view(x.shape)

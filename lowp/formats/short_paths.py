@@ -28,9 +28,11 @@ import threading
 
 import torch
 
+from ..rounding import hash_bits32
 from .float import FloatFormat
 
 VARIANTS = ("plain", "scaled", "current")
+ROUNDINGS = ("nearest", "stochastic")
 
 _TEMPLATE = '''\
 def {name}(out, x{arg}):
@@ -38,9 +40,8 @@ def {name}(out, x{arg}):
     u = v.view(I32)
     mag = u & 0x7FFFFFFF
     magc = torch.clamp(mag, max=0x7F800000)
-    rn = ((magc + ({half_m1} + ((magc >> {sh}) & 1))) & {keep}).view(F32)
     a = mag.view(F32)
-    r = torch.where(a < {sub_below!r}, (a + {magic!r}) - {magic!r}, rn)
+{rounding}
     r = torch.where(r > {maxval!r}, {inf_val}, r)
 {flush}
     rb = r.view(I32) | (u & {sign})
@@ -48,6 +49,24 @@ def {name}(out, x{arg}):
     q = torch.where(mag > 0x7F800000, v, rb.view(F32))
     out.copy_(q{post})
 '''
+
+_NEAREST = """\
+    rn = ((magc + ({half_m1} + ((magc >> {sh}) & 1))) & {keep}).view(F32)
+    r = torch.where(a < {sub_below!r}, (a + {magic!r}) - {magic!r}, rn)"""
+
+# stochastic, k random bits per element (the hash of the element index, as the general kernel): normal range, add
+# the top sh bits of the masked hash word to the bits (the remainder cut to its top k bits first) and mask; target
+# subnormals, on the integer grid a·2^(m - emin) = q + f: round up iff (top k bits of the hash) + floor(f·2^k) >= 2^k
+_STOCHASTIC = """\
+    h = hash_bits32(torch.arange(x.numel(), dtype=I32, device=x.device), key) & {hmask}
+    rn = (((magc & {cut}) + ((h >> {hshift}) & {lowmask})) & {keep}).view(F32)
+    a_s = (a * {up1!r}) * {up2!r}
+    qf = torch.floor(a_s)
+    fk = torch.floor((a_s - qf) * {two_k!r})
+{decide}
+    r = torch.where(a < {sub_below!r}, (qf + up.to(F32)) * {quantum!r}, rn)"""
+_DECIDE_F32 = "    up = (fk + ((h >> {kshift}) & {kmask}).to(F32)) >= {two_k!r}"  # exact for k <= 24
+_DECIDE_I64 = "    up = (fk.to(torch.int64) + ((h.to(torch.int64) & 0xFFFFFFFF) >> {kshift})) >= {two_k_int}"
 
 _PRE = {
     "plain": ("", "    v = x", ""),
@@ -65,8 +84,9 @@ _kernels: dict[tuple, object] = {}
 
 
 def supported(fmt, rounding: str) -> bool:
-    """Whether (fmt, rounding) has a short path: a FloatFormat rounded to nearest-even, 0 <= m <= 22, emin >= -126."""
-    return (rounding == "nearest" and isinstance(fmt, FloatFormat) and fmt.man <= 22 and fmt.emin >= -126)
+    """Whether (fmt, rounding) has a short path: a FloatFormat rounded to nearest-even or stochastically,
+    0 <= m <= 22, emin >= -126."""
+    return (rounding in ROUNDINGS and isinstance(fmt, FloatFormat) and fmt.man <= 22 and fmt.emin >= -126)
 
 
 def _float_literal(v: float) -> str:
@@ -77,40 +97,64 @@ def _float_literal(v: float) -> str:
     return repr(float(v))
 
 
-def source(fmt: FloatFormat, saturate: bool, variant: str, margin: int = 0) -> tuple[str, str]:
+def _rounding_block(fmt: FloatFormat, rounding: str, rand_bits: int) -> str:
+    sh = 23 - fmt.man
+    if rounding == "nearest":
+        return _NEAREST.format(sh=sh, half_m1=(1 << (sh - 1)) - 1, keep=-(1 << sh),
+                               sub_below=math.ldexp(1.0, fmt.emin), magic=math.ldexp(1.0, fmt.emin - fmt.man + 23))
+    k = rand_bits
+    if not (isinstance(k, int) and 1 <= k <= 32):
+        raise ValueError(f"rand_bits must be an int in 1..32, got {k!r}")
+    up = fmt.man - fmt.emin  # a·2^up puts the target's subnormal quantum at 1 (two exact steps: up may exceed 127)
+    decide = (_DECIDE_F32.format(kshift=32 - k, kmask=(1 << k) - 1, two_k=float(2**k)) if k <= 24 else
+              _DECIDE_I64.format(kshift=32 - k, two_k_int=2**k))
+    return _STOCHASTIC.format(hmask=-(1 << (32 - k)) if k < 32 else -1, cut=-(1 << max(sh - k, 0)),
+                              hshift=32 - sh, lowmask=(1 << sh) - 1, keep=-(1 << sh), up1=math.ldexp(1.0, up // 2),
+                              up2=math.ldexp(1.0, up - up // 2), two_k=float(2**k), decide=decide,
+                              sub_below=math.ldexp(1.0, fmt.emin), quantum=math.ldexp(1.0, fmt.emin - fmt.man))
+
+
+def source(fmt: FloatFormat, saturate: bool, variant: str, margin: int = 0, rounding: str = "nearest",
+           rand_bits: int = 32) -> tuple[str, str]:
     """The kernel's name and Python source for ``fmt`` (see the module docstring)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown short-path variant {variant!r}; valid: {', '.join(VARIANTS)}")
-    sh = 23 - fmt.man
+    if not supported(fmt, rounding):
+        raise ValueError(f"no short path for {getattr(fmt, 'name', fmt)!r} with rounding {rounding!r}")
     over = {"ieee": math.inf, "fn": math.nan, "fnuz": math.nan, "none": fmt.max}[fmt.special]
     inf_val = fmt.max if saturate else over
     arg, pre, post = _PRE[variant]
     if variant == "current":
         pre = pre.format(fmt_max=float(fmt.max), pow_margin=float(2.0 ** margin))
+    if rounding == "stochastic":
+        arg += ", key"
     tag = re.sub(r"\W", "_", f"{fmt.name}_{fmt.exp}_{fmt.man}_{fmt.bias}_{fmt.special}_{int(fmt.subnormals)}")
-    name = f"nearest_{variant}_{tag}_sat{int(saturate)}" + (f"_m{margin}" if variant == "current" else "")
+    name = (f"{rounding}{rand_bits if rounding == 'stochastic' else ''}_{variant}_{tag}_sat{int(saturate)}"
+            + (f"_m{margin}" if variant == "current" else ""))
     src = _TEMPLATE.format(
-        name=name, arg=arg, pre=pre, post=post, sh=sh, half_m1=(1 << (sh - 1)) - 1 if sh else 0, keep=-(1 << sh),
-        sub_below=math.ldexp(1.0, fmt.emin), magic=math.ldexp(1.0, fmt.emin - fmt.man + 23), maxval=float(fmt.max),
-        inf_val=_float_literal(inf_val), sign=-(1 << 31),
+        name=name, arg=arg, pre=pre, post=post, rounding=_rounding_block(fmt, rounding, rand_bits),
+        maxval=float(fmt.max), inf_val=_float_literal(inf_val), sign=-(1 << 31),
         flush="" if fmt.subnormals else f"    r = torch.where(r < {float(fmt.min_normal)!r}, 0.0, r)",
         negzero="    rb = torch.where(rb == -2147483648, 0, rb)" if fmt.special == "fnuz" else "")
     return name, src
 
 
-def kernel(fmt: FloatFormat, saturate: bool, variant: str = "plain", margin: int = 0, compiled: bool = True):
-    """The short-path kernel ``k(out, x[, s])`` writing into flat float32 ``out``; compiled lazily, once per key
+def kernel(fmt: FloatFormat, saturate: bool, variant: str = "plain", margin: int = 0, compiled: bool = True,
+           rounding: str = "nearest", rand_bits: int = 32):
+    """The short-path kernel ``k(out, x[, s][, key])`` writing into flat float32 ``out`` (``s``: the scale, given or
+    received; ``key``: the (2,) int64 key of the random bits, stochastic rounding); compiled lazily, once per key
     (each key has a code object of its own, so dynamo never counts one format's graph against another's)."""
-    key = (fmt, bool(saturate), variant, int(margin) if variant == "current" else 0, compiled)
+    key = (fmt, bool(saturate), variant, int(margin) if variant == "current" else 0, compiled, rounding,
+           int(rand_bits) if rounding == "stochastic" else 0)
     fn = _kernels.get(key)
     if fn is None:
         with _lock:
             fn = _kernels.get(key)
             if fn is None:
-                name, src = source(fmt, saturate, variant, key[3])
+                name, src = source(fmt, saturate, variant, key[3], rounding, rand_bits)
                 filename = f"<lowp short path {name}>"
                 linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-                ns = {"torch": torch, "I32": torch.int32, "F32": torch.float32}
+                ns = {"torch": torch, "I32": torch.int32, "F32": torch.float32, "hash_bits32": hash_bits32}
                 exec(compile(src, filename, "exec"), ns)  # noqa: S102 - our own template, format constants only
                 fn = ns[name]
                 if compiled:

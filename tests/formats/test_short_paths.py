@@ -41,9 +41,12 @@ def patterns(fmt: FloatFormat) -> torch.Tensor:
     return (bits - ((bits >> 31) << 32)).to(torch.int32).view(torch.float32)
 
 
-def reference(fmt: FloatFormat, x: torch.Tensor, saturate: bool) -> torch.Tensor:
+def reference(fmt: FloatFormat, x: torch.Tensor, saturate: bool, key=None, k: int = 32) -> torch.Tensor:
     p = fmt.kernel_params(torch.float32)
-    return round_float(x, **p, mode=torch.tensor(MODE_CODE["nearest"]), saturate=torch.tensor(saturate))
+    if key is None:
+        return round_float(x, **p, mode=torch.tensor(MODE_CODE["nearest"]), saturate=torch.tensor(saturate))
+    return round_float(x, **p, mode=torch.tensor(MODE_CODE["stochastic"]), saturate=torch.tensor(saturate),
+                       rand_k=torch.tensor(k), key=key)
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -53,17 +56,21 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> None:
                              f"{ib[bad[0]].item():#x}"
 
 
-def run(fmt, saturate, variant, x, *extra, compiled=False, margin=0):
+def run(fmt, saturate, variant, x, *extra, compiled=False, margin=0, key=None, k=32):
     out = torch.empty_like(x)
     if variant == "current":
         extra = (torch.empty(()),)
-    short_paths.kernel(fmt, saturate, variant, margin=margin, compiled=compiled)(out, x, *extra)
+    if key is not None:
+        extra = extra + (key,)
+    short_paths.kernel(fmt, saturate, variant, margin=margin, compiled=compiled,
+                       rounding="nearest" if key is None else "stochastic", rand_bits=k)(out, x, *extra)
     return out
 
 
 def test_the_formats_covered_include_the_common_ones():
     assert {"bf16", "fp16", "e4m3", "e5m2", "e2m1", "e3m2", "e2m3", "e4m3fnuz", "tf32"} <= set(FLOATS)
-    assert not short_paths.supported(get_format("e4m3"), "stochastic")
+    assert short_paths.supported(get_format("e4m3"), "stochastic")
+    assert not short_paths.supported(get_format("e4m3"), "down")
     assert not short_paths.supported(get_format("fp32"), "nearest")
 
 
@@ -73,6 +80,18 @@ def test_plain_short_path_equals_general_kernel(name, saturate):
     fmt = get_format(name)
     x = patterns(fmt)
     same_bits(run(fmt, saturate, "plain", x), reference(fmt, x, saturate))
+
+
+@pytest.mark.parametrize("k", [1, 5, 8, 24, 25, 32])
+@pytest.mark.parametrize("name", FLOATS)
+def test_stochastic_short_path_equals_general_kernel(name, k):
+    """Same random bits (the hash of the element index under the key) and the same decision, carry into the
+    exponent and the target's subnormal range included."""
+    fmt = get_format(name)
+    x = patterns(fmt)
+    key = torch.tensor([123456789, 987654321], dtype=torch.int64)
+    same_bits(run(fmt, False, "plain", x, key=key, k=k), reference(fmt, x, False, key, k))
+    same_bits(run(fmt, True, "plain", x, key=key, k=k), reference(fmt, x, True, key, k))
 
 
 @pytest.mark.parametrize("name", ["e4m3", "e5m2", "e2m1", "e4m3fnuz"])
@@ -103,6 +122,14 @@ def test_compiled_short_path_equals_its_eager_twin(name, saturate):
     fmt = get_format(name)
     x = patterns(fmt)
     same_bits(run(fmt, saturate, "plain", x, compiled=True), reference(fmt, x, saturate))
+
+
+@pytest.mark.parametrize("name,k", [("e5m2", 32), ("bf16", 8)])
+def test_compiled_stochastic_short_path_equals_the_reference(name, k):
+    fmt = get_format(name)
+    x = patterns(fmt)
+    key = torch.tensor([5, 77], dtype=torch.int64)
+    same_bits(run(fmt, False, "plain", x, compiled=True, key=key, k=k), reference(fmt, x, False, key, k))
 
 
 def test_compiled_fused_current_scaling_equals_eager():
