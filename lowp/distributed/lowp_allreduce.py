@@ -58,13 +58,24 @@ class LowpAllreduceCodec:
         self.dense_bytes = 0
         self.calls = 0
 
+    @property
+    def fmt_max(self) -> float:
+        return float(self.fmt.max)
+
+    def grid_values(self, x: torch.Tensor, rounding: str, gen: torch.Generator | None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(v, s): v = Q(x · s) on the format's grid (saturating) and the per-tensor scale s (None when unscaled);
+        the message value is v / s. x must be finite."""
+        if self.scaled:
+            s = current_scale(x, self.fmt)
+            return self.fmt.quantize(x * s, rounding, saturate=True, generator=gen), s
+        return self.fmt.quantize(x, rounding, saturate=True, generator=gen), None
+
     def _q(self, x: torch.Tensor, rounding: str, gen: torch.Generator | None) -> torch.Tensor:
         if not bool(torch.isfinite(x).all()):
             return x  # an overflowed step passes through unchanged, so the loss scaler sees the Inf/NaN and skips
-        if self.scaled:
-            s = current_scale(x, self.fmt)
-            return self.fmt.quantize(x * s, rounding, saturate=True, generator=gen) / s
-        return self.fmt.quantize(x, rounding, saturate=True, generator=gen)
+        v, s = self.grid_values(x, rounding, gen)
+        return v / s if s is not None else v
 
     def _gen(self, *key: int) -> torch.Generator:
         h = 0
@@ -72,23 +83,37 @@ class LowpAllreduceCodec:
             h = (h * 1_000_003 + int(k)) % (2**62)
         return torch.Generator().manual_seed(h)
 
-    @torch.no_grad()
-    def encode(self, key: int, g: torch.Tensor, step: int) -> torch.Tensor:
-        """Phase 1: this worker's message for tensor ``key`` (decoded, float32, g's shape)."""
+    def phase1_generator(self, key: int, step: int) -> torch.Generator | None:
+        """Random bits of this rank's message for tensor ``key`` (None for nearest rounding)."""
+        return self._gen(self.seed, 1, self.rank, step, key) if self.rounding == "stochastic" else None
+
+    def phase2_generator(self, key: int, step: int) -> torch.Generator | None:
+        """Random bits of the averaged tensor ``key``, the same on every rank (None for nearest rounding)."""
+        return self._gen(self.seed, 2, step, key) if self.rounding == "stochastic" else None
+
+    def message_input(self, key: int, g: torch.Tensor) -> torch.Tensor:
+        """x = g (float32) plus the error-feedback residue of ``key`` when error feedback is on."""
         x = g.float()
         if self.error_feedback and key in self.errors:
             x = x + self.errors[key]
-        gen = self._gen(self.seed, 1, self.rank, step, key) if self.rounding == "stochastic" else None
-        q = self._q(x, self.rounding, gen)
+        return x
+
+    @torch.no_grad()
+    def encode(self, key: int, g: torch.Tensor, step: int) -> torch.Tensor:
+        """Phase 1: this worker's message for tensor ``key`` (decoded, float32, g's shape)."""
+        x = self.message_input(key, g)
+        q = self._q(x, self.rounding, self.phase1_generator(key, step))
         if self.error_feedback:
             self.errors[key] = x - q
-        n = g.numel()
+        self.count_message(g.numel())
+        return q
+
+    def count_message(self, n: int) -> None:
+        """Add one message of ``n`` entries to the estimate: ceil(n · bits / 8) (+ 4 for the scale when scaled)."""
         self.bytes += math.ceil(n * self.bits / 8) + (4 if self.scaled else 0)
         self.dense_bytes += 4 * n
-        return q
 
     @torch.no_grad()
     def decode(self, key: int, avg: torch.Tensor, step: int) -> torch.Tensor:
         """Phase 2: the averaged result as the all-gather would carry it (same on every worker)."""
-        gen = self._gen(self.seed, 2, step, key) if self.rounding == "stochastic" else None
-        return self._q(avg.float(), self.rounding, gen)
+        return self._q(avg.float(), self.rounding, self.phase2_generator(key, step))
