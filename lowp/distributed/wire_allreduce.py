@@ -8,7 +8,7 @@ For one DDP bucket (flat gradient of n entries, tensors k = 1..T of the model) o
 
 1. encode: per tensor, x = g (+ error-feedback residue), s_k = current_scale(x) (1 for unscaled formats),
    v = Q(x · s_k) (``saturate=True``, the codec's rounding and random bits), codes = bit patterns of v
-   (``wire_codec.float_codes``), packed at the format's width (FP8: one byte per entry, FP4: two per byte).
+   (``wire_codec.encode``), packed at the format's width (FP8: one byte per entry, FP4: two per byte).
    The flat codes are cut into P chunks of c entries (c a multiple of 8, so chunks start on byte boundaries).
 2. all-to-all (uint8): rank r sends chunk j, followed by its T scales (float32 bytes), to rank j.
 3. owner j decodes every sender's chunk, q_r = v_r / s_{r,k}, and sums q_r / P in FP32 in rank order.
@@ -36,7 +36,7 @@ import torch
 from ..scaling import amax_scale
 from . import comm
 from .lowp_allreduce import LowpAllreduceCodec
-from .wire_codec import float_codes, float_values, pack_bits, packed_nbytes, unpack_bits
+from .wire_codec import decode, encode, packed_nbytes
 
 
 def chunk_len(n: int, nproc: int) -> int:
@@ -69,7 +69,7 @@ def wire_allreduce(codec: LowpAllreduceCodec, counter: comm.WireCounter, flat: t
     cb = packed_nbytes(c, bits)
 
     # 1. encode
-    codes = torch.zeros(P * c, dtype=torch.int32)
+    vals = torch.zeros(P * c, dtype=torch.float32)  # values on the grid; the padding is +0 (code 0)
     scales = torch.ones(T, dtype=torch.float32)
     new_err = {}
     for i, (k, m) in enumerate(keys):
@@ -78,12 +78,12 @@ def wire_allreduce(codec: LowpAllreduceCodec, counter: comm.WireCounter, flat: t
             scales[i] = math.nan
             continue
         v, s = codec.grid_values(x, codec.rounding, codec.phase1_generator(k, step))
-        codes[offs[i]:offs[i + 1]] = float_codes(v, fmt)
+        vals[offs[i]:offs[i + 1]] = v.reshape(-1)
         if s is not None:
             scales[i] = s
         if codec.error_feedback:
             new_err[k] = x - (v / s if s is not None else v)
-    packed = pack_bits(codes, bits).view(P, cb)
+    packed = encode(vals, fmt).view(P, cb)
     sbytes = scales.view(torch.uint8).expand(P, 4 * T)
     send = torch.cat([packed, sbytes], 1).reshape(-1)
 
@@ -103,7 +103,7 @@ def wire_allreduce(codec: LowpAllreduceCodec, counter: comm.WireCounter, flat: t
     tidx = tidx_all[lo:hi]
     acc = None
     for r in range(P):
-        v = float_values(unpack_bits(recv[r, :cb], bits, c)[: hi - lo], fmt)
+        v = decode(recv[r, :cb], fmt, c)[: hi - lo]
         q = v / rscales[r][tidx] if codec.scaled else v
         acc = q / P if acc is None else acc + q / P
 
@@ -137,13 +137,12 @@ def wire_allreduce(codec: LowpAllreduceCodec, counter: comm.WireCounter, flat: t
             whole[a0 - offs[i]:a1 - offs[i]] = z[a0 - lo:a1 - lo]
             whole = fmt.quantize(whole, codec.rounding, saturate=True, generator=codec.phase2_generator(k, step))
             v2[a0 - lo:a1 - lo] = whole[a0 - offs[i]:a1 - offs[i]]
-    mine = torch.zeros(c, dtype=torch.int32)
-    mine[: hi - lo] = float_codes(v2, fmt)
+    mine = torch.zeros(c, dtype=torch.float32)
+    mine[: hi - lo] = v2
 
     # 6. all-gather the encoded chunks, decode
-    allp = comm.all_gather(pack_bits(mine, bits), counter, group=group).view(P, cb)
-    vals = torch.cat([unpack_bits(allp[r], bits, c) for r in range(P)])[:n]
-    out = float_values(vals, fmt)
+    allp = comm.all_gather(encode(mine, fmt), counter, group=group)
+    out = decode(allp, fmt, P * c)[:n]
     if s2 is not None:
         out = out / s2[tidx_all]
     return out, True

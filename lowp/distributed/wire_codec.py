@@ -10,6 +10,9 @@
 - ``pack_bits(codes, width)`` / ``unpack_bits(buf, width, count)``: non-negative integers of ``width`` (1..32) bits
   stored back to back, least significant bit first, in a uint8 tensor of ceil(count·width / 8) bytes (FP4 codes
   two to a byte, FP6 four to three bytes, AdaComp's index+sign words at ceil(log2 n) + 1 bits).
+- ``encode(v, fmt)`` / ``decode(buf, fmt, count)``: values <-> packed bytes. Formats that are a torch dtype
+  (E4M3FN, E5M2, their fnuz variants, BF16, FP16) take torch's cast and a byte view (exact for values on the grid,
+  little-endian, the same bytes as the general path, tested); the others ``pack_bits(float_codes(v))``.
 
 Pure tensor code (no torch.distributed); sits on ``lowp.formats``.
 """
@@ -138,3 +141,38 @@ def unpack_bits(buf: torch.Tensor, width: int, count: int) -> torch.Tensor:
         return b[:, 0] | (b[:, 1] << 8)
     bits = ((b.unsqueeze(1) >> torch.arange(8)) & 1).reshape(-1)[: count * width]
     return (bits.view(count, width) << torch.arange(width)).sum(1)
+
+
+def torch_dtype_of(fmt: FloatFormat) -> torch.dtype | None:
+    """The torch dtype with exactly ``fmt``'s value set and bit layout, if there is one."""
+    if not isinstance(fmt, FloatFormat) or not fmt.subnormals:
+        return None
+    key = (fmt.exp, fmt.man, fmt.bias, fmt.special)
+    table = {(4, 3, 7, "fn"): "float8_e4m3fn", (5, 2, 15, "ieee"): "float8_e5m2", (4, 3, 8, "fnuz"): "float8_e4m3fnuz",
+             (5, 2, 16, "fnuz"): "float8_e5m2fnuz", (8, 7, 127, "ieee"): "bfloat16", (5, 10, 15, "ieee"): "float16"}
+    name = table.get(key)
+    return getattr(torch, name, None) if name else None
+
+
+def encode(v: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """Packed bytes (uint8, ceil(n · bits / 8)) of the float32 values ``v`` on ``fmt``'s grid."""
+    fmt = _check(fmt)
+    dt = torch_dtype_of(fmt)
+    if dt is not None and v.dtype == torch.float32:
+        flat = v.reshape(-1)
+        if not bool(torch.isfinite(flat).all()):
+            return pack_bits(float_codes(flat, fmt), fmt.total_bits)
+        return flat.to(dt).view(torch.uint8)
+    return pack_bits(float_codes(v.reshape(-1), fmt), fmt.total_bits)
+
+
+def decode(buf: torch.Tensor, fmt: FloatFormat, count: int) -> torch.Tensor:
+    """The ``count`` float32 values packed in ``buf`` by :func:`encode`."""
+    fmt = _check(fmt)
+    dt = torch_dtype_of(fmt)
+    if dt is not None and buf.dtype == torch.uint8:
+        nb = packed_nbytes(count, fmt.total_bits)
+        if buf.numel() < nb:
+            raise ValueError(f"{count} values of {fmt.name} need {nb} bytes, buffer has {buf.numel()}")
+        return buf.reshape(-1)[:nb].contiguous().view(dt).float()
+    return float_values(unpack_bits(buf, fmt.total_bits, count), fmt)
