@@ -46,13 +46,13 @@ def decode_message(msg: torch.Tensor, numels: list[int]) -> torch.Tensor:
     T = len(numels)
     if msg.dtype != torch.uint8 or msg.numel() < 8 * T:
         raise ValueError(f"AdaComp message: a uint8 header of {8 * T} bytes needed, got {msg.numel()} {msg.dtype}")
-    ks = msg[: 4 * T].contiguous().view(torch.int32).tolist()
+    ks = msg[: 4 * T].clone().view(torch.int32).tolist()  # clone: an aligned copy of a slice at any offset
     if any(not 0 <= k <= n for k, n in zip(ks, numels)):
         raise ValueError(f"AdaComp message: selected counts {ks} outside the layers' sizes {numels}")
     size = 8 * T + sum(packed_nbytes(k, index_bits(n) + 1) for k, n in zip(ks, numels))
     if size != msg.numel():
         raise ValueError(f"AdaComp message of {msg.numel()} bytes, its header describes {size}")
-    scales = msg[4 * T: 8 * T].contiguous().view(torch.float32)
+    scales = msg[4 * T: 8 * T].clone().view(torch.float32)
     out = torch.zeros(sum(numels), dtype=torch.float32)
     pos, off = 8 * T, 0
     for i, (n, k) in enumerate(zip(numels, ks)):

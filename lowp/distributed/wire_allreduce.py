@@ -90,7 +90,7 @@ def wire_allreduce(codec: LowpAllreduceCodec, counter: comm.WireCounter, flat: t
     # 2. all-to-all: chunk j + my scales to rank j
     w = cb + 4 * T
     recv = comm.all_to_all(send, counter, [w] * P, [w] * P, group=group).view(P, w)
-    rscales = recv[:, cb:].contiguous().view(torch.float32)  # (P, T)
+    rscales = recv[:, cb:].clone().view(torch.float32)  # (P, T); clone: aligned
     if bool(torch.isnan(rscales).any()):
         out = flat.float() / P
         comm.all_reduce(out, counter, group=group)

@@ -174,5 +174,8 @@ def decode(buf: torch.Tensor, fmt: FloatFormat, count: int) -> torch.Tensor:
         nb = packed_nbytes(count, fmt.total_bits)
         if buf.numel() < nb:
             raise ValueError(f"{count} values of {fmt.name} need {nb} bytes, buffer has {buf.numel()}")
-        return buf.reshape(-1)[:nb].contiguous().view(dt).float()
+        b = buf.reshape(-1)[:nb]
+        if b.storage_offset() % b.new_empty(0, dtype=dt).element_size():
+            b = b.clone()  # a 2-byte view needs an aligned start
+        return b.contiguous().view(dt).float()
     return float_values(unpack_bits(buf, fmt.total_bits, count), fmt)
