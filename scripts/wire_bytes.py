@@ -3,7 +3,12 @@ loopback, CPU) on 2 and 4 processes with each hook, bytes counted by lowp.distri
 cross-checked by the kernel's count of bytes each process wrote (/proc/self/io wchar: gloo's socket writes with
 their headers), and the time of one gradient exchange (the whole model's gradients, one bucket) measured alone.
 
-    PYTHONPATH=$PWD python scripts/wire_bytes.py [--steps 30] [--reps 30] [--nprocs 2,4]
+    PYTHONPATH=$PWD python scripts/wire_bytes.py [--epochs 1] [--adacomp-epochs 10] [--reps 20] [--nprocs 2,4]
+
+The FP8 / BF16 / FP4 messages have the same size every step; AdaComp's shrink as its residues build up, so its
+bytes are averaged over a full training schedule (``--adacomp-epochs``, the 10 epochs of
+docs/results/distributed.md). A second measurement exchanges a synthetic 2^20-entry gradient (4 MB in FP32), where
+gloo's per-message headers no longer matter.
 
 Writes docs/results/wire-bytes.md and docs/results/wire-bytes.json. Timings on a shared 2-core machine are noisy.
 """
@@ -44,7 +49,7 @@ def _exchange(hook: str, flat: torch.Tensor, keys, layers, step: int, rank: int,
         comm.all_reduce(out, counter)
         return out
     if spec.kind == "adacomp":
-        comp = _STATE.setdefault(hook, AdaCompCompressor(spec.conv_bin, spec.fc_bin))
+        comp = _STATE.setdefault((hook, flat.numel()), AdaCompCompressor(spec.conv_bin, spec.fc_bin))
         if spec.wire:
             return wire_adacomp(comp, counter, flat, layers)[0]
         off, parts = 0, []
@@ -55,7 +60,7 @@ def _exchange(hook: str, flat: torch.Tensor, keys, layers, step: int, rank: int,
         out = torch.cat(parts) / P
         comm.all_reduce(out, counter)
         return out
-    codec = _STATE.setdefault(hook, LowpAllreduceCodec(spec.fmt, spec.rounding, error_feedback=spec.error_feedback,
+    codec = _STATE.setdefault((hook, flat.numel()), LowpAllreduceCodec(spec.fmt, spec.rounding, error_feedback=spec.error_feedback,
                                                        rank=rank))
     if spec.wire:
         return wire_allreduce(codec, counter, flat, keys, step)[0]
@@ -69,7 +74,11 @@ def _exchange(hook: str, flat: torch.Tensor, keys, layers, step: int, rank: int,
 
 
 
-def worker(rank: int, P: int, steps: int, reps: int) -> dict:
+BIG_HOOKS = ["none", "allreduce:bf16", "allreduce:e4m3", "allreduce:e2m1:stochastic:ef"]
+BIG_SHAPES = [(512, 1024), (1024,), (256, 1024), (256,), (512, 512), (512,), (1000,), (8,)]
+
+
+def worker(rank: int, P: int, epochs: int, adacomp_epochs: int, reps: int) -> dict:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -84,7 +93,9 @@ def worker(rank: int, P: int, steps: int, reps: int) -> dict:
     n = sum(p.numel() for p in model0.parameters())
     out = {"numel": n, "tensors": len(list(model0.parameters())), "runs": {}, "timing": {}}
     warm = 2
+    per_epoch = len(data.x_train) // BATCH
     for hook in HOOKS + [h + ":emulated" for h in HOOKS if h != "none"]:
+        steps = max(1, per_epoch * (adacomp_epochs if hook.startswith("adacomp") else epochs) - warm)
         model = copy.deepcopy(model0)
         ddp = DDP(model)
         state = register_comm_hook(ddp, hook, seed=1)
@@ -106,7 +117,7 @@ def worker(rank: int, P: int, steps: int, reps: int) -> dict:
         io1 = comm.os_bytes_written()
         sm = state.summary()
         out["runs"][hook] = {
-            "sent_per_step": (state.counter.sent_bytes - sent0) / steps,
+            "steps": steps, "sent_per_step": (state.counter.sent_bytes - sent0) / steps,
             "given_per_step": (state.counter.given_bytes - given0) / steps,
             "os_written_per_step": None if io0 is None else (io1 - io0) / steps,
             "calls_per_step": (state.counter.calls - calls0) / steps,
@@ -133,13 +144,34 @@ def worker(rank: int, P: int, steps: int, reps: int) -> dict:
                 coll.append(counter.seconds)
         out["timing"][hook] = {"exchange_ms": 1e3 * statistics.median(total),
                                "collectives_ms": 1e3 * statistics.median(coll)}
+    # a large synthetic gradient: bytes (counted and OS) and time of one exchange
+    big = [torch.empty(s) for s in BIG_SHAPES]
+    keys = [(i, p.numel()) for i, p in enumerate(big)]
+    layers = [(i, tuple(p.shape)) for i, p in enumerate(big)]
+    out["big"] = {"numel": sum(n for _, n in keys)}
+    for hook in BIG_HOOKS:
+        total, sent, written = [], [], []
+        for r in range(max(3, reps // 4) + 1):
+            flat = torch.randn(out["big"]["numel"], generator=g) * 0.01
+            counter = comm.WireCounter()
+            dist.barrier()
+            w0, t0 = comm.os_bytes_written(), time.perf_counter()
+            _exchange(hook, flat, keys, layers, 1000 + r, rank, counter)
+            dt, w1 = time.perf_counter() - t0, comm.os_bytes_written()
+            if r >= 1:
+                total.append(dt)
+                sent.append(counter.sent_bytes)
+                written.append(None if w0 is None else w1 - w0)
+        out["big"][hook] = {"exchange_ms": 1e3 * statistics.median(total), "sent": statistics.median(sent),
+                            "os_written": None if written[0] is None else statistics.median(written)}
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=1, help="epochs of training measured (all hooks but AdaComp)")
+    ap.add_argument("--adacomp-epochs", type=int, default=10, help="epochs of training measured for AdaComp")
+    ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--nprocs", default="2,4")
     ap.add_argument("--out", default="docs/results/wire-bytes")
     args = ap.parse_args()
@@ -149,7 +181,7 @@ def main() -> None:
     results = {}
     for P in [int(p) for p in args.nprocs.split(",")]:
         t0 = time.time()
-        res = launch(worker, P, (args.steps, args.reps), timeout_s=1800, init_timeout_s=120)
+        res = launch(worker, P, (args.epochs, args.adacomp_epochs, args.reps), timeout_s=3000, init_timeout_s=120)
         print(f"[wire] {P} processes: {time.time() - t0:.0f} s", flush=True)
         r0 = res[0]
         rows = {}
@@ -164,8 +196,9 @@ def main() -> None:
             rows[hook]["replicas_in_sync"] = sync == 0.0
             rows[hook].update(r0["timing"][hook])
             rows[hook]["sent_per_step_by_rank"] = [r["runs"][hook]["sent_per_step"] for r in res]
-        results[P] = {"numel": r0["numel"], "tensors": r0["tensors"], "rows": rows}
-    meta = {"torch": torch.__version__, "machine": platform.machine(), "steps": args.steps, "reps": args.reps,
+        results[P] = {"numel": r0["numel"], "tensors": r0["tensors"], "rows": rows, "big": r0["big"]}
+    meta = {"torch": torch.__version__, "machine": platform.machine(), "epochs": args.epochs,
+            "adacomp_epochs": args.adacomp_epochs, "reps": args.reps,
             "task": TASK, "global_batch": BATCH, "seconds": round(time.time() - t_start, 1)}
     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     Path(args.out + ".md").write_text(render(meta, results))
@@ -174,11 +207,13 @@ def main() -> None:
 
 def render(meta: dict, results: dict) -> str:
     L = ["# Bytes on the wire: encoded gradient messages (issue 18, item 4)", "",
-         f"Generated by `PYTHONPATH=$PWD python scripts/wire_bytes.py --steps {meta['steps']} --reps {meta['reps']}` "
+         f"Generated by `PYTHONPATH=$PWD python scripts/wire_bytes.py --epochs {meta['epochs']} --adacomp-epochs "
+         f"{meta['adacomp_epochs']} --reps {meta['reps']}` "
          f"(torch {meta['torch']}, {meta['machine']}, 2 CPU cores shared with other jobs; {meta['seconds']} s).", "",
          f"{meta['task']} (fp32 recipe) trained data-parallel with DDP (gloo, loopback TCP, 1 thread per process), "
-         f"global batch {meta['global_batch']}, SGD momentum 0.9, {meta['steps']} steps measured after 2 warm-up "
-         "steps. Every collective lowp makes goes through `lowp.distributed.comm`, which counts the bytes of the "
+         f"global batch {meta['global_batch']}, SGD lr 0.1 momentum 0.9; bytes per step averaged over {meta['epochs']} "
+         f"epoch(s) ({meta['adacomp_epochs']} for AdaComp, whose messages shrink as its residues build up), after 2 "
+         "warm-up steps. Every collective lowp makes goes through `lowp.distributed.comm`, which counts the bytes of the "
          "tensors handed to torch.distributed (`given`) and the bytes the rank sends to its peers (`sent`: all-reduce "
          "2(P-1)/P·b, all-gather (P-1)·b, all-to-all b minus its own part). `OS` is the kernel's count of bytes the "
          "process wrote in the same window (`/proc/self/io` wchar: gloo's socket writes including its message "
@@ -204,6 +239,16 @@ def render(meta: dict, results: dict) -> str:
                      f"{'-' if emu is None else format(emu['exchange_ms'], '.2f')} | "
                      f"{'-' if emu is None else format(emu['max_abs_diff_wire_vs_emulated'], '.3g')} | "
                      f"{'yes' if row['replicas_in_sync'] else 'NO'} |")
+        big = r["big"]
+        L += ["", f"Synthetic gradient of {big['numel']} entries ({4 * big['numel'] / 2**20:.0f} MB in FP32, "
+              f"{len(BIG_SHAPES)} tensors), one exchange:", "",
+              "| hook | sent B/rank | OS-written B | ratio (sent) | ratio (OS) | exchange ms |", "|---|---|---|---|---|---|"]
+        b0 = big["none"]
+        for hook in BIG_HOOKS:
+            row = big[hook]
+            osr = "-" if row["os_written"] is None else f"{b0['os_written'] / row['os_written']:.2f}×"
+            L.append(f"| `{hook}` | {row['sent']:.0f} | {row['os_written'] or 0:.0f} | "
+                     f"{b0['sent'] / row['sent']:.2f}× | {osr} | {row['exchange_ms']:.1f} |")
         L.append("")
     L += ["## Notes", "",
           "- `allreduce:FORMAT` sends format codes (FP8: one byte per entry; e2m1: two per byte; bf16: two bytes) in "

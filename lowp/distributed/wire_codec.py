@@ -12,11 +12,14 @@
   two to a byte, FP6 four to three bytes, AdaComp's index+sign words at ceil(log2 n) + 1 bits).
 - ``encode(v, fmt)`` / ``decode(buf, fmt, count)``: values <-> packed bytes. Formats that are a torch dtype
   (E4M3FN, E5M2, their fnuz variants, BF16, FP16) take torch's cast and a byte view (exact for values on the grid,
-  little-endian, the same bytes as the general path, tested); the others ``pack_bits(float_codes(v))``.
+  little-endian, the same bytes as the general path, tested); other formats of <= 8 bits (FP4, FP6) a search in
+  the sorted table of their values and a table lookup to decode; the rest ``pack_bits(float_codes(v))``.
 
 Pure tensor code (no torch.distributed); sits on ``lowp.formats``.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -119,6 +122,12 @@ def pack_bits(codes: torch.Tensor, width: int) -> torch.Tensor:
         return c.to(torch.uint8)
     if width == 16:
         return torch.stack([c & 255, c >> 8], 1).reshape(-1).to(torch.uint8)
+    if width in (1, 2, 4):  # whole words per byte
+        per = 8 // width
+        pad = (-c.numel()) % per
+        if pad:
+            c = torch.cat([c, c.new_zeros(pad)])
+        return (c.view(-1, per) << (torch.arange(per) * width)).sum(1).to(torch.uint8)
     bits = ((c.unsqueeze(1) >> torch.arange(width)) & 1).reshape(-1)
     pad = (-bits.numel()) % 8
     if pad:
@@ -139,6 +148,9 @@ def unpack_bits(buf: torch.Tensor, width: int, count: int) -> torch.Tensor:
     if width == 16:
         b = b.view(-1, 2)
         return b[:, 0] | (b[:, 1] << 8)
+    if width in (1, 2, 4):
+        per = 8 // width
+        return ((b.unsqueeze(1) >> (torch.arange(per) * width)) & (2**width - 1)).reshape(-1)[:count]
     bits = ((b.unsqueeze(1) >> torch.arange(8)) & 1).reshape(-1)[: count * width]
     return (bits.view(count, width) << torch.arange(width)).sum(1)
 
@@ -154,16 +166,40 @@ def torch_dtype_of(fmt: FloatFormat) -> torch.dtype | None:
     return getattr(torch, name, None) if name else None
 
 
+@functools.cache
+def _small_tables(fmt: FloatFormat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For formats of <= 8 bits: (finite non-negative values ascending, their codes, the decode table of all codes)."""
+    half = torch.arange(2 ** (fmt.total_bits - 1))
+    vals = float_values(half, fmt)  # ascending in the code for the sign-0 half
+    fin = torch.isfinite(vals)
+    return vals[fin].contiguous(), half[fin].contiguous(), float_values(torch.arange(2**fmt.total_bits), fmt)
+
+
+def _small_codes(v: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """float_codes for a <= 8-bit format by table search (finite values), the general path otherwise."""
+    vals, codes, _ = _small_tables(fmt)
+    a = v.abs()
+    idx = torch.searchsorted(vals, a).clamp_(max=vals.numel() - 1)
+    if not bool((vals[idx] == a).all()):  # off the grid or non-finite: the general path names the problem
+        return float_codes(v, fmt)
+    neg = torch.signbit(v)
+    if fmt.special == "fnuz":
+        neg = neg & (a != 0)
+    return codes[idx] | (neg.to(torch.int64) << (fmt.total_bits - 1))
+
+
 def encode(v: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """Packed bytes (uint8, ceil(n · bits / 8)) of the float32 values ``v`` on ``fmt``'s grid."""
     fmt = _check(fmt)
     dt = torch_dtype_of(fmt)
+    flat = v.reshape(-1)
     if dt is not None and v.dtype == torch.float32:
-        flat = v.reshape(-1)
         if not bool(torch.isfinite(flat).all()):
             return pack_bits(float_codes(flat, fmt), fmt.total_bits)
         return flat.to(dt).view(torch.uint8)
-    return pack_bits(float_codes(v.reshape(-1), fmt), fmt.total_bits)
+    if fmt.total_bits <= 8 and v.dtype == torch.float32:
+        return pack_bits(_small_codes(flat, fmt), fmt.total_bits)
+    return pack_bits(float_codes(flat, fmt), fmt.total_bits)
 
 
 def decode(buf: torch.Tensor, fmt: FloatFormat, count: int) -> torch.Tensor:
@@ -178,4 +214,6 @@ def decode(buf: torch.Tensor, fmt: FloatFormat, count: int) -> torch.Tensor:
         if b.storage_offset() % b.new_empty(0, dtype=dt).element_size():
             b = b.clone()  # a 2-byte view needs an aligned start
         return b.contiguous().view(dt).float()
+    if fmt.total_bits <= 8:
+        return _small_tables(fmt)[2][unpack_bits(buf, fmt.total_bits, count)]
     return float_values(unpack_bits(buf, fmt.total_bits, count), fmt)
