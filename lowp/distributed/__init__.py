@@ -2,12 +2,18 @@
 
 - ``adacomp``        AdaComp residual gradient compression (Chen et al. 2018), pure tensor code
 - ``lowp_allreduce`` gradient messages cast to a lowp format (bf16, e5m2, e4m3 with per-tensor scaling)
+- ``wire_codec``     float-format bit patterns and bit packing of messages (pure tensor code)
+- ``comm``           lowp's collective calls, each counted (bytes given, bytes sent, time): ``WireCounter``
+- ``wire_allreduce`` the low-precision all-reduce with format codes on the wire (all-to-all + all-gather of uint8)
+- ``wire_adacomp``   AdaComp messages on the wire (packed indices + signs + scales)
 - ``hooks``          DDP communication hooks: ``none``, ``adacomp``, ``allreduce:FORMAT[:stochastic][:ef]``
+                     (encoded on the wire; ``:emulated`` for the FP32 reference)
 - ``launch``         spawn P gloo workers on loopback with bounded waits; ``run_data_parallel`` for a lowp task
+- ``torchrun``       entry point for processes started by torchrun (``python -m lowp.distributed.torchrun``)
 - ``buckwild``       BUCKWILD! (De Sa et al. 2017): lock-free asynchronous low-precision SGD in shared memory
 
-Only ``launch.run_data_parallel`` imports ``lowp.experiments`` (to run a registered task); the rest sits on
-formats / rounding / scaling.
+Only ``launch.run_data_parallel`` and the ``torchrun`` entry point import ``lowp.experiments`` (to run a
+registered task); the rest sits on formats / rounding / scaling.
 """
 from .adacomp import AdaCompCompressor, AdaCompStep, adacomp_compress, bin_length_for, message_bytes
 from .hooks import HOOK_GRAMMAR, CommState, HookSpec, parse_hook, register_comm_hook
