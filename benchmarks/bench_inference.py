@@ -56,7 +56,8 @@ def main() -> None:
         variants = {"fp32": model, "bf16": to_bf16(model)}
         if fbgemm_exact():
             variants["int8 (lowp fbgemm)"] = to_int8(model, kernel="fbgemm")
-        variants.update({"int8 (lowp _int_mm)": to_int8(model, kernel="int_mm"), "int8 (ao dynamic)": dynamic_int8(model)})
+        variants["int8 (lowp _int_mm)"] = to_int8(model, kernel="int_mm")
+        variants["int8 (ao dynamic)"] = dynamic_int8(model)
     print(f"MLP {args.sizes}, {args.threads} thread(s), cpu capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"{'batch':>5}  {'variant':<19} {'ms/batch':>9} {'samples/s':>10} {'x FP32':>7}  max|err| vs FP32")
     for batch in (1, 256):

@@ -60,8 +60,8 @@ def _exchange(hook: str, flat: torch.Tensor, keys, layers, step: int, rank: int,
         out = torch.cat(parts) / P
         comm.all_reduce(out, counter)
         return out
-    codec = _STATE.setdefault((hook, flat.numel()), LowpAllreduceCodec(spec.fmt, spec.rounding, error_feedback=spec.error_feedback,
-                                                       rank=rank))
+    codec = _STATE.setdefault((hook, flat.numel()), LowpAllreduceCodec(spec.fmt, spec.rounding, rank=rank,
+                                                                       error_feedback=spec.error_feedback))
     if spec.wire:
         return wire_allreduce(codec, counter, flat, keys, step)[0]
     offs = [0]
@@ -226,7 +226,8 @@ def render(meta: dict, results: dict) -> str:
          f"{meta['task']} (fp32 recipe) trained data-parallel with DDP (gloo, loopback TCP, 1 thread per process), "
          f"global batch {meta['global_batch']}, SGD lr 0.1 momentum 0.9; bytes per step averaged over {meta['epochs']} "
          f"epoch(s) ({meta['adacomp_epochs']} for AdaComp, whose messages shrink as its residues build up), after 2 "
-         "warm-up steps. Every collective lowp makes goes through `lowp.distributed.comm`, which counts the bytes of the "
+         "warm-up steps. Every collective lowp makes goes through `lowp.distributed.comm`, which counts the bytes of "
+         "the "
          "tensors handed to torch.distributed (`given`) and the bytes the rank sends to its peers (`sent`: all-reduce "
          "2(P-1)/P·b, all-gather (P-1)·b, all-to-all b minus its own part). `OS` is the kernel's count of bytes the "
          "process wrote in the same window (`/proc/self/io` wchar: gloo's socket writes including its message "
@@ -259,7 +260,8 @@ def render(meta: dict, results: dict) -> str:
         big = r["big"]
         L += ["", f"Synthetic gradient of {big['numel']} entries ({4 * big['numel'] / 2**20:.0f} MB in FP32, "
               f"{len(BIG_SHAPES)} tensors), one exchange:", "",
-              "| hook | sent B/rank | OS-written B | ratio (sent) | ratio (OS) | exchange ms |", "|---|---|---|---|---|---|"]
+              "| hook | sent B/rank | OS-written B | ratio (sent) | ratio (OS) | exchange ms |",
+              "|---|---|---|---|---|---|"]
         b0 = big["none"]
         for hook in BIG_HOOKS:
             row = big[hook]

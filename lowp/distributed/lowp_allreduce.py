@@ -1,5 +1,7 @@
 """Low-precision gradient all-reduce: each worker's gradient is cast to a lowp format before the all-reduce and the
-reduced result is cast again before it is handed back ("cast before and back after").
+reduced result is cast again before it is handed back ("cast before and back after"). This module holds the
+numerics (the codec: scales, rounding, random bits, error feedback) and its FP32-emulated use (``encode`` /
+``decode``, the ``:emulated`` hook); ``wire_allreduce`` sends the same messages as format codes.
 
 Emulation of a ring all-reduce whose payload is in format F (reduce-scatter, then all-gather):
 
@@ -14,9 +16,8 @@ Emulation of a ring all-reduce whose payload is in format F (reduce-scatter, the
 
 Error feedback (optional): e' = x - q with x = g + e, kept locally (only for phase 1, the worker's own message).
 
-Bytes counted per step and worker: the payload of one message, n * bits(F) / 8 (+ 4 bytes per tensor for the
-scale when scaled); the FP32 reference is 4 n. (A ring all-reduce moves 2(P-1)/P times this per worker; the factor
-is the same for every hook, so the ratio is unaffected.)
+``bytes`` estimates one message per step and worker: n * bits(F) / 8 (+ 4 bytes per tensor for the scale when
+scaled); the FP32 reference is 4 n. The bytes really sent are counted by ``lowp.distributed.comm``.
 """
 from __future__ import annotations
 

@@ -53,7 +53,8 @@ def float_codes(v: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     m = torch.where(normal, m_norm, m_sub)
     efield = torch.where(normal, e + bias, torch.zeros_like(e))
     finite = torch.isfinite(x)
-    bad = finite & (a != 0) & ((m != torch.floor(m)) | (m < 0) | (m >= 2.0**man) | (efield > 2**fmt.exp - 1) | (a > fmt.max))
+    off_grid = (m != torch.floor(m)) | (m < 0) | (m >= 2.0**man) | (efield > 2**fmt.exp - 1) | (a > fmt.max)
+    bad = finite & (a != 0) & off_grid
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
         raise ValueError(f"value {float(x[i])!r} is not on the grid of {fmt.name}")
