@@ -1,5 +1,6 @@
 """Real low-precision inference on the CPU: FP32 vs BF16 (oneDNN) vs INT8 lowp Int8Linear on fbgemm's prepacked
-int8 GEMM (the default ``kernel="auto"`` on the CPU) and on torch._int_mm, vs INT8 torch.ao dynamic quantized Linear,
+int8 GEMM and on torch._int_mm (``kernel="auto"``, lowp's default, takes fbgemm up to 32 rows and _int_mm above:
+the faster of the two rows at each batch), vs INT8 torch.ao dynamic quantized Linear,
 for a Linear-heavy MLP 1024-4096-4096-1024, at batch 1 and 256. Prints throughput ratios to FP32 measured in the
 same run (median of repeats), the max |error| vs FP32 of each variant, and whether lowp's two INT8 kernels gave
 bit-identical outputs. Timings on a shared machine are noisy: indicative only.

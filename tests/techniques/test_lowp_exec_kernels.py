@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lowp.techniques.lowp_exec import Int8Linear, fbgemm_exact, to_int8
+from lowp.techniques.lowp_exec import FBGEMM_MAX_ROWS, Int8Linear, fbgemm_exact, to_int8
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not fbgemm_exact(), reason="fbgemm int8 Linear not available/exact here")]
@@ -53,6 +53,8 @@ def test_auto_kernel_copies_and_pickles():
     x = torch.randn(3, 32)
     y = e(x)
     assert all(e[i].kernel == "auto" and e[i].uses_fbgemm(x) and e[i]._packed is not None for i in (0, 2))
+    big = torch.randn(FBGEMM_MAX_ROWS + 1, 32)
+    assert not e[0].uses_fbgemm(big) and torch.equal(e(big), to_int8(m, kernel="fbgemm")(big))
     c = copy.deepcopy(e)
     assert c[0]._packed is None and torch.equal(c(x), y)
     assert torch.equal(pickle.loads(pickle.dumps(e))(x), y)
