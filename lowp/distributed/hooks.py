@@ -31,6 +31,7 @@ import dataclasses
 import torch
 import torch.distributed as dist
 
+from ..formats.float import FloatFormat
 from . import comm
 from .adacomp import CONV_BIN, FC_BIN, AdaCompCompressor
 from .lowp_allreduce import LowpAllreduceCodec
@@ -145,6 +146,9 @@ class CommState:
         self.compressor = AdaCompCompressor(spec.conv_bin, spec.fc_bin) if spec.kind == "adacomp" else None
         self.codec = (LowpAllreduceCodec(spec.fmt, spec.rounding, error_feedback=spec.error_feedback, seed=seed,
                                          rank=self.rank) if spec.kind == "allreduce" else None)
+        if self.codec is not None and spec.wire and not isinstance(self.codec.fmt, FloatFormat):
+            raise ValueError(f"the encoded all-reduce sends float formats, got {self.codec.fmt.name!r}; "
+                             f"use {spec.name + ':emulated'!r}")
 
     def key(self, p: torch.Tensor) -> int:
         k = self.keys.get(id(p))
