@@ -94,7 +94,8 @@ def all_gather(t: torch.Tensor, counter: WireCounter, *, group=None) -> torch.Te
     p, _ = _world(group)
     out = torch.empty((p * t.shape[0], *t.shape[1:]), dtype=t.dtype)
     t0 = time.perf_counter()
-    dist.all_gather_single(out, t.contiguous(), group=group)
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # the older name before 2.13
+    gather(out, t.contiguous(), group=group)
     counter.add("all_gather", _nbytes(t), (p - 1) * _nbytes(t), time.perf_counter() - t0)
     return out
 
