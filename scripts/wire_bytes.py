@@ -236,7 +236,9 @@ def render(meta: dict, results: dict) -> str:
          "tensors handed to torch.distributed (`given`) and the bytes the rank sends to its peers (`sent`: all-reduce "
          "2(P-1)/P·b, all-gather (P-1)·b, all-to-all b minus its own part). `OS` is the kernel's count of bytes the "
          "process wrote in the same window (`/proc/self/io` wchar: gloo's socket writes including its message "
-         "headers). Ratios are `none`'s bytes over the hook's bytes, both measured.", ""]
+         "headers). Ratios are `none`'s bytes over the hook's bytes, both measured. `given` bytes are not comparable "
+         "across collectives (an all-reduce sends 2(P-1)/P times its input, an all-gather (P-1) times, an "
+         "all-to-all (P-1)/P times): the ratios use `sent`, which the OS count confirms.", ""]
     for P, r in results.items():
         rows = r["rows"]
         base = rows["none"]
