@@ -1,7 +1,9 @@
-"""Real low-precision inference on the CPU: FP32 vs BF16 (oneDNN) vs INT8 (torch._int_mm, lowp Int8Linear) vs INT8
-(torch.ao dynamic quantized Linear) for a Linear-heavy MLP 1024-4096-4096-1024, at batch 1 and 256. Prints
-throughput ratios to FP32 measured in the same run (median of repeats). Timings on a shared machine are noisy:
-indicative only.
+"""Real low-precision inference on the CPU: FP32 vs BF16 (oneDNN) vs INT8 lowp Int8Linear on fbgemm's prepacked
+int8 GEMM and on torch._int_mm (``kernel="auto"``, lowp's default, takes fbgemm up to 32 rows and _int_mm above:
+the faster of the two rows at each batch), vs INT8 torch.ao dynamic quantized Linear,
+for a Linear-heavy MLP 1024-4096-4096-1024, at batch 1 and 256. Prints throughput ratios to FP32 measured in the
+same run (median of repeats), the max |error| vs FP32 of each variant, and whether lowp's two INT8 kernels gave
+bit-identical outputs. Timings on a shared machine are noisy: indicative only.
 
     python benchmarks/bench_inference.py [--threads 1] [--repeats 7]
 """
@@ -15,7 +17,7 @@ import warnings
 import torch
 from torch import nn
 
-from lowp.techniques.lowp_exec import dynamic_int8, to_bf16, to_int8
+from lowp.techniques.lowp_exec import dynamic_int8, fbgemm_exact, to_bf16, to_int8
 
 
 def timeit(fn, x, repeats: int, min_time: float = 0.2) -> float:
@@ -52,21 +54,31 @@ def main() -> None:
     model = nn.Sequential(*layers).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        variants = {"fp32": model, "bf16": to_bf16(model), "int8 (_int_mm)": to_int8(model),
-                    "int8 (ao dynamic)": dynamic_int8(model)}
+        variants = {"fp32": model, "bf16": to_bf16(model)}
+        if fbgemm_exact():
+            variants["int8 (lowp fbgemm)"] = to_int8(model, kernel="fbgemm")
+        variants["int8 (lowp _int_mm)"] = to_int8(model, kernel="int_mm")
+        variants["int8 (ao dynamic)"] = dynamic_int8(model)
     print(f"MLP {args.sizes}, {args.threads} thread(s), cpu capability {torch.backends.cpu.get_cpu_capability()}")
-    print(f"{'batch':>5}  {'variant':<18} {'ms/batch':>9} {'samples/s':>10} {'x FP32':>7}  max|err| vs FP32")
+    print(f"{'batch':>5}  {'variant':<19} {'ms/batch':>9} {'samples/s':>10} {'x FP32':>7}  max|err| vs FP32")
     for batch in (1, 256):
         x = torch.randn(batch, sizes[0])
         with torch.no_grad():
             ref = model(x)
         base = None
+        outs = {}
         for name, m in variants.items():
             t = timeit(m, x, args.repeats)
             base = base or t
             with torch.no_grad():
-                err = float((m(x) - ref).abs().max())
-            print(f"{batch:>5}  {name:<18} {1e3 * t:>9.3f} {batch / t:>10.0f} {base / t:>7.2f}  {err:.3g}")
+                outs[name] = m(x)
+            err = float((outs[name] - ref).abs().max())
+            print(f"{batch:>5}  {name:<19} {1e3 * t:>9.3f} {batch / t:>10.0f} {base / t:>7.2f}  {err:.3g}")
+        if "int8 (lowp fbgemm)" in outs:
+            same = torch.equal(outs["int8 (lowp fbgemm)"], outs["int8 (lowp _int_mm)"])
+            print(f"{'':>5}  lowp fbgemm and _int_mm outputs bit-identical: {same}")
+        else:
+            print(f"{'':>5}  fbgemm's int8 Linear is not available or not exact here: lowp runs on _int_mm")
 
 
 if __name__ == "__main__":

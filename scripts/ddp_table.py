@@ -82,10 +82,10 @@ def render(meta, single, rows, bw) -> str:
          f"Recipe fp32, seed {s['seed']}, {s['epochs']} epochs, global batch {s['batch_size']} "
          f"({s['batch_size'] // meta['nproc']} per process), lr {s['lr']} (cosine), SGD momentum 0.9. "
          f"Single-process reference (`lowp compare` loop, same global batch): accuracy **{single.metric:.4f}**.", "",
-         "`bytes/step` is the gradient message one worker would send per step (AdaComp: indices + sign bits + "
-         "one FP32 scale per layer; low-precision all-reduce: bits of the format per entry + an FP32 scale per "
-         "tensor when scaled); `ratio` = FP32 bytes / compressed bytes. The hooks all-reduce the decoded tensor "
-         "in FP32 (numerically the same sum); only the count is of the compressed message.", "",
+         "`bytes/step` is what one rank sent to its peers per step through torch.distributed, counted by "
+         "`lowp.distributed.comm` per collective (the hooks send the encoded messages: format codes + scales, "
+         "AdaComp indices + signs + scales; see docs/results/wire-bytes.md); `ratio` = the FP32 ring all-reduce's "
+         "bytes (2(P−1)/P · 4 per gradient entry) / the hook's bytes.", "",
          "| hook | accuracy | Δ vs none | bytes/step | ratio | replicas in sync | wall s |",
          "|---|---|---|---|---|---|---|"]
     base = next((r["metric"] for r in rows if r["grad_hook"] == "none"), None)
@@ -125,9 +125,11 @@ def render(meta, single, rows, bw) -> str:
           "the bin's largest |G| is always sent (the plain rule |G+g| ≥ max|G| can select nothing when g opposes "
           "the residue); index = ceil(log2 n) bits per entry + 1 sign bit. Residues are FP64 and G = sent + "
           "residue holds exactly (tested with Fractions).",
-          "- Low-precision all-reduce counts one payload per worker (the ring all-reduce's 2(P−1)/P factor is common "
-          "to all hooks). Both phases (reduce-scatter payload and all-gather payload) are rounded to the format; "
-          "phase-2 stochastic rounding uses random bits shared by all ranks so replicas stay identical.",
+          "- Low-precision all-reduce: a reduce-scatter of format codes (all-to-all of uint8 with per-tensor "
+          "scales), an all-reduce of one amax per tensor and an all-gather of the re-encoded chunks. Both phases "
+          "are rounded to the format; phase-2 stochastic rounding uses random bits shared by all ranks so replicas "
+          "stay identical. At 2 processes the results are bit-identical to the emulated hooks (`:emulated`, the "
+          "decoded message all-reduced in FP32).",
           "- BUCKWILD! throughput is measured on 2 cores shared with other jobs and is dominated by Python/torch "
           "per-call overhead: 8-bit stochastic writes cost a lowp quantize call (counter-based random bits) per "
           "update, so they are *slower* than FP32 Hogwild here; the paper's speed-ups come from SIMD 8-bit "

@@ -142,12 +142,24 @@ class AdaCompCompressor:
         self.dense_bytes = 0
 
     def compress(self, key, g: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Compress and commit (residue, statistics); returns the float32 message in ``g``'s shape."""
+        step = self.peek(key, g, shape)
+        self.commit(key, step, shape if shape is not None else tuple(g.shape))
+        return step.sent.view(g.shape)
+
+    def peek(self, key, g: torch.Tensor, shape: tuple[int, ...] | None = None) -> AdaCompStep:
+        """The step ``compress`` would take, without changing any state."""
         shape = tuple(g.shape if shape is None else shape)
-        L = bin_length_for(shape, self.conv_bin, self.fc_bin)
-        step = adacomp_compress(g, self.residues.get(key), L)
+        return adacomp_compress(g, self.residues.get(key), bin_length_for(shape, self.conv_bin, self.fc_bin))
+
+    def commit(self, key, step: AdaCompStep, shape: tuple[int, ...]) -> None:
+        """Keep ``step``'s residue for ``key`` and add it to the statistics."""
+        shape = tuple(shape)
         self.residues[key] = step.residue
-        s = self.layer_stats.setdefault(key, {"shape": list(shape), "bin": L, "numel": step.numel, "selected": 0,
-                                              "bytes": 0, "dense_bytes": 0, "steps": 0, "forced": 0})
+        s = self.layer_stats.setdefault(key, {"shape": list(shape), "bin": bin_length_for(shape, self.conv_bin,
+                                                                                             self.fc_bin),
+                                              "numel": step.numel, "selected": 0, "bytes": 0, "dense_bytes": 0,
+                                              "steps": 0, "forced": 0})
         s["selected"] += step.selected
         s["bytes"] += step.bytes
         s["dense_bytes"] += step.dense_bytes
@@ -155,7 +167,6 @@ class AdaCompCompressor:
         s["steps"] += 1
         self.bytes += step.bytes
         self.dense_bytes += step.dense_bytes
-        return step.sent.view(g.shape)
 
     def summary(self) -> list[dict]:
         """Per layer: shape, bin length, mean selection rate and compression ratio (dense / compressed bytes)."""

@@ -1,5 +1,7 @@
 """Low-precision gradient all-reduce: each worker's gradient is cast to a lowp format before the all-reduce and the
-reduced result is cast again before it is handed back ("cast before and back after").
+reduced result is cast again before it is handed back ("cast before and back after"). This module holds the
+numerics (the codec: scales, rounding, random bits, error feedback) and its FP32-emulated use (``encode`` /
+``decode``, the ``:emulated`` hook); ``wire_allreduce`` sends the same messages as format codes.
 
 Emulation of a ring all-reduce whose payload is in format F (reduce-scatter, then all-gather):
 
@@ -14,9 +16,8 @@ Emulation of a ring all-reduce whose payload is in format F (reduce-scatter, the
 
 Error feedback (optional): e' = x - q with x = g + e, kept locally (only for phase 1, the worker's own message).
 
-Bytes counted per step and worker: the payload of one message, n * bits(F) / 8 (+ 4 bytes per tensor for the
-scale when scaled); the FP32 reference is 4 n. (A ring all-reduce moves 2(P-1)/P times this per worker; the factor
-is the same for every hook, so the ratio is unaffected.)
+``bytes`` estimates one message per step and worker: n * bits(F) / 8 (+ 4 bytes per tensor for the scale when
+scaled); the FP32 reference is 4 n. The bytes really sent are counted by ``lowp.distributed.comm``.
 """
 from __future__ import annotations
 
@@ -58,13 +59,24 @@ class LowpAllreduceCodec:
         self.dense_bytes = 0
         self.calls = 0
 
+    @property
+    def fmt_max(self) -> float:
+        return float(self.fmt.max)
+
+    def grid_values(self, x: torch.Tensor, rounding: str, gen: torch.Generator | None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(v, s): v = Q(x · s) on the format's grid (saturating) and the per-tensor scale s (None when unscaled);
+        the message value is v / s. x must be finite."""
+        if self.scaled:
+            s = current_scale(x, self.fmt)
+            return self.fmt.quantize(x * s, rounding, saturate=True, generator=gen), s
+        return self.fmt.quantize(x, rounding, saturate=True, generator=gen), None
+
     def _q(self, x: torch.Tensor, rounding: str, gen: torch.Generator | None) -> torch.Tensor:
         if not bool(torch.isfinite(x).all()):
             return x  # an overflowed step passes through unchanged, so the loss scaler sees the Inf/NaN and skips
-        if self.scaled:
-            s = current_scale(x, self.fmt)
-            return self.fmt.quantize(x * s, rounding, saturate=True, generator=gen) / s
-        return self.fmt.quantize(x, rounding, saturate=True, generator=gen)
+        v, s = self.grid_values(x, rounding, gen)
+        return v / s if s is not None else v
 
     def _gen(self, *key: int) -> torch.Generator:
         h = 0
@@ -72,23 +84,37 @@ class LowpAllreduceCodec:
             h = (h * 1_000_003 + int(k)) % (2**62)
         return torch.Generator().manual_seed(h)
 
-    @torch.no_grad()
-    def encode(self, key: int, g: torch.Tensor, step: int) -> torch.Tensor:
-        """Phase 1: this worker's message for tensor ``key`` (decoded, float32, g's shape)."""
+    def phase1_generator(self, key: int, step: int) -> torch.Generator | None:
+        """Random bits of this rank's message for tensor ``key`` (None for nearest rounding)."""
+        return self._gen(self.seed, 1, self.rank, step, key) if self.rounding == "stochastic" else None
+
+    def phase2_generator(self, key: int, step: int) -> torch.Generator | None:
+        """Random bits of the averaged tensor ``key``, the same on every rank (None for nearest rounding)."""
+        return self._gen(self.seed, 2, step, key) if self.rounding == "stochastic" else None
+
+    def message_input(self, key: int, g: torch.Tensor) -> torch.Tensor:
+        """x = g (float32) plus the error-feedback residue of ``key`` when error feedback is on."""
         x = g.float()
         if self.error_feedback and key in self.errors:
             x = x + self.errors[key]
-        gen = self._gen(self.seed, 1, self.rank, step, key) if self.rounding == "stochastic" else None
-        q = self._q(x, self.rounding, gen)
+        return x
+
+    @torch.no_grad()
+    def encode(self, key: int, g: torch.Tensor, step: int) -> torch.Tensor:
+        """Phase 1: this worker's message for tensor ``key`` (decoded, float32, g's shape)."""
+        x = self.message_input(key, g)
+        q = self._q(x, self.rounding, self.phase1_generator(key, step))
         if self.error_feedback:
             self.errors[key] = x - q
-        n = g.numel()
+        self.count_message(g.numel())
+        return q
+
+    def count_message(self, n: int) -> None:
+        """Add one message of ``n`` entries to the estimate: ceil(n · bits / 8) (+ 4 for the scale when scaled)."""
         self.bytes += math.ceil(n * self.bits / 8) + (4 if self.scaled else 0)
         self.dense_bytes += 4 * n
-        return q
 
     @torch.no_grad()
     def decode(self, key: int, avg: torch.Tensor, step: int) -> torch.Tensor:
         """Phase 2: the averaged result as the all-gather would carry it (same on every worker)."""
-        gen = self._gen(self.seed, 2, step, key) if self.rounding == "stochastic" else None
-        return self._q(avg.float(), self.rounding, gen)
+        return self._q(avg.float(), self.rounding, self.phase2_generator(key, step))

@@ -95,9 +95,18 @@ def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hoo
     st = settings if isinstance(settings, RunSettings) else RunSettings.from_dict(dict(settings))
     spec = parse_hook(hook)  # fail fast on a bad name, before any process starts
     rec = resolve_recipe(recipe)
-    t = get_task(task)
+    get_task(task)  # fail fast on an unknown task, before any process starts
     res = launch(_dp_worker, nproc, (task, rec.to_dict(), st.to_dict(), spec.name, numerics_every),
                  timeout_s=timeout_s, init_timeout_s=init_timeout_s)[0]
+    return data_parallel_result(res, task, st, nproc, spec.name)
+
+
+def data_parallel_result(res: dict, task: str, st: Any, nproc: int, hook: str) -> dict:
+    """The result dict of :func:`run_data_parallel` from rank 0's worker result (also used by the torchrun entry
+    point, ``lowp.experiments.torchrun``)."""
+    from .tasks import get_task
+
+    t = get_task(task)
     hist = res["history"]
     comm = res["comm"]
     return {
@@ -105,7 +114,7 @@ def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hoo
         "diverged": res["diverged_at"] is not None, "history": hist, "skipped_steps": res["skipped_steps"],
         "wall_s": res["wall_s"], "steps": res["steps"], "settings": st.to_dict(), "recipe_spec": res["recipe_spec"],
         "fp32_delta": None, "diverged_at": res["diverged_at"], "loss_scale": res["loss_scale"], "error": None,
-        "numerics": res["numerics"], "nproc": nproc, "grad_hook": spec.name, "bytes_per_step": comm["bytes_per_step"],
+        "numerics": res["numerics"], "nproc": nproc, "grad_hook": hook, "bytes_per_step": comm["bytes_per_step"],
         "dense_bytes_per_step": comm["dense_bytes_per_step"], "compression_ratio": comm["compression_ratio"],
         "comm": comm, "replica_max_abs_diff": res["replica_max_abs_diff"], "sparsity": res.get("sparsity"),
         "train_flops_ratio": res.get("train_flops_ratio"), "inference_flops_ratio": res.get("inference_flops_ratio"),

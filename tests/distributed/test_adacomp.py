@@ -120,7 +120,15 @@ def test_parse_hook():
     assert (a.kind, a.conv_bin, a.fc_bin, a.name) == ("adacomp", 20, 300, "adacomp:20:300")
     s = parse_hook("allreduce:E4M3:stochastic:ef")
     assert (s.fmt, s.rounding, s.error_feedback, s.name) == ("e4m3", "stochastic", True, "allreduce:e4m3:stochastic:ef")
-    for bad in ["", "zip", "allreduce", "allreduce:nope", "allreduce:e5m2:up", "adacomp:x", "none:1", "adacomp:0"]:
+    e = parse_hook("allreduce:e4m3:ef:emulated")
+    assert (e.fmt, e.error_feedback, e.wire, e.name) == ("e4m3", True, False, "allreduce:e4m3:ef:emulated")
+    a = parse_hook("adacomp:20:300:emulated")
+    assert (a.conv_bin, a.fc_bin, a.wire, a.name) == (20, 300, False, "adacomp:20:300:emulated")
+    assert parse_hook("adacomp").wire and parse_hook("allreduce:int8:emulated").fmt == "int8"
+    with pytest.raises(ValueError, match="sends float formats.*int8.*:emulated"):
+        parse_hook("allreduce:int8")
+    for bad in ["", "zip", "allreduce", "allreduce:nope", "allreduce:e5m2:up", "adacomp:x", "none:1", "adacomp:0",
+                "none:emulated", "allreduce:emulated", "adacomp:emulated:10"]:
         with pytest.raises(ValueError, match="valid"):
             parse_hook(bad)
 

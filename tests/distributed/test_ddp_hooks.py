@@ -20,8 +20,9 @@ from lowp.distributed import launch
 
 pytestmark = pytest.mark.timeout(600)
 
-HOOKS = ["none", "adacomp:10:100", "allreduce:bf16", "allreduce:e5m2", "allreduce:e4m3:stochastic",
-         "allreduce:e4m3:ef"]
+WIRE = ["adacomp:10:100", "allreduce:bf16", "allreduce:e5m2", "allreduce:e4m3:stochastic", "allreduce:e4m3:ef",
+        "allreduce:e2m1:stochastic:ef"]
+HOOKS = ["none"] + WIRE + [h + ":emulated" for h in WIRE]
 STEPS, BATCH, LR = 30, 32, 0.1
 
 
@@ -103,16 +104,45 @@ def test_every_hook_trains_and_replicas_agree(ddp_results):
         assert res["comm"]["steps"] == STEPS
 
 
+def test_wire_hooks_equal_the_emulated_hooks_bit_for_bit(ddp_results):
+    """At P = 2 the encoded protocols compute the emulated hooks' numbers exactly (FP32 a + b is commutative), so
+    30 steps of training end with bit-identical parameters."""
+    for rank in (0, 1):
+        for h in WIRE:
+            wire, emu = ddp_results[rank][h]["params"], ddp_results[rank][h + ":emulated"]["params"]
+            assert all(torch.equal(a, b) for a, b in zip(wire, emu)), f"{h}: wire and emulated hooks differ"
+
+
+def _fp8_wire_bytes(n, T, bits, P=2):
+    """Bytes one rank sends in the encoded all-reduce (lowp.distributed.wire_allreduce docstring)."""
+    c = max(8, 8 * -(-n // (P * 8)))
+    cb = -(-c * bits // 8)
+    return (P - 1) * (cb + 4 * T) + 2 * (P - 1) * 4 * T // P + (P - 1) * cb
+
+
 def test_compression_accounting(ddp_results):
     c = {h: ddp_results[0][h]["comm"] for h in HOOKS}
-    n = 20 * 32 + 32 + 32 * 4 + 4
+    n, T = 20 * 32 + 32 + 32 * 4 + 4, 4
     for h in HOOKS:
-        assert c[h]["dense_bytes_per_step"] == 4 * n
-    assert c["none"]["compression_ratio"] == 1.0
-    assert c["allreduce:bf16"]["compression_ratio"] == 2.0
-    assert c["allreduce:e5m2"]["bytes_per_step"] == n + 4 * 4  # 1 byte per entry + a scale per tensor
-    assert c["adacomp:10:100"]["compression_ratio"] > 5
-    layers = {row["layer"]: row for row in c["adacomp:10:100"]["layers"]}
+        assert c[h]["dense_bytes_per_step"] == 4 * n  # 2(P-1)/P = 1 at P = 2
+        assert c[h]["uncompressed_buckets"] == 0
+    assert c["none"]["compression_ratio"] == 1.0 and c["none"]["bytes_per_step"] == 4 * n
+    for h in WIRE:  # emulated hooks: FP32 on the wire, the message size only estimated
+        e = c[h + ":emulated"]
+        assert e["bytes_per_step"] == 4 * n and e["compression_ratio"] == 1.0
+        assert e["message_bytes_per_step"] == c[h]["message_bytes_per_step"]
+    for h, bits in (("allreduce:bf16", 16), ("allreduce:e5m2", 8), ("allreduce:e4m3:ef", 8),
+                    ("allreduce:e2m1:stochastic:ef", 4)):
+        assert c[h]["bytes_per_step"] == _fp8_wire_bytes(n, T, bits), h
+        assert set(c[h]["collectives"]) == {"all_to_all", "all_reduce", "all_gather"}
+        assert c[h]["collectives"]["all_to_all"]["calls"] == STEPS
+    assert c["allreduce:e5m2"]["compression_ratio"] > 3.7
+    assert c["allreduce:e2m1:stochastic:ef"]["compression_ratio"] > 7
+    ada = c["adacomp:10:100"]
+    assert ada["compression_ratio"] > 5
+    # AdaComp on the wire: the lengths (8 bytes) + the message, which is the estimate + 4 bytes (count) per layer
+    assert ada["bytes_per_step"] == 8 + ada["message_bytes_per_step"] + 4 * T
+    layers = {row["layer"]: row for row in ada["layers"]}
     assert layers["0.weight"]["bin"] == 100 and layers["0.bias"]["bin"] == 10
 
 
