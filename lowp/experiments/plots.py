@@ -92,8 +92,8 @@ def delta_plot(comp, summaries, path: str, scale: float, unit: str, higher_is_be
     ax.axhline(0.0, color="k", lw=1, ls="--", label="FP32")
     ax.set_xticks(range(len(summaries)))
     ax.set_xticklabels([s.recipe for s in summaries], rotation=30, ha="right", fontsize=8)
-    better = "above 0 is better" if higher_is_better else "below 0 is better"
-    ax.set_ylabel(f"Δ {comp.metric_name} vs FP32 ({unit}; {better})")
+    better = "higher is better" if higher_is_better else "lower is better"
+    ax.set_ylabel(f"Δ {comp.metric_name} ({unit})\n{better}", fontsize=9)
     n = len(comp.seeds)
     bars = f"bars: 95% CI of the paired difference over {n} seeds" if n > 1 else "one seed: no interval"
     ax.set_title(f"{comp.task}: final {comp.metric_name} − FP32's, best first\n({bars}; dots: single seeds; "

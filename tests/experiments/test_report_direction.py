@@ -70,6 +70,6 @@ def test_report_and_results_json_carry_the_direction(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "lower is better" in html and "in percent of FP32" in html
     assert "within 1% of fp32: bf16 (0.50% worse)" in html
-    for f in ("loss.png", "metric.png", "final.png"):
+    for f in ("loss.png", "metric.png", "delta.png"):
         assert (tmp_path / f).stat().st_size > 1000
     assert format_summary(back).splitlines() == summary_lines(back)

@@ -10,7 +10,7 @@ from lowp.experiments.compare import compare
 
 
 def test_pact_alpha_and_sparsity_reported(tmp_path):
-    comp = compare(task="digits-mlp", recipes="fp32,pact-w4a4,fp32+autosparse:0.6", epochs=2, out=str(tmp_path),
+    comp = compare(task="digits-mlp", recipes="fp32,pact-w4a4,fp32+autosparse:0.6", epochs=2, seed=0, out=str(tmp_path),
                    quiet=True, progress=False)
     runs = {r.recipe: r for r in comp.runs}
     assert all(r.status == "ok" for r in runs.values())
@@ -46,5 +46,5 @@ def test_data_parallel_with_hook(tmp_path):
                                      (dict(nproc=2, grad_hook="bogus"), "unknown hook")])
 def test_bad_hook_settings(tmp_path, kw, msg):
     with pytest.raises(ValueError, match=msg):
-        compare(task="digits-mlp", recipes="fp32", epochs=1, out=str(tmp_path / "o"), quiet=True, **kw)
+        compare(task="digits-mlp", recipes="fp32", epochs=1, seed=0, out=str(tmp_path / "o"), quiet=True, **kw)
     assert not (tmp_path / "o").exists()
