@@ -6,7 +6,7 @@ run at, BW the memory bandwidth, bytes = (mk·a + kn·b + mn·c) / 8 for operand
 (scale overhead of block formats included in the widths). A training step of a linear/conv layer (m tokens or
 output positions, k inputs, n outputs) is three GEMMs: forward x·W, dgrad dy·Wᵀ, wgrad xᵀ·dy.
 
-The rate class of a GEMM is set by its widest operand: > 16 bits FP32 (the non-tensor FP32 rate: PyTorch does not
+The rate class of a GEMM is set by its widest operand's element width: > 16 bits FP32 (the non-tensor FP32 rate: PyTorch does not
 use TF32 for float32 matmuls by default), > 8 bits the BF16/FP16 tensor-core rate, > 4 bits the FP8 rate, else
 FP4; a class the hardware lacks runs at its next wider one (FP4 operands on H100 at the FP8 rate).
 
@@ -55,9 +55,11 @@ HARDWARE: dict[str, Hardware] = {
 
 
 def rate_class(*bits: float) -> str:
-    """The tensor-core rate class of a GEMM whose operands are ``bits`` wide (see the module docstring)."""
+    """The tensor-core rate class of a GEMM whose operands are ``bits`` wide (see the module docstring). Widths
+    may include block-scale overhead (at most half a bit per element: MX 0.25, NVFP4 0.5), hence the half-bit
+    thresholds: an MXFP8 operand (8.25 bits) runs at the FP8 rate, an NVFP4 one (4.5) at the FP4 rate."""
     w = max(bits)
-    return "fp32" if w > 16 else "bf16" if w > 8 else "fp8" if w > 4 else "fp4"
+    return "fp32" if w > 16.5 else "bf16" if w > 8.5 else "fp8" if w > 4.5 else "fp4"
 
 
 def peak(hw: Hardware, cls: str) -> float:

@@ -179,8 +179,11 @@ def test_numerics_section(two_recipes, tmp_path):
 
 
 def test_numerics_collected_into_results(tmp_path):
-    comp = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, seed=0, out=str(tmp_path),
-                        numerics_every=20, quiet=True)
+    tb = pytest.importorskip("torch.utils.tensorboard") and str(tmp_path / "tb")
+    comp = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, seed=0, out=str(tmp_path / "o"),
+                        numerics_every=20, tensorboard=tb, quiet=True)
+    assert {f for f in os.listdir(os.path.join(tb, "bf16", "seed0"))} and os.listdir(os.path.join(tb, "fp32", "seed0"))
+    tmp_path = tmp_path / "o"
     recs = comp.run("bf16").numerics
     assert recs and {"layer", "role", "step", "underflow", "overflow", "sqnr_db"} <= set(recs[0])
     assert {r["step"] for r in recs} == {0, 20, 40}
