@@ -51,7 +51,8 @@ def main() -> int:
     else:
         stamp.write_text(f"{wall:.1f}\n")
     cores = os.cpu_count()
-    block = (f"Measured: {wall:.0f} s wall for the whole run on {cores} CPU cores{(', ' + args.note) if args.note else ''} "
+    note = f", {args.note}" if args.note else ""
+    block = (f"Measured: {wall:.0f} s wall for the whole run on {cores} CPU cores{note} "
              f"(`python scripts/readme_compare.py` reruns it and rewrites this block):\n\n```\n{text}\n```")
     readme = ROOT / "README.md"
     readme.write_text(splice(readme.read_text(), block))

@@ -6,8 +6,8 @@ run at, BW the memory bandwidth, bytes = (mk·a + kn·b + mn·c) / 8 for operand
 (scale overhead of block formats included in the widths). A training step of a linear/conv layer (m tokens or
 output positions, k inputs, n outputs) is three GEMMs: forward x·W, dgrad dy·Wᵀ, wgrad xᵀ·dy.
 
-The rate class of a GEMM is set by its widest operand's element width: > 16 bits FP32 (the non-tensor FP32 rate: PyTorch does not
-use TF32 for float32 matmuls by default), > 8 bits the BF16/FP16 tensor-core rate, > 4 bits the FP8 rate, else
+The rate class of a GEMM is set by its widest operand's element width: > 16 bits FP32 (the non-tensor FP32 rate:
+PyTorch does not use TF32 for float32 matmuls by default), > 8 bits the BF16/FP16 tensor-core rate, > 4 bits the FP8 rate, else
 FP4; a class the hardware lacks runs at its next wider one (FP4 operands on H100 at the FP8 rate).
 
 What this leaves out (why it is an estimate): attention products and non-GEMM ops (norms, activations,
@@ -123,4 +123,5 @@ class LayerBits:
 
 def layer_gemms(m: int, k: int, n: int, b: LayerBits) -> tuple[Gemm, Gemm, Gemm]:
     """The three GEMMs of a layer's training step: forward (m×k)·(k×n), dgrad (m×n)·(n×k), wgrad (k×m)·(m×n)."""
-    return (Gemm(m, n, k, b.x, b.w, b.y), Gemm(m, k, n, b.dy, b.w_dgrad, b.dx), Gemm(k, n, m, b.x_wgrad, b.dy_wgrad, b.dw))
+    return (Gemm(m, n, k, b.x, b.w, b.y), Gemm(m, k, n, b.dy, b.w_dgrad, b.dx),
+            Gemm(k, n, m, b.x_wgrad, b.dy_wgrad, b.dw))

@@ -4,21 +4,25 @@ Output folder layout (``out``, default ``./lowp-compare``)::
 
     config.toml          the effective configuration (``lowp compare --config DIR/config.toml`` repeats the run)
     config.orig.toml     the config file given with ``--config``, copied verbatim
-    runs/<recipe>.json   one finished run each, written as soon as it finishes (resume reads them)
-    results.json         every recipe: recipe, metric, metric_name, fp32_delta, diverged, history, skipped_steps,
-                         wall_s, ...; plus task, seed, epochs, lr, batch_size
+    runs/<recipe>@<seed>.json  one finished run each (recipe × seed), written as soon as it finishes (resume
+                         reads them)
+    results.json         ``results``: every run (recipe × seed): recipe, metric, metric_name, fp32_delta, diverged,
+                         history, skipped_steps, wall_s, first_use_s, step_s, peak_rss_mb, settings (with its
+                         seed), ...; ``aggregate``: per recipe over seeds (aggregate.py: mean, sd, paired Δ with its
+                         95% CI); plus task, seeds, epochs, lr, batch_size, model (GEMM shapes for the estimate)
     report.html, *.png   the report (see report.py)
 
 All files are written atomically. Every input (task, recipes, numbers, folder) is checked before anything is
 written, each recipe by a dry run (emulate, forward and backward on 2 training samples). The folder is locked
 (``.lowp.lock``, an OS lock the kernel releases when its holder dies) while a comparison writes into it: a second
 comparison into it is refused. ``jobs`` workers die with the process that started them. A rerun into the same
-folder reuses each ``runs/<recipe>.json`` whose settings (task, seed, epochs, lr, batch size and the full recipe) are
-identical, and trains the rest (runs that ended in an exception are retried). ``fp32_delta`` is
-``metric − metric(fp32)`` in the metric's own units (a fraction for accuracy; the table shows percentage points),
-whatever the metric's direction: for a lower-is-better metric (``higher_is_better`` false in results.json, e.g. a
-validation loss) a positive delta is a loss of quality. It is None when the comparison has no ``fp32`` recipe, the
-fp32 run failed or diverged, or the run itself failed or diverged.
+folder reuses each ``runs/<recipe>@<seed>.json`` whose settings (task, seed, epochs, lr, batch size, numerics
+interval and the full recipe) are identical, and trains the rest (runs that ended in an exception are retried).
+``fp32_delta`` is ``metric − metric(fp32)`` of the same seed, in the metric's own units (a fraction for accuracy;
+the table shows percentage points), whatever the metric's direction: for a lower-is-better metric
+(``higher_is_better`` false in results.json, e.g. a validation loss) a positive delta is a loss of quality. It is
+None when the comparison has no ``fp32`` run of that seed, the fp32 run failed or diverged, or the run itself failed
+or diverged.
 """
 from __future__ import annotations
 
@@ -141,7 +145,8 @@ def _prepare_out(out: str) -> None:
 
 
 def _run_path(out: str, name: str, seed: int) -> str:
-    return os.path.join(out, "runs", f"{io.safe_filename(name)}.seed{seed}.json")
+    # '@' never occurs in a safe_filename stem: recipe and seed part unambiguously
+    return os.path.join(out, "runs", f"{io.safe_filename(name)}@{seed}.json")
 
 
 def _finished(out: str, name: str, seed: int, key: dict) -> RunResult | None:
@@ -471,7 +476,8 @@ def _data_parallel_run(cfg: CompareConfig, recipe, settings: RunSettings, every:
         return RunResult(recipe=recipe.name, metric=None, metric_name=get_task(cfg.task).metric_name,
                          diverged=False, history=(), skipped_steps=0, wall_s=0.0, steps=0,
                          settings=settings.to_dict(), recipe_spec=recipe.to_dict(), nproc=cfg.nproc,
-                         grad_hook=cfg.grad_hook, error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                         grad_hook=cfg.grad_hook,
+                         error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     res = RunResult.from_dict(d)
     return dc.replace(res, nproc=cfg.nproc, grad_hook=cfg.grad_hook, bytes_per_step=d.get("bytes_per_step"),
                       compression_ratio=d.get("compression_ratio"))

@@ -15,8 +15,8 @@ computes exactly what FP32 computes) the interval is the point d̄: marked when 
 one seed there is no interval and no mark.
 
 The Student-t quantile is computed here (no SciPy): the CDF from the regularized incomplete beta function,
-F(t) = 1 − ½·I_{ν/(ν+t²)}(ν/2, ½) for t ≥ 0 (Abramowitz & Stegun 26.7.1 / 26.5.27), evaluated by its continued
-fraction (Numerical Recipes §6.4, modified Lentz), inverted by bisection.
+F(t) = 1 − ½·I_{ν/(ν+t²)}(ν/2, ½) for t ≥ 0 (Abramowitz & Stegun 26.7.1 / 26.5.27), evaluated by its
+continued fraction (Numerical Recipes §6.4, modified Lentz), inverted by bisection.
 """
 from __future__ import annotations
 

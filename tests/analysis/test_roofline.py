@@ -2,7 +2,8 @@
 rate class follows the widest operand and falls back to a wider class the hardware has."""
 import pytest
 
-from lowp.analysis.roofline import HARDWARE, Gemm, Hardware, LayerBits, gemm_time, layer_gemms, peak, rate_class, step_time
+from lowp.analysis.roofline import (HARDWARE, Gemm, Hardware, LayerBits, gemm_time, layer_gemms, peak, rate_class,
+                                    step_time)
 
 HW = Hardware("toy", {"fp32": 1e12, "bf16": 4e12, "fp8": 8e12}, 1e11, "made up")
 

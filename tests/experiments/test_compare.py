@@ -69,7 +69,7 @@ def two_recipes(tmp_path_factory):
 def test_results_json_matches_report_and_table(two_recipes):
     out, comp = two_recipes
     for f in ("results.json", "report.html", "loss.png", "metric.png", "delta.png", "config.toml",
-              "runs/fp32.seed0.json", "runs/bf16.seed0.json"):
+              "runs/fp32@0.json", "runs/bf16@0.json"):
         assert (out / f).is_file(), f
     with open(out / "results.json") as f:
         res = json.load(f)
@@ -112,11 +112,11 @@ def test_results_json_matches_report_and_table(two_recipes):
 
 def test_resume_skips_finished(two_recipes, tmp_path):
     out, comp = two_recipes
-    before = os.stat(out / "runs" / "fp32.seed0.json").st_mtime_ns
+    before = os.stat(out / "runs" / "fp32@0.json").st_mtime_ns
     again = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, seed=0, out=str(out), quiet=True)
     assert set(again.reused) == {"fp32@0", "bf16@0"}
     assert again.runs == comp.runs
-    assert os.stat(out / "runs" / "fp32.seed0.json").st_mtime_ns == before
+    assert os.stat(out / "runs" / "fp32@0.json").st_mtime_ns == before
     # a third recipe trains only itself; a changed setting retrains everything
     third = lowp.compare(task="digits-mlp", recipes="fp32,bf16,fp16-amp", epochs=1, seed=0, out=str(out),
                          quiet=True)

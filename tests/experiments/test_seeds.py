@@ -1,6 +1,6 @@
-"""Seeds in lowp.compare: a planted, really worse recipe (2-bit weights and errors) is marked worse beyond seed noise, a copy of
-FP32 under another name is not; results.json keeps every run and the aggregates the table shows; resume per
-(recipe, seed); seed parsing and config."""
+"""Seeds in lowp.compare: a planted, really worse recipe (2-bit weights and errors) is marked worse beyond seed
+noise, a copy of FP32 under another name is not; results.json keeps every run and the aggregates the table shows;
+resume per (recipe, seed); seed parsing and config."""
 import json
 
 import pytest
