@@ -266,7 +266,8 @@ TIMING_NOTE = ("first use: what the first training steps cost beyond steady step
                "step (forward, backward, optimizer; evaluation excluded), median over seeds; × fp32 step: the "
                "emulation cost on this machine, not a hardware speed-up; process peak RSS: the training process's "
                "own peak resident memory (getrusage ru_maxrss) at the end of the recipe's runs: runs share one "
-               "process, so it is the peak over every run up to then, not this recipe's alone.")
+               "process, so it is the peak over every run up to then, not this recipe's alone. Not included: the "
+               "validation dry run before training (2 samples per recipe), which may compile some kernels first.")
 
 
 
