@@ -1,7 +1,11 @@
 """Regenerate the README's `lowp compare` output: run the default comparison (no arguments) into a folder, time
 it, and replace the README block between the markers below with the printed tables and the measured time.
 
-    python scripts/readme_compare.py [--out DIR]       # default DIR: /tmp/lowp-readme-compare (fresh each time)
+    python scripts/readme_compare.py [--out DIR] [--note TEXT] [-- COMPARE-ARGS...]
+
+DIR defaults to /tmp/lowp-readme-compare (emptied first unless --keep). COMPARE-ARGS (after ``--``) are passed to
+``lowp compare``: only for a machine too slow for the default run; the README block then names them and says that
+it is not the default run.
 
 Then `python scripts/report_screenshot.py DIR` renews docs/img/compare-report.png from the same report.
 """
@@ -33,12 +37,14 @@ def main() -> int:
     ap.add_argument("--note", default="", help="a sentence about the machine (e.g. 'shared with other jobs')")
     ap.add_argument("--keep", action="store_true", help="resume into an existing DIR (only rerenders; the time "
                                                         "measured by the run that trained is kept)")
-    args = ap.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if not args.keep:
         shutil.rmtree(args.out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "lowp", "compare", "--out", args.out, "--quiet"], cwd=str(ROOT),
+    r = subprocess.run([sys.executable, "-m", "lowp", "compare", "--out", args.out, "--quiet", *extra], cwd=str(ROOT),
                        env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
@@ -52,7 +58,10 @@ def main() -> int:
         stamp.write_text(f"{wall:.1f}\n")
     cores = os.cpu_count()
     note = f", {args.note}" if args.note else ""
-    block = (f"Measured: {wall:.0f} s wall for the whole run on {cores} CPU cores{note} "
+    what = ("`lowp compare`" if not extra else
+            f"**not the default run**: `lowp compare {' '.join(extra)}`, shortened because the machine was too slow "
+            "for the default run")
+    block = (f"Output of {what}. Measured: {wall:.0f} s wall for the whole run on {cores} CPU cores{note} "
              f"(`python scripts/readme_compare.py` reruns it and rewrites this block):\n\n```\n{text}\n```")
     readme = ROOT / "README.md"
     readme.write_text(splice(readme.read_text(), block))
