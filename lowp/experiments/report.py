@@ -434,6 +434,15 @@ def _technique_sections(comp, out: str) -> list[str]:
     return parts
 
 
+def _sampling(groups: dict[str, list[dict]]) -> str:
+    """`` (training steps 0, 27, 54, …: one in 27, 24 sampled steps)`` from the records' step indices, or ``""``."""
+    steps = sorted({int(r["step"]) for recs in groups.values() for r in recs if r.get("step") is not None})
+    if len(steps) < 2:
+        return ""
+    every = steps[1] - steps[0]
+    return f" (training steps {', '.join(map(str, steps[:3]))}, …: one in {every}, {len(steps)} sampled steps)"
+
+
 def _delta_section(comp, out: str) -> list[str]:
     ref = _reference(comp)
     rest = [x for x in ranked(comp) if x.recipe != "fp32" and x.delta is not None and x.delta.mean is not None]
@@ -498,7 +507,7 @@ def render(comp, out: str, numerics: Any = None) -> str:
         parts.append("<h2>Numerics per layer and role</h2><p>Underflow: fraction of nonzero values flushed to 0; "
                      "overflow: fraction saturated or overflowed; SQNR of the quantized tensor against its "
                      "unquantized value. Means over the sampled steps"
-                     + (" of every seed" if n > 1 else "") + ".</p>")
+                     + (" of every seed" if n > 1 else "") + _sampling(groups) + ".</p>")
         for name, recs in groups.items():
             fn = f"numerics-{io.safe_filename(name)}.png"
             render_numerics(name, recs, os.path.join(out, fn))
