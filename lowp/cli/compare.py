@@ -86,7 +86,7 @@ def register(sub) -> None:
     p.add_argument("--config", help="TOML file: task, recipes (names or [[recipes]] tables with base and "
                                     "overrides), epochs, seeds, lr, batch_size, jobs, out, numerics, numerics_every")
     p.add_argument("--numerics-every", type=int, help="collect per-layer numerics statistics every N steps "
-                                                      "(default: about 24 samples per run, at least 20 steps apart)")
+                                                      "(default: about 20 samples per run, at least 25 steps apart)")
     p.add_argument("--no-numerics", action="store_true", help="no per-layer numerics statistics (on by default)")
     p.add_argument("--tensorboard", metavar="DIR", help="also write per-epoch scalars of every recipe and seed to "
                                                         "DIR for TensorBoard (needs the tensorboard package)")

@@ -271,16 +271,17 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
                                every, tensorboard)
 
 
-NUMERICS_SAMPLES = 24  # sampled steps per run when the interval is chosen automatically
-NUMERICS_MIN_EVERY = 20  # never closer: a sampled step costs several plain steps (see numerics_interval)
+NUMERICS_SAMPLES = 20  # sampled steps per run when the interval is chosen automatically
+NUMERICS_MIN_EVERY = 25  # never closer: a sampled step costs one to a few plain steps (see numerics_interval)
 
 
 def numerics_interval(total_steps: int | None) -> int:
     """The default interval of the numerics statistics: about ``NUMERICS_SAMPLES`` sampled steps per run, and at
-    least ``NUMERICS_MIN_EVERY`` steps apart. A sampled step computes the statistics of every quantized tensor role;
-    measured (CPU time, one thread, mnist1d-cnn under fp8-hybrid, best of 3): a sampled step costs about one plain
-    step more (0.0081 s against a 0.0082 s step), so the overhead is about 1/every: ≤ 5% at every ≥ 20, 3.7% at
-    the default run's 27 (630 steps)."""
+    least ``NUMERICS_MIN_EVERY`` steps apart. A sampled step computes the statistics of every quantized tensor role.
+    Measured on mnist1d-cnn (a shared 2-core machine, so noisy): CPU time, one thread, fp8-hybrid, best of 3: a
+    sampled step costs about one plain step more (0.0081 s against a 0.0082 s step); wall time, bf16 under heavy
+    contention: about 2.5 plain steps more. The overhead is that cost / every: 4% to 10% at every 25, 3% to 8% at
+    the default run's 32 (630 steps, 20 samples)."""
     if not total_steps:
         return NUMERICS_MIN_EVERY
     return max(NUMERICS_MIN_EVERY, -(-total_steps // NUMERICS_SAMPLES))

@@ -102,3 +102,11 @@ def test_seed_parsing_and_config():
             parse_config(text)
     with pytest.raises(ValueError, match="either seed or seeds"):
         lowp.compare(task="digits-mlp", seed=1, seeds=[1, 2])
+
+
+def test_default_numerics_interval():
+    from lowp.experiments.compare import numerics_interval
+
+    # the default run: 10 epochs of 63 steps, 20 samples; a short run keeps the 25-step floor
+    assert (numerics_interval(630), numerics_interval(63), numerics_interval(None), numerics_interval(10**6)) == (
+        32, 25, 25, 50000)
