@@ -483,8 +483,9 @@ def render(comp, out: str, numerics: Any = None) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lowp compare: {e(comp.task)}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>lowp compare: {e(comp.task)}</h1>",
-             f"<p>{len(comp.recipes)} recipes × {n} seed{'s' if n > 1 else ''} ({e(seeds)}), {comp.epochs} epoch{'s' if comp.epochs != 1 else ''}, "
-             f"lr {comp.lr:g}, batch size {comp.batch_size}; a seed sets the initial weights and the data order, "
+             f"<p>{len(comp.recipes)} recipes × {n} seed{'s' if n > 1 else ''} ({e(seeds)}), "
+             f"{comp.epochs} epoch{'s' if comp.epochs != 1 else ''}, lr {comp.lr:g}, batch size {comp.batch_size}; "
+             "a seed sets the initial weights and the data order, "
              f"the same for every recipe. Metric: {how}. {test} Raw numbers (every run and the aggregates): "
              "<a href='results.json'>results.json</a>; repeat with <code>lowp compare --config config.toml</code>."
              "</p>",
