@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order --help lists them
-COMMANDS = ["formats", "ptq", "recipes", "accum_bits", "compare", "coverage"]
+COMMANDS = ["formats", "ptq", "recipes", "accum_bits", "compare", "report", "coverage"]
 
 
 class CLIError(Exception):

@@ -33,6 +33,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 DEFAULT_TASK = "mnist1d-cnn"
 DEFAULT_RECIPES = ("fp32", "bf16", "fp8-hybrid", "fp8-e5m2", "fp8-e5m2-noscale", "fp8-ibm")
 DEFAULT_OUT = "lowp-compare"
+DEFAULT_SEEDS = (0, 1, 2)  # paired seeds: enough for a t interval of the differences to FP32 (see stats.py)
+MAX_SEEDS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +103,15 @@ def _pos_int(name: str, v: Any, minimum: int = 1, maximum: int = 2**31 - 1) -> i
 
 @dataclasses.dataclass(frozen=True)
 class CompareConfig:
-    """Everything that defines a comparison. ``epochs``, ``lr`` and ``batch_size`` None mean the task's default."""
+    """Everything that defines a comparison. ``epochs``, ``lr`` and ``batch_size`` None mean the task's default.
+    ``seeds``: every recipe trains once per seed (a seed sets the initial weights and the data order, the same for
+    every recipe); a legacy ``seed = N`` key means ``seeds = [N]``. ``numerics``: per-layer numerics statistics
+    every ``numerics_every`` steps (None: chosen from the run's length, see ``compare.numerics_interval``)."""
 
     task: str = DEFAULT_TASK
     recipes: tuple[RecipeEntry, ...] = tuple(RecipeEntry(r) for r in DEFAULT_RECIPES)
     epochs: int | None = None
-    seed: int = 0
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
     lr: float | None = None
     batch_size: int | None = None
     jobs: int = 1
@@ -114,6 +119,12 @@ class CompareConfig:
     numerics_every: int | None = None
     nproc: int = 1
     grad_hook: str = "none"
+    numerics: bool = True
+
+    @property
+    def seed(self) -> int:
+        """The first seed."""
+        return self.seeds[0]
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -128,7 +139,20 @@ class CompareConfig:
         object.__setattr__(self, "recipes", recipes)
         if self.epochs is not None:
             _pos_int("epochs", self.epochs)
-        _pos_int("seed", self.seed, 0, MAX_SEED)
+        seeds = self.seeds
+        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (list, tuple)):
+            raise ValueError(f"seeds must be a list of integers, got {seeds!r}")
+        seeds = tuple(_pos_int("seed", s, 0, MAX_SEED) for s in seeds)
+        if not seeds:
+            raise ValueError("seeds must name at least one seed")
+        if len(seeds) > MAX_SEEDS:
+            raise ValueError(f"at most {MAX_SEEDS} seeds, got {len(seeds)}")
+        dup = sorted({x for x in seeds if seeds.count(x) > 1})
+        if dup:
+            raise ValueError(f"duplicate seed(s): {', '.join(map(str, dup))}")
+        object.__setattr__(self, "seeds", seeds)
+        if not isinstance(self.numerics, bool):
+            raise ValueError(f"numerics must be true or false, got {self.numerics!r}")
         if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
                                     or not math.isfinite(self.lr) or self.lr <= 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
@@ -156,11 +180,15 @@ class CompareConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CompareConfig":
-        valid = {f.name for f in dataclasses.fields(cls)}
+        valid = {f.name for f in dataclasses.fields(cls)} | {"seed"}
         bad = set(d) - valid
         if bad:
             raise ValueError(f"unknown config key(s) {sorted(bad)}; valid: {', '.join(sorted(valid))}")
         d = dict(d)
+        if "seed" in d:
+            if "seeds" in d:
+                raise ValueError("give either seed or seeds, not both")
+            d["seeds"] = [d.pop("seed")]
         if "recipes" in d:
             r = d["recipes"]
             if isinstance(r, str):
@@ -172,7 +200,12 @@ class CompareConfig:
 
     def replace(self, **kw: Any) -> "CompareConfig":
         """A copy with the given (non-None) fields replaced."""
-        return CompareConfig.from_dict({**self.to_dict(), **{k: v for k, v in kw.items() if v is not None}})
+        kw = {k: v for k, v in kw.items() if v is not None}
+        if "seed" in kw:
+            if "seeds" in kw:
+                raise ValueError("give either seed or seeds, not both")
+            kw["seeds"] = [kw.pop("seed")]
+        return CompareConfig.from_dict({**self.to_dict(), **kw})
 
     def to_toml(self) -> str:
         """TOML text that ``load_config``/``parse_config`` read back to an equal config (None fields omitted)."""

@@ -43,7 +43,8 @@ def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dic
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from ..distributed.hooks import register_comm_hook
-    from .train import RunSettings, _scale, _sparsity_fields, apply_recipe, prepare_run, train_epochs
+    from .train import (RunSettings, _scale, _sparsity_fields, apply_recipe, peak_rss_mb, prepare_run, step_timing,
+                        train_epochs)
 
     st = RunSettings.from_dict(settings)
     task, recipe, data, model = prepare_run(task_name, recipe, st)
@@ -64,7 +65,7 @@ def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dic
             "skipped_steps": int(opt.skipped_steps), "loss_scale": _scale(opt),
             "recipe_spec": json.loads(json.dumps(recipe.to_dict())), "recipe": recipe.name,
             "replica_max_abs_diff": float((hi - lo).abs().max()), "comm": comm, "numerics": loop.numerics,
-            **_sparsity_fields(loop.sparsity_reports)}
+            **step_timing(loop.step_times), "peak_rss_mb": peak_rss_mb(), **_sparsity_fields(loop.sparsity_reports)}
 
 
 def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hook: str = "none", *,
@@ -118,4 +119,5 @@ def data_parallel_result(res: dict, task: str, st: Any, nproc: int, hook: str) -
         "dense_bytes_per_step": comm["dense_bytes_per_step"], "compression_ratio": comm["compression_ratio"],
         "comm": comm, "replica_max_abs_diff": res["replica_max_abs_diff"], "sparsity": res.get("sparsity"),
         "train_flops_ratio": res.get("train_flops_ratio"), "inference_flops_ratio": res.get("inference_flops_ratio"),
+        "first_use_s": res.get("first_use_s"), "step_s": res.get("step_s"), "peak_rss_mb": res.get("peak_rss_mb"),
     }

@@ -1,33 +1,42 @@
-"""The compare report: a terminal table, PNG plots and one offline HTML page (``report.html``) referencing them.
+"""The compare report: terminal tables, PNG plots and one offline HTML page (``report.html``) referencing them.
 
-Plots (matplotlib, Agg canvas, no global state touched): ``loss.png`` (training loss per epoch, all recipes on
-shared axes, log scale), ``metric.png`` (test metric per epoch), ``final.png`` (final metric per recipe, FP32 as a
-dashed line; diverged runs hatched) and, per recipe with numerics records, ``numerics-<recipe>.png``.
+The runs of a comparison are recipes × seeds; the tables and verdicts summarise each recipe over its seeds
+(``aggregate.summarize``): the final metric's mean ± sd, its difference Δ to FP32 paired by seed with a 95%
+confidence interval and a mark whether the difference is distinguishable from seed noise (``stats.py`` documents
+the test), and the timing split: first-use (compilation / warm-up) seconds, steady-state step time, that step as
+× FP32's step (the emulation cost on this machine) and the process's peak RSS.
+
+Plots (``plots.py``): ``loss.png`` and ``metric.png`` (per-epoch curves, mean over seeds with a band from the lowest
+to the highest seed), ``delta.png`` (Δ vs FP32 with confidence bars, best first), per recipe with numerics records
+``numerics-<recipe>.png`` (heat maps). The hardware estimate section (``hwcost.py``) comes from the model shapes
+stored in results.json.
 
 NUMERICS EXTENSION POINT: ``render(comparison, out, numerics=...)`` takes per-layer, per-role statistics records
 ``{"layer", "role", "step", "underflow", "overflow", "subnormal", "sqnr_db", "amax"}`` (fractions in [0, 1], SQNR in
 dB; extra keys ignored), either as ``{recipe: [records]}``, or as one list whose records carry a ``"recipe"`` key;
-records stored in a run (``RunResult.numerics``, filled by the analysis layer's collector) are used when
-``numerics`` is None. For each recipe it draws heat maps of underflow and overflow (layer × role, mean over the
-sampled steps), the SQNR per layer and role, and the underflow of each role over training.
+records stored in the runs (``RunResult.numerics``, filled by the analysis layer's collector; all seeds pooled) are
+used when ``numerics`` is None. For each recipe it draws heat maps of underflow and overflow (layer × role, mean over
+the sampled steps), the SQNR per layer and role, and the underflow of each role over training.
 """
 from __future__ import annotations
 
 import html
-import io as _io
 import math
 import os
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import io
+from .plots import curves, delta_plot, figure, save
 
-COLUMNS = ("recipe", "metric", "delta_fp32", "status", "skipped", "epochs", "wall_s")
+COLUMNS = ("recipe", "metric", "delta_fp32", "ci", "verdict", "status", "skipped", "epochs", "seeds")
+TIMING_COLUMNS = ("recipe", "first_use_s", "step_ms", "step_x", "wall_s", "peak_rss")
 HEADERS = {"recipe": "recipe", "metric": "{metric} %", "delta_fp32": "Δ fp32 (pts)", "delta_rel": "Δ fp32 %",
-           "status": "status",
-           "skipped": "skipped steps", "epochs": "epochs run", "wall_s": "time s", "sparsity": "sparsity %",
+           "ci": "95% CI of Δ", "verdict": "vs seed noise", "seeds": "seeds", "status": "status",
+           "skipped": "skipped steps", "epochs": "epochs run", "wall_s": "total s", "sparsity": "sparsity %",
            "flops": "train/infer FLOPs vs dense", "comm": "comm bytes/step (×)",
-           "gemm": "GEMM FLOPs emulated %"}
+           "gemm": "GEMM FLOPs emulated %", "first_use_s": "first use s", "step_ms": "step ms",
+           "step_x": "× fp32 step", "peak_rss": "process peak RSS MiB"}
 ROLE_ORDER = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight", "nongemm")
 
 
@@ -53,56 +62,104 @@ def metric_text(v: float, unit: str = "fraction") -> str:
     return f"{100 * v:.2f}%" if _fraction(unit) else f"{v:.4f} {unit}"
 
 
+def summaries(comp) -> list:
+    """One RecipeSummary per recipe (``aggregate.summarize``)."""
+    from .aggregate import summarize
+
+    return summarize(comp.runs)
+
+
 def _reference(comp):
-    return next((r for r in comp.runs if r.recipe == "fp32" and r.metric is not None), None)
+    return next((s for s in summaries(comp) if s.recipe == "fp32" and s.metric is not None and s.n_finished), None)
 
 
-def relative_delta(comp, r) -> float | None:
-    """``(metric − metric(fp32)) / |metric(fp32)|`` (None without both, or when FP32's metric is 0)."""
+def relative_delta(comp, s) -> float | None:
+    """mean Δ / |mean metric(fp32)| of a RecipeSummary (None without both, or when FP32's mean is 0)."""
     ref = _reference(comp)
-    if ref is None or r.metric is None or ref.metric == 0:
+    d = getattr(s, "delta", None)
+    if ref is None or d is None or d.mean is None or ref.metric == 0:
         return None
-    return (r.metric - ref.metric) / abs(ref.metric)
+    return d.mean / abs(ref.metric)
 
 
 def _higher(comp) -> bool:
     return getattr(comp, "higher_is_better", True)
 
 
+def _rank(status: str) -> int:
+    return 0 if status == "ok" else 2 if status == "error" else 1
+
+
 def ranked(comp) -> list:
-    """The runs best first: finished runs by their final metric in the metric's direction (highest first, or
-    lowest first when lower is better), then diverged runs the same way, then runs without a metric; ties keep
-    the table's order."""
+    """The recipes (RecipeSummary) best first: by the mean final metric in the metric's direction (highest first,
+    or lowest first when lower is better), finished before (partly) diverged before failed, recipes without a metric
+    last; ties keep the table's order."""
     sign = -1.0 if _higher(comp) else 1.0
-    rank = {"ok": 0, "diverged": 1, "error": 2}
-    return sorted(comp.runs, key=lambda r: (r.metric is None, rank[r.status],
-                                            0.0 if r.metric is None else sign * r.metric))
+    return sorted(summaries(comp), key=lambda s: (s.metric is None, _rank(s.status),
+                                                  0.0 if s.metric is None else sign * s.metric))
+
+
+def verdict(comp, s) -> str:
+    """``worse`` / ``better``: the 95% CI of Δ excludes 0 (in the metric's direction); ``noise``: it contains 0;
+    ``ref``: fp32 itself; ``-``: fewer than 2 paired seeds."""
+    if s.recipe == "fp32":
+        return "ref"
+    d = s.delta
+    if d is None or d.significant is None:
+        return "-"
+    if not d.significant:
+        return "noise"
+    return "better" if (d.mean > 0) == _higher(comp) else "worse"
+
+
+def _seeded(comp) -> bool:
+    """True when some recipe has a confidence interval (2 or more paired seeds)."""
+    return any(s.delta is not None and s.delta.lo is not None for s in summaries(comp) if s.recipe != "fp32")
 
 
 def summary_lines(comp, tol: float | None = None) -> list[str]:
-    """Plain-language verdicts: the ranking (best first), then, against FP32, which finished recipes are within
-    ``tol`` (default 1 percentage point for a fraction metric, else 1% of FP32's value), better, or worse, in the
-    metric's direction (diverged and failed runs are left out of those)."""
+    """Plain-language verdicts: the ranking (best first, by the mean over seeds); then, against FP32: with two or
+    more paired seeds, which recipes differ beyond seed noise (the 95% CI of the paired Δ excludes 0) and which do
+    not; with one seed, which finished recipes are within ``tol`` (default 1 percentage point for a fraction metric,
+    else 1% of FP32's value), better, or worse, in the metric's direction (diverged and failed runs left out)."""
     lines = [f"ranking, best first ({'higher' if _higher(comp) else 'lower'} {comp.metric_name} is better): "
-             + ", ".join(r.recipe + (" (diverged)" if r.diverged else "") for r in ranked(comp)
-                         if r.metric is not None)]
+             + ", ".join(s.recipe + (" (diverged)" if s.diverged and s.status != "ok" else "")
+                         for s in ranked(comp) if s.metric is not None)]
     ref = _reference(comp)
     if ref is None:
         return lines
     frac = _fraction(comp)
+    if _seeded(comp):
+        unit = " points" if frac else f" {comp.metric_unit}"
+        scale = 100.0 if frac else 1.0
+        digits = 2 if frac else 4
+        groups: dict[str, list[str]] = {"worse": [], "better": [], "noise": []}
+        for s in ranked(comp):
+            v = verdict(comp, s)
+            if v in groups and s.delta.lo is not None:
+                groups[v].append(f"{s.recipe} ({scale * s.delta.mean:+.{digits}f}{unit}, 95% CI "
+                                 f"[{scale * s.delta.lo:+.{digits}f}, {scale * s.delta.hi:+.{digits}f}])")
+        n = len(comp.seeds)
+        for key, what in (("better", "better than fp32 beyond seed noise"),
+                          ("worse", "worse than fp32 beyond seed noise")):
+            if groups[key]:
+                lines.append(f"{what} ({n} seeds, paired t, 95%): " + ", ".join(groups[key]))
+        if groups["noise"]:
+            lines.append("not distinguishable from fp32 (the 95% CI of Δ contains 0): " + ", ".join(groups["noise"]))
+        return lines
     tol = 0.01 if tol is None else tol
     within, better, worse = [], [], []
-    for r in comp.runs:
-        if r is ref or r.metric is None or r.status != "ok":
+    for s in summaries(comp):
+        if s.recipe == "fp32" or s.metric is None or s.status != "ok":
             continue
-        d = r.metric - ref.metric
+        d = s.metric - ref.metric
         size = abs(d) if frac else abs(d) / abs(ref.metric) if ref.metric else math.inf
         gain = d > 0 if _higher(comp) else d < 0
         amount = f"{100 * size:.2f}{' points' if frac else '%'}"
         if size <= tol:
-            within.append(f"{r.recipe} ({amount} {'better' if gain else 'worse'})" if d else f"{r.recipe} (equal)")
+            within.append(f"{s.recipe} ({amount} {'better' if gain else 'worse'})" if d else f"{s.recipe} (equal)")
         else:
-            (better if gain else worse).append(f"{r.recipe} ({amount})")
+            (better if gain else worse).append(f"{s.recipe} ({amount})")
     what = f"{100 * tol:g} {'point' if 100 * tol == 1 else 'points'}" if frac else f"{100 * tol:g}%"
     if within:
         lines.append(f"within {what} of fp32: " + ", ".join(within))
@@ -110,6 +167,7 @@ def summary_lines(comp, tol: float | None = None) -> list[str]:
         lines.append(f"better than fp32 by more than {what}: " + ", ".join(better))
     if worse:
         lines.append(f"worse than fp32 by more than {what}: " + ", ".join(worse))
+    lines.append("one seed: differences not tested against seed noise (run several: --seeds 0,1,2)")
     return lines
 
 
@@ -118,29 +176,50 @@ def format_summary(comp) -> str:
     return "\n".join(summary_lines(comp))
 
 
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{1000 * v:.1f}"
+
+
 def table_rows(comp) -> list[dict[str, str]]:
-    """One dict of display strings per recipe (the same cells in the terminal table and the HTML table): a
-    fraction metric and its delta in percent / percentage points with 2 decimals, another metric and its delta
-    with 4 decimals plus the delta in percent of FP32's value; time in seconds with 1 decimal."""
+    """One dict of display strings per recipe (the same cells in the terminal tables and the HTML tables): the
+    mean ± sd over seeds of a fraction metric in percent and the mean Δ in percentage points with 2 decimals
+    (another metric: 4 decimals, plus Δ in percent of FP32's mean); the 95% CI of Δ; the :func:`verdict`; timing
+    (first use s, steady step ms, × FP32's step, total s over seeds) and the process's peak RSS in MiB."""
     rows = []
     unit = getattr(comp, "metric_unit", "fraction")
-    for r in comp.runs:
-        rel = relative_delta(comp, r)
-        rows.append({"recipe": r.recipe, "metric": _pct(r.metric, unit), "delta_fp32": _delta(r.fp32_delta, unit),
+    frac = _fraction(unit)
+    scale = 100.0 if frac else 1.0
+    fmt = "{:+.2f}" if frac else "{:+.4f}"
+    for s in summaries(comp):
+        rel = relative_delta(comp, s)
+        d = s.delta
+        metric = _pct(s.metric, unit)
+        if s.metric_sd is not None:
+            metric += f" ± {scale * s.metric_sd:.2f}" if frac else f" ± {s.metric_sd:.4f}"
+        r0 = comp.runs_of(s.recipe)[0]
+        rows.append({"recipe": s.recipe, "metric": metric,
+                     "delta_fp32": "-" if d is None or d.mean is None else _delta(d.mean, unit),
                      "delta_rel": "-" if rel is None else f"{100 * rel:+.2f}",
-                     "status": r.status, "skipped": str(r.skipped_steps), "epochs": str(len(r.history)),
-                     "wall_s": f"{r.wall_s:.1f}",
-                     "sparsity": "-" if r.sparsity is None else f"{100 * r.sparsity:.1f}",
-                     "flops": "-" if r.train_flops_ratio is None else
-                     f"{r.train_flops_ratio:.2f} / {r.inference_flops_ratio:.2f}",
-                     "comm": "-" if r.bytes_per_step is None else
-                     f"{r.bytes_per_step:.0f} ({r.compression_ratio:.1f}×)",
-                     "gemm": "-" if r.gemm_emulated is None else f"{100 * r.gemm_emulated:.1f}"})
+                     "ci": "-" if d is None or d.lo is None or s.recipe == "fp32" else
+                     f"[{fmt.format(scale * d.lo)}, {fmt.format(scale * d.hi)}]",
+                     "verdict": verdict(comp, s), "seeds": str(len(s.seeds)),
+                     "status": s.status, "skipped": str(s.skipped_steps), "epochs": str(s.epochs),
+                     "wall_s": f"{s.wall_s:.1f}",
+                     "first_use_s": "-" if s.first_use_s is None else f"{s.first_use_s:.1f}",
+                     "step_ms": _ms(s.step_s), "step_x": "-" if s.step_ratio is None else f"{s.step_ratio:.2f}",
+                     "peak_rss": "-" if s.peak_rss_mb is None else f"{s.peak_rss_mb:.0f}",
+                     "sparsity": "-" if r0.sparsity is None else f"{100 * r0.sparsity:.1f}",
+                     "flops": "-" if r0.train_flops_ratio is None else
+                     f"{r0.train_flops_ratio:.2f} / {r0.inference_flops_ratio:.2f}",
+                     "comm": "-" if r0.bytes_per_step is None else
+                     f"{r0.bytes_per_step:.0f} ({r0.compression_ratio:.1f}×)",
+                     "gemm": "-" if s.gemm_emulated is None else f"{100 * s.gemm_emulated:.1f}"})
     return rows
 
 
 def columns(comp) -> tuple[str, ...]:
-    """The table's columns: the fixed ones, plus sparsity/FLOPs and communication when some run has them."""
+    """The summary table's columns: the fixed ones, plus GEMM coverage, sparsity/FLOPs and communication when some
+    run has them."""
     cols = COLUMNS
     if not _fraction(comp):
         cols = cols[:3] + ("delta_rel",) + cols[3:]
@@ -153,94 +232,43 @@ def columns(comp) -> tuple[str, ...]:
     return cols
 
 
-def _headers(comp) -> list[str]:
+def _headers(comp, cols=None) -> list[str]:
     heads = dict(HEADERS)
     arrow = "" if _higher(comp) else " ↓"  # lower is better
     if _fraction(comp):
         heads.update(metric=heads["metric"] + arrow)
     else:
         heads.update(metric=f"{{metric}} ({comp.metric_unit}){arrow}", delta_fp32=f"Δ fp32 ({comp.metric_unit})")
-    return [heads[c].format(metric=comp.metric_name) for c in columns(comp)]
+    if len(comp.seeds) > 1:
+        heads.update(metric=heads["metric"] + " mean ± sd")
+    return [heads[c].format(metric=comp.metric_name) for c in (columns(comp) if cols is None else cols)]
 
 
-def format_table(comp) -> str:
-    """The summary table as aligned text."""
-    head = _headers(comp)
-    cells = [[row[c] for c in columns(comp)] for row in table_rows(comp)]
+def _text_table(head: list[str], cells: list[list[str]]) -> str:
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------------------- plots
-
-def _figure(w: float = 6.4, h: float = 4.0):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
+def format_table(comp) -> str:
+    """The summary table as aligned text (columns separated by at least two spaces)."""
+    return _text_table(_headers(comp), [[row[c] for c in columns(comp)] for row in table_rows(comp)])
 
 
-def _save(fig, path: str) -> None:
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    io.atomic_write_bytes(path, buf.getvalue())
+def format_timing(comp) -> str:
+    """The timing table as aligned text."""
+    return _text_table(_headers(comp, TIMING_COLUMNS), [[row[c] for c in TIMING_COLUMNS] for row in table_rows(comp)])
 
 
-def _curve(comp, key: str, ylabel: str, path: str, log: bool = False) -> None:
-    fig = _figure()
-    ax = fig.add_subplot()
-    for r in comp.runs:
-        pts = [(h["epoch"], h[key]) for h in r.history if h.get(key) is not None]
-        if key == "test_metric" and _fraction(comp):
-            pts = [(e, 100 * v) for e, v in pts]
-        if log:
-            pts = [(e, v) for e, v in pts if v > 0]
-        if not pts:
-            continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3,
-                ls="--" if r.diverged else "-", label=r.recipe + (" (diverged)" if r.diverged else ""))
-    if log:
-        ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    ax.set_title(f"{comp.task}: {ylabel}")
-    _save(fig, path)
+TIMING_NOTE = ("first use: what the first training steps cost beyond steady steps (kernel compilation, warm-up; the "
+               "largest over seeds, as later seeds reuse compiled kernels); step: the median steady-state training "
+               "step (forward, backward, optimizer; evaluation excluded), median over seeds; × fp32 step: the "
+               "emulation cost on this machine, not a hardware speed-up; process peak RSS: the training process's "
+               "own peak resident memory (getrusage ru_maxrss) at the end of the recipe's runs: runs share one "
+               "process, so it is the peak over every run up to then, not this recipe's alone. Not included: the "
+               "validation dry run before training (2 samples per recipe), which may compile some kernels first.")
 
-
-def _bars(comp, path: str) -> None:
-    """The final metric per recipe, best first (:func:`ranked`), FP32 as a dashed line."""
-    fig = _figure()
-    ax = fig.add_subplot()
-    runs = ranked(comp)
-    frac = _fraction(comp)
-    scale = 100.0 if frac else 1.0
-    names = [r.recipe for r in runs]
-    vals = [0.0 if r.metric is None else scale * r.metric for r in runs]
-    bars = ax.bar(range(len(names)), vals, color=["tab:red" if r.status != "ok" else "tab:blue" for r in runs])
-    for b, r in zip(bars, runs):
-        if r.status != "ok":
-            b.set_hatch("//")
-    ref = _reference(comp)
-    if ref is not None:
-        ax.axhline(scale * ref.metric, color="k", ls="--", lw=1,
-                   label=f"fp32 {metric_text(ref.metric, comp.metric_unit)}")
-        ax.legend(fontsize=8)
-    for i, v in enumerate(vals):
-        ax.text(i, v, f"{v:.1f}" if frac else f"{v:.3f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(f"final {comp.metric_name} ({'%' if frac else comp.metric_unit})")
-    better = "higher" if _higher(comp) else "lower"
-    ax.set_title(f"{comp.task}: final {comp.metric_name}, best first ({better} is better; red: diverged / error)",
-                 fontsize=9)
-    _save(fig, path)
 
 
 # ------------------------------------------------------------------------------------ numerics section
@@ -250,7 +278,11 @@ def group_numerics(numerics: Any, comp=None) -> dict[str, list[dict]]:
     if numerics is None:
         if comp is None:
             return {}
-        return {r.recipe: list(r.numerics) for r in comp.runs if r.numerics}
+        pooled: dict[str, list[dict]] = {}
+        for r in comp.runs:  # every seed's records, pooled per recipe
+            if r.numerics:
+                pooled.setdefault(r.recipe, []).extend(r.numerics)
+        return pooled
     if isinstance(numerics, Mapping):
         return {str(k): list(v) for k, v in numerics.items() if v}
     out: dict[str, list[dict]] = defaultdict(list)
@@ -307,7 +339,7 @@ def render_numerics(recipe: str, records: Sequence[dict], path: str) -> None:
     layers, roles, under = numerics_matrix(records, "underflow")
     _, _, over = numerics_matrix(records, "overflow")
     _, _, sqnr = numerics_matrix(records, "sqnr_db")
-    fig = _figure(13, 3.2 + 0.25 * len(layers))
+    fig = figure(13, 3.2 + 0.25 * len(layers))
     ax1, ax2, ax3, ax4 = (fig.add_subplot(1, 4, i) for i in range(1, 5))
     _heat(fig, ax1, layers, roles, under, f"{recipe}: underflow (flushed to 0)")
     _heat(fig, ax2, layers, roles, over, f"{recipe}: overflow / saturated")
@@ -334,7 +366,7 @@ def render_numerics(recipe: str, records: Sequence[dict], path: str) -> None:
     ax4.set_title("underflow over training", fontsize=9)
     ax4.legend(fontsize=6)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ HTML
@@ -345,13 +377,14 @@ td:first-child,th:first-child{text-align:left}tr.bad td{background:#fde8e8}img{m
 code{background:#f4f4f4;padding:0 3px}details{margin:.3em 0}"""
 
 
-def _html_table(comp) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _headers(comp))
+def _html_table(comp, table_id: str = "summary", cols=None) -> str:
+    cols = columns(comp) if cols is None else cols
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _headers(comp, cols))
     body = []
     for row in table_rows(comp):
         cls = ' class="bad"' if row["status"] != "ok" else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(row[c])}</td>" for c in columns(comp)) + "</tr>")
-    return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(row[c])}</td>" for c in cols) + "</tr>")
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 def _per_layer_series(comp, key: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -359,6 +392,8 @@ def _per_layer_series(comp, key: str) -> dict[str, dict[str, list[tuple[int, flo
     (``pact_alpha``: PACT's clipping level; ``layer_sparsity``: AutoSparse's fraction of zero weights)."""
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for r in comp.runs:
+        if r.seed != comp.seeds[0]:  # the first seed's run
+            continue
         for h in r.history:
             for layer, v in (h.get(key) or {}).items():
                 if v is not None:
@@ -369,7 +404,7 @@ def _per_layer_series(comp, key: str) -> dict[str, dict[str, list[tuple[int, flo
 def _layer_plot(series: dict[str, dict[str, list[tuple[int, float]]]], ylabel: str, path: str,
                 scale: float = 1.0) -> None:
     """One panel per recipe, one line per layer, value against epoch."""
-    fig = _figure(4.2 * len(series), 3.4)
+    fig = figure(4.2 * len(series), 3.4)
     for i, (recipe, layers) in enumerate(series.items()):
         ax = fig.add_subplot(1, len(series), i + 1)
         for layer, pts in layers.items():
@@ -379,7 +414,7 @@ def _layer_plot(series: dict[str, dict[str, list[tuple[int, float]]]], ylabel: s
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title="layer", title_fontsize=7)
-    _save(fig, path)
+    save(fig, path)
 
 
 def _technique_sections(comp, out: str) -> list[str]:
@@ -399,52 +434,90 @@ def _technique_sections(comp, out: str) -> list[str]:
     return parts
 
 
+def _sampling(groups: dict[str, list[dict]]) -> str:
+    """`` (training steps 0, 27, 54, …: one in 27, 24 sampled steps)`` from the records' step indices, or ``""``."""
+    steps = sorted({int(r["step"]) for recs in groups.values() for r in recs if r.get("step") is not None})
+    if len(steps) < 2:
+        return ""
+    every = steps[1] - steps[0]
+    return f" (training steps {', '.join(map(str, steps[:3]))}, …: one in {every}, {len(steps)} sampled steps)"
+
+
+def _delta_section(comp, out: str) -> list[str]:
+    ref = _reference(comp)
+    rest = [x for x in ranked(comp) if x.recipe != "fp32" and x.delta is not None and x.delta.mean is not None]
+    if ref is None or not rest:
+        return ["<h2>Difference to FP32</h2><p>No finished fp32 run: no differences to draw.</p>"]
+    frac = _fraction(comp)
+    delta_plot(comp, rest, os.path.join(out, "delta.png"), 100.0 if frac else 1.0,
+               "percentage points" if frac else comp.metric_unit, _higher(comp))
+    return ["<h2>Difference to FP32</h2>",
+            "<img src='delta.png' alt='difference of the final metric to FP32 per recipe, with confidence bars'>"]
+
+
 def render(comp, out: str, numerics: Any = None) -> str:
-    """Write the plots and ``report.html`` for ``comp`` into ``out``; returns the HTML path."""
+    """Write the plots and ``report.html`` for ``comp`` into ``out``; returns the HTML path. The page depends on
+    ``comp`` alone (no clock, no host): rendering the same results twice gives the same files."""
+    from .report_hw import hardware_section
+
     os.makedirs(out, exist_ok=True)
-    _curve(comp, "train_loss", "training loss", os.path.join(out, "loss.png"), log=True)
-    unit = "%" if _fraction(comp) else comp.metric_unit
+    frac = _fraction(comp)
+    curves(comp, "train_loss", "training loss", os.path.join(out, "loss.png"), log=True)
+    unit = "%" if frac else comp.metric_unit
     better = "" if _higher(comp) else ", lower is better"
-    _curve(comp, "test_metric", f"test {comp.metric_name} ({unit}{better})", os.path.join(out, "metric.png"))
-    _bars(comp, os.path.join(out, "final.png"))
+    curves(comp, "test_metric", f"test {comp.metric_name} ({unit}{better})", os.path.join(out, "metric.png"),
+           scale=100.0 if frac else 1.0)
     e = html.escape
-    if _fraction(comp):
-        how = f"test {e(comp.metric_name)} ({'higher' if _higher(comp) else 'lower'} is better); Δ fp32 in " \
-              "percentage points"
+    direction = "higher" if _higher(comp) else "lower"
+    if frac:
+        how = f"test {e(comp.metric_name)} ({direction} is better); Δ fp32 in percentage points"
     else:
-        how = (f"test {e(comp.metric_name)} in {e(comp.metric_unit)} ({'higher' if _higher(comp) else 'lower'} "
-               f"is better); Δ fp32 = metric − FP32's, in {e(comp.metric_unit)} and in percent of FP32's")
+        how = (f"test {e(comp.metric_name)} in {e(comp.metric_unit)} ({direction} is better); Δ fp32 = metric − "
+               f"FP32's, in {e(comp.metric_unit)} and in percent of FP32's")
+    seeds = ", ".join(map(str, comp.seeds))
+    n = len(comp.seeds)
+    test = ("Δ is the mean over seeds of the paired difference metric(recipe, seed) − metric(fp32, seed); its 95% "
+            f"confidence interval is the paired t interval (Student t, {n - 1} degrees of freedom); <i>worse</i> / "
+            "<i>better</i> mark an interval that excludes 0, <i>noise</i> one that contains it."
+            if n > 1 else "One seed: no confidence interval; differences are not tested against seed noise.")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lowp compare: {e(comp.task)}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>lowp compare: {e(comp.task)}</h1>",
-             f"<p>{len(comp.runs)} recipes, {comp.epochs} epochs, seed {comp.seed}, lr {comp.lr:g}, batch size "
-             f"{comp.batch_size}; identical initial weights and data order for every recipe. Metric: "
-             f"{how}. Raw numbers: <a href='results.json'>"
-             f"results.json</a>; repeat with <code>lowp compare --config config.toml</code>.</p>",
+             f"<p>{len(comp.recipes)} recipes × {n} seed{'s' if n > 1 else ''} ({e(seeds)}), "
+             f"{comp.epochs} epoch{'s' if comp.epochs != 1 else ''}, lr {comp.lr:g}, batch size {comp.batch_size}; "
+             "a seed sets the initial weights and the data order, "
+             f"the same for every recipe. Metric: {how}. {test} Raw numbers (every run and the aggregates): "
+             "<a href='results.json'>results.json</a>; repeat with <code>lowp compare --config config.toml</code>."
+             "</p>",
              "<h2>Summary</h2>", _html_table(comp),
              "<ul id='verdict'>" + "".join(f"<li>{e(x)}</li>" for x in summary_lines(comp)) + "</ul>"]
     for r in comp.runs:
+        tag = f"{e(r.recipe)}</b> (seed {r.seed})" if n > 1 else f"{e(r.recipe)}</b>"
         if r.error:
-            parts.append(f"<p><b>{e(r.recipe)}</b> failed: <code>{e(r.error)}</code></p>")
+            parts.append(f"<p><b>{tag} failed: <code>{e(r.error)}</code></p>")
         elif r.diverged:
-            parts.append(f"<p><b>{e(r.recipe)}</b> diverged (non-finite loss) at {e(str(r.diverged_at))}.</p>")
+            parts.append(f"<p><b>{tag} diverged (non-finite loss) at {e(str(r.diverged_at))}.</p>")
+    parts += _delta_section(comp, out)
     parts += ["<h2>Training</h2>", "<img src='loss.png' alt='training loss per epoch'>",
               "<img src='metric.png' alt='test metric per epoch'>",
-              "<h2>Final metric against FP32</h2>", "<img src='final.png' alt='final metric per recipe'>"]
+              "<h2>Timing and memory (this machine)</h2>", _html_table(comp, "timing", TIMING_COLUMNS),
+              f"<p>{e(TIMING_NOTE)}</p>"]
     parts += _technique_sections(comp, out)
     groups = group_numerics(numerics, comp)
     if groups:  # the numerics section (see module docstring)
         parts.append("<h2>Numerics per layer and role</h2><p>Underflow: fraction of nonzero values flushed to 0; "
                      "overflow: fraction saturated or overflowed; SQNR of the quantized tensor against its "
-                     "unquantized value. Means over the sampled steps.</p>")
+                     "unquantized value. Means over the sampled steps"
+                     + (" of every seed" if n > 1 else "") + _sampling(groups) + ".</p>")
         for name, recs in groups.items():
             fn = f"numerics-{io.safe_filename(name)}.png"
             render_numerics(name, recs, os.path.join(out, fn))
             parts.append(f"<h3>{e(name)}</h3><img src='{e(fn)}' alt='numerics of {e(name)}'>")
+    parts += hardware_section(comp)
     parts.append("<h2>Recipes</h2>")
-    for r in comp.runs:
-        spec = r.recipe_spec or {}
-        parts.append(f"<details><summary><b>{e(r.recipe)}</b> — {e(str(spec.get('source', '')))}</summary>"
+    for name in comp.recipes:
+        spec = comp.runs_of(name)[0].recipe_spec or {}
+        parts.append(f"<details><summary><b>{e(name)}</b> — {e(str(spec.get('source', '')))}</summary>"
                      f"<p>{e(str(spec.get('notes', '')))}</p><pre>{e(_spec_text(spec))}</pre></details>")
     parts.append("</body></html>")
     path = os.path.join(out, "report.html")

@@ -91,6 +91,13 @@ class RunResult:
     bytes_per_step: float | None = None
     compression_ratio: float | None = None
     gemm_emulated: float | None = None  # share of one step's GEMM FLOPs the recipe emulates (lowp.coverage)
+    first_use_s: float | None = None  # first-use compilation / warm-up time of the first steps (see step_timing)
+    step_s: float | None = None  # steady-state training step time (median, see step_timing)
+    peak_rss_mb: float | None = None  # the process's peak resident set size at the end of the run (ru_maxrss)
+
+    @property
+    def seed(self) -> int:
+        return int((self.settings or {}).get("seed", 0))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -240,6 +247,7 @@ class LoopState:
     diverged_at: dict | None = None
     sparsity_reports: list[dict] = dataclasses.field(default_factory=list)
     numerics: tuple[dict, ...] | None = None
+    step_times: list[float] = dataclasses.field(default_factory=list)
 
 
 def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.Module, opt: Any, base: Any, *,
@@ -282,6 +290,7 @@ def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.M
                     n = batch_len(y)
                     if sample is None:
                         sample = head(x)
+                t_step = time.perf_counter()
                 opt.zero_grad()
                 loss = task.forward(forward, x, y)[1]
                 lv = parallel.global_loss(loss, n)
@@ -290,6 +299,7 @@ def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.M
                     break
                 opt.backward(loss)
                 opt.step()
+                state.step_times.append(time.perf_counter() - t_step)
                 state.steps += 1
                 loss_sum, loss_n = loss_sum + lv, loss_n + 1
                 if on_step is not None:
@@ -364,7 +374,37 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
         history=tuple(_json_safe(h) for h in history), skipped_steps=int(getattr(opt, "skipped_steps", 0) or 0),
         wall_s=round(wall, 3), steps=state.steps, settings=settings.to_dict(),
         recipe_spec=json.loads(json.dumps(recipe.to_dict())), diverged_at=state.diverged_at, loss_scale=_scale(opt),
-        error=error, numerics=state.numerics, gemm_emulated=gemm, **_sparsity_fields(state.sparsity_reports))
+        error=error, numerics=state.numerics, gemm_emulated=gemm, **step_timing(state.step_times),
+        peak_rss_mb=peak_rss_mb(), **_sparsity_fields(state.sparsity_reports))
+
+
+WARM_STEPS = 3  # steps that may pay first-use costs (kernel compilation, allocator and cache warm-up)
+
+
+def step_timing(times: list[float]) -> dict[str, float | None]:
+    """Split training-step times (zero_grad, forward, backward, optimizer step; evaluation excluded) into the
+    steady-state step time ``step_s``, the median of the steps after the first ``WARM_STEPS`` (of all steps when
+    there are no more), and the first-use time ``first_use_s`` = (time of the first ``WARM_STEPS`` steps) −
+    ``WARM_STEPS`` · ``step_s``, at least 0: what compilation and warm-up added on top of steady steps."""
+    import statistics
+
+    if not times:
+        return {"first_use_s": None, "step_s": None}
+    k = min(WARM_STEPS, len(times))
+    steady = statistics.median(times[k:] if len(times) > k else times)
+    return {"first_use_s": round(max(0.0, sum(times[:k]) - k * steady), 4), "step_s": round(steady, 6)}
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident set size so far in MiB (``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
+    kilobytes on Linux, bytes on macOS); None where unavailable. It never decreases: with several runs in one
+    process it is the peak over all of them so far."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def gemm_share(model: torch.nn.Module, recipe: Any, data: Any, batch_size: int) -> float | None:

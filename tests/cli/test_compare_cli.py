@@ -11,8 +11,8 @@ from lowp.cli import main
 
 def test_two_recipes_table_matches_results(tmp_path, capsys):
     out = tmp_path / "o"
-    rc = main(["compare", "--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "1", "--out", str(out),
-               "--quiet"])
+    rc = main(["compare", "--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "1", "--seed", "0",
+               "--out", str(out), "--quiet"])
     cap = capsys.readouterr()
     assert rc == 0 and cap.err == ""  # --quiet: no log lines, no bars
     res = json.loads((out / "results.json").read_text())
@@ -60,7 +60,7 @@ def test_config_with_override_and_cli_precedence(tmp_path, capsys):
     cfg.write_text('task = "digits-mlp"\nepochs = 3\nrecipes = ["fp32", {name = "bf16-out", base = "bf16", '
                    'overrides = {output = "fp32"}}]\n')
     out = tmp_path / "o"
-    assert main(["compare", "--config", str(cfg), "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    assert main(["compare", "--config", str(cfg), "--epochs", "1", "--seed", "0", "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["epochs"] == 1  # the command line wins over the file
     spec = res["results"][1]["recipe_spec"]
@@ -72,14 +72,14 @@ def test_config_with_override_and_cli_precedence(tmp_path, capsys):
 def test_jobs_two_processes(tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["compare", "--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "1", "--jobs", "2",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--seed", "0", "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert [e["recipe"] for e in res["results"]] == ["fp32", "bf16"]
     # same seed and settings: the parallel run matches the serial one (up to the thread count's effect on FP32
     # summation order in torch's kernels)
     serial = tmp_path / "s"
-    assert main(["compare", "--task", "digits-mlp", "--recipes", "fp32", "--epochs", "1", "--out", str(serial),
-                 "--quiet"]) == 0
+    assert main(["compare", "--task", "digits-mlp", "--recipes", "fp32", "--epochs", "1", "--seed", "0",
+                 "--out", str(serial), "--quiet"]) == 0
     s = json.loads((serial / "results.json").read_text())
     a, b = s["results"][0]["history"][0], res["results"][0]["history"][0]
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)

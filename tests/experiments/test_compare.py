@@ -28,12 +28,12 @@ T.register_task("test-big-linear", big_linear_task, replace=True)
 class _Cells(html.parser.HTMLParser):
     """Rows of the table with id="summary"."""
 
-    def __init__(self):
+    def __init__(self, table_id="summary"):
         super().__init__()
-        self.rows, self._in, self._cell = [], False, None
+        self.rows, self._in, self._cell, self._id = [], False, None, table_id
 
     def handle_starttag(self, tag, attrs):
-        if tag == "table" and ("id", "summary") in attrs:
+        if tag == "table" and ("id", self._id) in attrs:
             self._in = True
         elif self._in and tag == "tr":
             self.rows.append([])
@@ -52,8 +52,8 @@ class _Cells(html.parser.HTMLParser):
             self._cell += data
 
 
-def _html_rows(path):
-    p = _Cells()
+def _html_rows(path, table_id="summary"):
+    p = _Cells(table_id)
     with open(path, encoding="utf-8") as f:
         p.feed(f.read())
     return p.rows
@@ -62,18 +62,18 @@ def _html_rows(path):
 @pytest.fixture(scope="module")
 def two_recipes(tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp")
-    comp = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, out=str(out), quiet=True)
+    comp = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, seed=0, out=str(out), quiet=True)
     return out, comp
 
 
 def test_results_json_matches_report_and_table(two_recipes):
     out, comp = two_recipes
-    for f in ("results.json", "report.html", "loss.png", "metric.png", "final.png", "config.toml",
-              "runs/fp32.json", "runs/bf16.json"):
+    for f in ("results.json", "report.html", "loss.png", "metric.png", "delta.png", "config.toml",
+              "runs/fp32@0.json", "runs/bf16@0.json"):
         assert (out / f).is_file(), f
     with open(out / "results.json") as f:
         res = json.load(f)
-    assert (res["task"], res["epochs"], res["seed"]) == ("digits-mlp", 1, 0)
+    assert (res["task"], res["epochs"], res["seed"], res["seeds"]) == ("digits-mlp", 1, 0, [0])
     entries = {e["recipe"]: e for e in res["results"]}
     assert list(entries) == ["fp32", "bf16"]
     for e in entries.values():
@@ -87,36 +87,47 @@ def test_results_json_matches_report_and_table(two_recipes):
     assert entries["bf16"]["fp32_delta"] == pytest.approx(entries["bf16"]["metric"] - entries["fp32"]["metric"])
     # the HTML table and the printed table show the numbers of results.json
     rows = _html_rows(out / "report.html")
-    assert rows[0][0] == "recipe" and len(rows) == 3
+    assert rows[0][:3] == ["recipe", "accuracy %", "Δ fp32 (pts)"] and len(rows) == 3
     text = format_table(comp).splitlines()
     for row, line in zip(rows[1:], text[1:]):
         e = entries[row[0]]
         assert float(row[1]) == pytest.approx(100 * e["metric"], abs=0.005)
         assert float(row[2]) == pytest.approx(100 * e["fp32_delta"], abs=0.005)
-        assert row[3] == "ok" and int(row[4]) == e["skipped_steps"]
-        assert float(row[6]) == pytest.approx(e["wall_s"], abs=0.05)
-        assert float(row[7]) == pytest.approx(100 * e["gemm_emulated"], abs=0.05)
+        assert row[3] == "-"  # one seed: no interval
+        assert row[4] == ("ref" if row[0] == "fp32" else "-")
+        assert row[5] == "ok" and int(row[6]) == e["skipped_steps"] and row[8] == "1"
+        assert float(row[9]) == pytest.approx(100 * e["gemm_emulated"], abs=0.05)
         assert line.split() == row
+    timing = _html_rows(out / "report.html", "timing")
+    assert timing[0] == ["recipe", "first use s", "step ms", "× fp32 step", "total s", "process peak RSS MiB"]
+    for row in timing[1:]:
+        e = entries[row[0]]
+        assert float(row[4]) == pytest.approx(e["wall_s"], abs=0.05)
+        assert float(row[2]) == pytest.approx(1000 * e["step_s"], abs=0.05)
+        assert float(row[1]) == pytest.approx(e["first_use_s"], abs=0.05)
+        assert e["first_use_s"] + e["steps"] * e["step_s"] <= e["wall_s"] * 1.2
+    assert timing[1][3] == "1.00"
     assert load_results(str(out)).runs == comp.runs
 
 
 def test_resume_skips_finished(two_recipes, tmp_path):
     out, comp = two_recipes
-    before = os.stat(out / "runs" / "fp32.json").st_mtime_ns
-    again = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, out=str(out), quiet=True)
-    assert set(again.reused) == {"fp32", "bf16"}
+    before = os.stat(out / "runs" / "fp32@0.json").st_mtime_ns
+    again = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, seed=0, out=str(out), quiet=True)
+    assert set(again.reused) == {"fp32@0", "bf16@0"}
     assert again.runs == comp.runs
-    assert os.stat(out / "runs" / "fp32.json").st_mtime_ns == before
+    assert os.stat(out / "runs" / "fp32@0.json").st_mtime_ns == before
     # a third recipe trains only itself; a changed setting retrains everything
-    third = lowp.compare(task="digits-mlp", recipes="fp32,bf16,fp16-amp", epochs=1, out=str(out), quiet=True)
-    assert set(third.reused) == {"fp32", "bf16"}
+    third = lowp.compare(task="digits-mlp", recipes="fp32,bf16,fp16-amp", epochs=1, seed=0, out=str(out),
+                         quiet=True)
+    assert set(third.reused) == {"fp32@0", "bf16@0"}
     changed = lowp.compare(task="digits-mlp", recipes="fp32", epochs=1, seed=5, out=str(out), quiet=True)
     assert changed.reused == ()
 
 
 def test_diverging_recipe_reported_others_finish(tmp_path):
     cfg = tmp_path / "exp.toml"
-    cfg.write_text('task = "test-big-linear"\nepochs = 1\n\n[[recipes]]\nname = "fp32"\n\n[[recipes]]\n'
+    cfg.write_text('task = "test-big-linear"\nepochs = 1\nseed = 0\n\n[[recipes]]\nname = "fp32"\n\n[[recipes]]\n'
                    'name = "nan-out"\nbase = "fp32"\noverrides = {output = {format = "e4m3"}}\n\n'
                    '[[recipes]]\nname = "bf16"\n')
     comp = lowp.compare(config=str(cfg), out=str(tmp_path / "o"), quiet=True)
@@ -126,10 +137,10 @@ def test_diverging_recipe_reported_others_finish(tmp_path):
     assert len(by["bf16"].history) == 1 and by["bf16"].metric is not None and by["bf16"].error is None
     assert (tmp_path / "o" / "config.orig.toml").read_text() == cfg.read_text()
     rows = _html_rows(tmp_path / "o" / "report.html")
-    assert [r[3] for r in rows[1:]] == ["ok", "diverged", "ok"]
+    assert [r[5] for r in rows[1:]] == ["ok", "diverged", "ok"]
     # the written config repeats the run: every recipe is reused
     again = lowp.compare(config=str(tmp_path / "o" / "config.toml"), quiet=True)
-    assert set(again.reused) == {"fp32", "nan-out", "bf16"}
+    assert set(again.reused) == {"fp32@0", "nan-out@0", "bf16@0"}
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -164,12 +175,15 @@ def test_numerics_section(two_recipes, tmp_path):
     page = open(path).read()
     assert "Numerics per layer and role" in page and "numerics-bf16.png" in page
     assert (tmp_path / "numerics-bf16.png").stat().st_size > 1000
-    assert "Numerics" not in open(render(comp, str(tmp_path / "plain"))).read()
+    assert "Numerics" not in open(render(comp, str(tmp_path / "plain"), numerics={})).read()
 
 
 def test_numerics_collected_into_results(tmp_path):
-    comp = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, out=str(tmp_path), numerics_every=20,
-                        quiet=True)
+    tb = pytest.importorskip("torch.utils.tensorboard") and str(tmp_path / "tb")
+    comp = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, seed=0, out=str(tmp_path / "o"),
+                        numerics_every=20, tensorboard=tb, quiet=True)
+    assert {f for f in os.listdir(os.path.join(tb, "bf16", "seed0"))} and os.listdir(os.path.join(tb, "fp32", "seed0"))
+    tmp_path = tmp_path / "o"
     recs = comp.run("bf16").numerics
     assert recs and {"layer", "role", "step", "underflow", "overflow", "sqnr_db"} <= set(recs[0])
     assert {r["step"] for r in recs} == {0, 20, 40}
@@ -191,7 +205,7 @@ def test_failed_run_is_retried_not_reused(tmp_path, monkeypatch):
     def broken():
         return T.Task("test-broken", lambda: FailsInTraining(64, 10), T.digits_data, epochs=1)
     T.register_task("test-broken", broken, replace=True)
-    first = lowp.compare(task="test-broken", recipes="fp32", out=str(tmp_path), quiet=True)
+    first = lowp.compare(task="test-broken", recipes="fp32", seed=0, out=str(tmp_path), quiet=True)
     assert first.run("fp32").status == "error" and first.run("fp32").metric is None
-    again = lowp.compare(task="test-broken", recipes="fp32", out=str(tmp_path), quiet=True)
+    again = lowp.compare(task="test-broken", recipes="fp32", seed=0, out=str(tmp_path), quiet=True)
     assert again.reused == ()

@@ -1,5 +1,6 @@
 """The compare table, ranking, verdict lines and plots of a lower-is-better metric (a validation loss in
 nats/token), against the same of a higher-is-better accuracy: Δ sign, sort order and wording."""
+import dataclasses
 import json
 
 import pytest
@@ -70,6 +71,65 @@ def test_report_and_results_json_carry_the_direction(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "lower is better" in html and "in percent of FP32" in html
     assert "within 1% of fp32: bf16 (0.50% worse)" in html
-    for f in ("loss.png", "metric.png", "final.png"):
+    for f in ("loss.png", "metric.png", "delta.png"):
         assert (tmp_path / f).stat().st_size > 1000
     assert format_summary(back).splitlines() == summary_lines(back)
+
+
+# ---- several seeds of the language-model task (tiny-gpt: validation loss in nats/token, lower is better)
+
+def _lm_comparison():
+    """fp32, a twin of it, a recipe 0.05 nats worse and one 0.03 nats better on every seed (plus seed jitter)."""
+    jitter = {0: 0.0, 1: 0.004, 2: -0.003}
+    base = {0: 2.40, 1: 2.43, 2: 2.38}
+    offs = {"fp32": 0.0, "fp32-twin": 0.0, "fp8-worse": 0.05, "fp8-better": -0.03}
+    runs = [dataclasses.replace(_run(n, base[s] + off + (jitter[s] if off else 0.0)), settings={"seed": s})
+            for n, off in offs.items() for s in (0, 1, 2)]
+    return Comparison("tiny-gpt", 0, 2, 3e-3, 32, "val_loss", tuple(_with_deltas(runs)), higher_is_better=False,
+                      metric_unit="nats/token")
+
+
+def test_lm_seeds_delta_sign_sorting_wording():
+    comp = _lm_comparison()
+    rows = {r["recipe"]: r for r in table_rows(comp)}
+    assert rows["fp8-worse"]["delta_fp32"].startswith("+0.05") and rows["fp8-worse"]["verdict"] == "worse"
+    assert rows["fp8-better"]["delta_fp32"].startswith("-0.0") and rows["fp8-better"]["verdict"] == "better"
+    assert rows["fp32-twin"]["verdict"] == "noise" and rows["fp32-twin"]["delta_fp32"] == "+0.0000"
+    assert rows["fp8-worse"]["delta_rel"].startswith("+2.")  # in percent of FP32's mean loss
+    assert [s.recipe for s in ranked(comp)] == ["fp8-better", "fp32", "fp32-twin", "fp8-worse"]
+    lines = summary_lines(comp)
+    assert lines[0] == "ranking, best first (lower val_loss is better): fp8-better, fp32, fp32-twin, fp8-worse"
+    assert lines[1].startswith("better than fp32 beyond seed noise (3 seeds, paired t, 95%): fp8-better (-0.0")
+    assert lines[2].startswith("worse than fp32 beyond seed noise (3 seeds, paired t, 95%): fp8-worse (+0.05")
+    assert lines[3].startswith("not distinguishable from fp32") and "fp32-twin (+0.0000 nats/token" in lines[3]
+    head = format_table(comp).splitlines()[0]
+    assert "val_loss (nats/token) ↓ mean ± sd" in head and "Δ fp32 (nats/token)" in head
+
+
+def test_lm_task_runs_and_carries_the_direction(tmp_path):
+    """A real (two-step) tiny-gpt comparison over two seeds: the task's direction reaches results.json, the table
+    and the report, and Δ is metric − FP32's metric of the same seed."""
+    import lowp
+    from lowp.experiments import tasks as T
+    import torch
+
+    def short():  # one step, evaluated on the first 32 validation windows
+        t = T.get_task("tiny-gpt")
+        full = t.load_data
+
+        def data():
+            d = full()
+            return dataclasses.replace(d, test=torch.utils.data.Subset(d.test, range(32)))
+        return dataclasses.replace(t, name="test-tiny-gpt-short", steps_per_epoch=1, epochs=1, load_data=data)
+
+    T.register_task("test-tiny-gpt-short", short, replace=True)
+    comp = lowp.compare(task="test-tiny-gpt-short", recipes="fp32,bf16", seeds="0,1", out=str(tmp_path),
+                        quiet=True, numerics=False)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["higher_is_better"] is False and res["metric_unit"] == "nats/token" and res["metric_name"] == "val_loss"
+    fp = {r.seed: r.metric for r in comp.runs_of("fp32")}
+    assert [r.fp32_delta for r in comp.runs_of("bf16")] == pytest.approx([r.metric - fp[r.seed]
+                                                                          for r in comp.runs_of("bf16")], abs=1e-9)
+    order = [s.recipe for s in ranked(comp)]
+    assert order == sorted(order, key=lambda n: next(s.metric for s in comp.summaries() if s.recipe == n))
+    assert "lower is better" in (tmp_path / "report.html").read_text()

@@ -83,7 +83,7 @@ def test_example_user_task_end_to_end_through_the_cli(tmp_path, capsys, monkeypa
     monkeypatch.chdir(ROOT)
     out = tmp_path / "o"
     rc = main(["compare", "--task", "examples.user_task:make_task", "--recipes", "fp32,bf16", "--epochs", "1",
-               "--out", str(out), "--quiet"])
+               "--seed", "0", "--out", str(out), "--quiet"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     res = json.loads((out / "results.json").read_text())
@@ -104,7 +104,7 @@ def test_example_user_task_by_file_path_in_a_subprocess(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "lowp", "compare", "--task",
                         str(ROOT / "examples" / "user_task.py") + ":make_task", "--recipes", "fp32", "--epochs",
-                        "1", "--out", str(out), "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                        "1", "--seed", "0", "--out", str(out), "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stderr
     res = json.loads((out / "results.json").read_text())
@@ -114,8 +114,8 @@ def test_example_user_task_by_file_path_in_a_subprocess(tmp_path):
 def test_task_path_with_worker_processes(user_modules, tmp_path, capsys):
     """--jobs 2: each spawned worker imports the task path itself."""
     out = tmp_path / "o"
-    rc = main(["compare", "--task", "mytasks:good", "--recipes", "fp32,bf16", "--jobs", "2", "--out", str(out),
-               "--quiet"])
+    rc = main(["compare", "--task", "mytasks:good", "--recipes", "fp32,bf16", "--jobs", "2", "--seed", "0",
+               "--out", str(out), "--quiet"])
     assert rc == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert [(r["error"], r["steps"]) for r in res["results"]] == [(None, 6), (None, 6)]  # ceil(1437 / 256)

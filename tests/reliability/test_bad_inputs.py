@@ -48,6 +48,12 @@ INPUTS = {
 C = ["compare", "--task", "digits-mlp", "--recipes", "fp32", "--epochs", "1", "--out", "OUT", "--quiet"]
 
 
+def _has_tensorboard() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 def _compare(*extra, recipes=None):
     a = list(C)
     if recipes is not None:
@@ -77,6 +83,10 @@ CASES = {
         (_compare("--lr", "inf"), "inf"),
         (_compare("--jobs", "0"), "jobs"),
         (_compare("--numerics-every", "0"), "numerics_every"),
+        (_compare("--seeds", "0,x"), "'x'"),
+        (_compare("--seeds", "1,1"), "duplicate seed"),
+        (_compare("--seed", "1", "--seeds", "2"), "either seed or seeds"),
+        (_compare("--tensorboard", "deep.json"), "deep.json" if _has_tensorboard() else "pip install tensorboard"),
         (_compare("--task", "nope"), "nope"),
         (_compare(recipes="fp32,nope"), "nope"),
         (_compare(recipes="fp32,fp32"), "duplicate"),
@@ -146,6 +156,10 @@ CASES = {
     ],
     "formats": [
         (["formats", "--bogus"], "--bogus"),
+    ],
+    "report": [
+        (["report", "no-such-dir"], "no-such-dir"),
+        (["report", "deep.json"], "has no results.json"),
     ],
     "coverage": [
         (["coverage", "--task", "digits-mlp", "--recipe", "nope"], "nope"),

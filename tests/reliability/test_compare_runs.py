@@ -29,10 +29,10 @@ def test_exit_status(tmp_path, capsys, case, allow, rc):
     out = str(tmp_path / "o")
     if case == "diverged":
         (tmp_path / "c.toml").write_text(DIVERGES)
-        argv = ["compare", "--config", str(tmp_path / "c.toml"), "--out", out, "--quiet"]
+        argv = ["compare", "--config", str(tmp_path / "c.toml"), "--seed", "0", "--out", out, "--quiet"]
     else:
         argv = ["compare", "--task", "rel-fails" if case == "error" else "digits-mlp", "--recipes", "fp32",
-                "--epochs", "1", "--out", out, "--quiet"]
+                "--epochs", "1", "--seed", "0", "--out", out, "--quiet"]
     got = main(argv + (["--allow-failures"] if allow else []))
     cap = capsys.readouterr()
     assert got == rc
@@ -64,7 +64,7 @@ def test_recipe_names_as_files(tmp_path):
     (tmp_path / "c.toml").write_text('task = "digits-mlp"\nepochs = 1\n\n' + cfg)
     out = tmp_path / "o"
     assert main(["compare", "--config", str(tmp_path / "c.toml"), "--out", str(out), "--quiet",
-                 "--batch-size", "512"]) == 0
+                 "--batch-size", "512", "--seed", "0"]) == 0
     files = sorted(os.listdir(out / "runs"))
     assert len(files) == 4 and all(len(f) < 100 for f in files)
     assert sorted(json.loads((out / "runs" / f).read_text())["result"]["recipe"] for f in files) == sorted(
@@ -76,7 +76,8 @@ def test_recipe_names_as_files(tmp_path):
 def test_lock_refuses_second_writer_and_ignores_stale_lock(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
-    argv = ["compare", "--task", "digits-mlp", "--recipes", "fp32", "--epochs", "1", "--out", str(out), "--quiet"]
+    argv = ["compare", "--task", "digits-mlp", "--recipes", "fp32", "--epochs", "1", "--seed", "0", "--out", str(out),
+            "--quiet"]
     with io.locked_dir(str(out), "test holder"):
         assert main(argv) == 2
         err = capsys.readouterr().err
@@ -104,7 +105,8 @@ def test_concurrent_compares_do_not_mix(tmp_path, capsys):
     GATE.clear()
     box = {}
     first = threading.Thread(target=lambda: box.update(rc=main(
-        ["compare", "--task", "rel-gated", "--recipes", "fp32", "--epochs", "3", "--out", out, "--quiet"])))
+        ["compare", "--task", "rel-gated", "--recipes", "fp32", "--epochs", "3", "--seed", "0", "--out", out,
+         "--quiet"])))
     first.start()
     try:
         assert wait_for(lambda: os.path.exists(os.path.join(out, "config.toml")), 60)
@@ -119,7 +121,8 @@ def test_concurrent_compares_do_not_mix(tmp_path, capsys):
     assert res["epochs"] == 3 and "epochs = 3" in open(os.path.join(out, "config.toml")).read()
 
 
-RESUME_ARGS = ["--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "2", "--batch-size", "256", "--quiet"]
+RESUME_ARGS = ["--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "2", "--batch-size", "256", "--seed", "0",
+               "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +139,7 @@ def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tmp_path, uninterr
     fresh one)."""
     out = tmp_path / "killed"
     p = popen(["compare", *RESUME_ARGS, "--out", str(out)])
-    assert wait_for(lambda: (out / "runs" / "fp32.json").exists(), 90)
+    assert wait_for(lambda: (out / "runs" / "fp32@0.json").exists(), 90)
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
     if p.returncode != 0:  # (0: it finished before the signal came)
@@ -145,7 +148,7 @@ def test_interrupt_and_resume_reproduce_the_uninterrupted_run(tmp_path, uninterr
             assert err.strip().splitlines()[-1] == "lowp: interrupted"
     assert main(["compare", *RESUME_ARGS, "--out", str(out)]) == 0
     b = load_results(str(out))
-    assert "fp32" in b.reused
+    assert "fp32@0" in b.reused
     for ra, rb in zip(uninterrupted.runs, b.runs):
         assert (ra.recipe, ra.metric, ra.history, ra.fp32_delta) == (rb.recipe, rb.metric, rb.history, rb.fp32_delta)
 

@@ -1,0 +1,73 @@
+"""Regenerate the README's `lowp compare` output: run the default comparison (no arguments) into a folder, time
+it, and replace the README block between the markers below with the printed tables and the measured time.
+
+    python scripts/readme_compare.py [--out DIR] [--note TEXT] [-- COMPARE-ARGS...]
+
+DIR defaults to /tmp/lowp-readme-compare (emptied first unless --keep). COMPARE-ARGS (after ``--``) are passed to
+``lowp compare``: only for a machine too slow for the default run; the README block then names them and says that
+it is not the default run.
+
+Then `python scripts/report_screenshot.py DIR` renews docs/img/compare-report.png from the same report.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- readme_compare:begin -->", "<!-- readme_compare:end -->"
+
+
+def splice(readme: str, block: str) -> str:
+    pat = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), flags=re.S)
+    if not pat.search(readme):
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
+    return pat.sub(lambda _: f"{BEGIN}\n{block}\n{END}", readme)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="/tmp/lowp-readme-compare")
+    ap.add_argument("--note", default="", help="a sentence about the machine (e.g. 'shared with other jobs')")
+    ap.add_argument("--keep", action="store_true", help="resume into an existing DIR (only rerenders; the time "
+                                                        "measured by the run that trained is kept)")
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if not args.keep:
+        shutil.rmtree(args.out, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "lowp", "compare", "--out", args.out, "--quiet", *extra], cwd=str(ROOT),
+                       env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.stderr.write(r.stdout + r.stderr)
+        return r.returncode
+    text = r.stdout.split("\nreport: ")[0].rstrip()
+    stamp = pathlib.Path(args.out, ".readme_wall_s")
+    if args.keep and stamp.is_file():
+        wall = float(stamp.read_text())
+    else:
+        stamp.write_text(f"{wall:.1f}\n")
+    cores = os.cpu_count()
+    note = f", {args.note}" if args.note else ""
+    what = ("`lowp compare`" if not extra else
+            f"**not the default run**: `lowp compare {' '.join(extra)}`, shortened because the machine was too slow "
+            "for the default run")
+    block = (f"Output of {what}. Measured: {wall:.0f} s wall for the whole run on {cores} CPU cores{note} "
+             f"(`python scripts/readme_compare.py` reruns it and rewrites this block):\n\n```\n{text}\n```")
+    readme = ROOT / "README.md"
+    readme.write_text(splice(readme.read_text(), block))
+    print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
