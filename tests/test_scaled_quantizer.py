@@ -99,3 +99,22 @@ def test_bad_settings_are_errors_that_name_the_value():
         ScaledQuantizer("e4m3", scaling="sideways")
     with pytest.raises(ValueError, match="finite max"):
         ScaledQuantizer("mxfp8_e4m3", scaling="current")
+
+
+def test_parameters_of_many_shapes_share_one_graph():
+    """The hot path hands the compiled kernel a flat view of each tensor; views of tensors that require grad (the
+    weights) of more shapes and ranks than dynamo's recompile limit must not recompile (nor fail)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    q = ScaledQuantizer("e4m3", saturate=True, scaling="current")
+    q(torch.randn(64))
+    graphs = counters["stats"]["unique_graphs"]
+    n = torch._dynamo.config.recompile_limit + 4
+    for i in range(n):
+        shape = [(i % 3) + 2] * ((i % 4) + 1) + [i + 3]
+        w = torch.nn.Parameter(torch.randn(shape))
+        y = q(w)
+        s = scaling.current_scale(w.detach(), "e4m3")
+        assert same_bits(y, lowp.quantize(w.detach() * s, "e4m3", saturate=True) / s)
+    assert counters["stats"]["unique_graphs"] == graphs
