@@ -25,8 +25,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "quantize", "quantize_ste", "get_format", "format_names", "ROUNDING_MODES",
-    "Format", "FormatInfo", "FloatFormat", "IntFormat", "FixedFormat", "DFPFormat", "MXFormat", "E8M0Format", "TernaryFormat",
-    "BlockScaledFormat", "NVFP4Format", "RandomHadamard",
+    "Format", "FormatInfo", "FloatFormat", "IntFormat", "FixedFormat", "DFPFormat", "MXFormat", "E8M0Format",
+    "TernaryFormat", "BlockScaledFormat", "NVFP4Format", "RandomHadamard",
     "matmul", "Matmul", "TensorCoreAccumulator",
     "Recipe", "TensorSpec", "LossScaling", "get_recipe", "recipe_names", "emulate", "restore", "coverage",
     "LowpOptimizer", "make_loss_scaler", "LossScaler", "DelayedScaler", "amax_scale", "current_scale",

@@ -30,7 +30,8 @@ class ScaledQuantizer:
     """Q(x·s)/s with one format, rounding (``saturate``, ``rand_bits``) and scaling rule (see the module docstring)."""
 
     def __init__(self, fmt: str | Format, rounding: str = "nearest", *, saturate: bool = False,
-                 rand_bits: int | None = None, scaling: str = "none", margin: int = 0, history: int = 16) -> None:
+                 rand_bits: int | None = None, scaling: str = "none", margin: int = 0, history: int = 16,
+                 any_size: bool = True) -> None:
         self.fmt = get_format(fmt)
         if scaling not in SCALINGS:
             raise ValueError(f"unknown scaling {scaling!r}; valid: {', '.join(SCALINGS)}")
@@ -40,6 +41,9 @@ class ScaledQuantizer:
         self.rounding, self.saturate, self.rand_bits = rounding, bool(saturate), rand_bits
         self.scaling, self.margin = scaling, int(margin)
         self.delayed = DelayedScaler(history, margin) if scaling == "delayed" else None
+        # compiled kernels at every tensor size (a role rounded every step: compiling once always pays), or, as
+        # lowp.quantize, only from fast.FAST_MIN_NUMEL elements
+        self.any_size = bool(any_size)
         self._fast: Callable[[torch.Tensor], torch.Tensor] | None | bool = False  # resolved on first use
 
     @classmethod
@@ -72,9 +76,12 @@ class ScaledQuantizer:
             native = _NATIVE.get(fmt.name)
             if native is not None and self.rounding == "nearest" and not self.saturate:
                 return x.to(native).to(torch.float32)
-            force = "compiled" if fast.compile_enabled() else "eager"
+            force = ("compiled" if fast.compile_enabled() else "eager") if self.any_size else None
             return fast.float_dispatch(x.contiguous(), fmt, self.rounding, self.saturate,
                                        check_rand_bits(self.rand_bits), generator, None, force=force)
+        if not self.any_size:
+            return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits,
+                                generator=generator)
         with fast.compiled_at_any_size():
             return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits,
                                 generator=generator)
@@ -86,7 +93,8 @@ class ScaledQuantizer:
                  observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Q(x·s)/s. ``observe(xs, q)`` (if given) sees the scaled input and its rounding before the division."""
         fast_ok = (generator is None and observe is None and fmt is None and x.dtype == torch.float32
-                   and x.numel() < fast.MAX_NUMEL and fast.compile_enabled())
+                   and (self.any_size or x.numel() >= fast.FAST_MIN_NUMEL) and x.numel() < fast.MAX_NUMEL
+                   and fast.compile_enabled())
         if fast_ok:
             if self._fast is False:
                 self._fast = self._short_path_call()

@@ -26,16 +26,13 @@ import math
 import torch
 
 from ..formats import get_format
-from ..scaling import current_scale
+from ..scaled_quantizer import ScaledQuantizer
 
 ROUNDINGS = ("nearest", "stochastic")
 
 
 def format_bits(fmt) -> int:
-    bits = get_format(fmt).describe().get("bits")
-    if not isinstance(bits, int):
-        raise ValueError(f"format {get_format(fmt).name!r} has no fixed bit width")
-    return bits
+    return get_format(fmt).info.bits
 
 
 class LowpAllreduceCodec:
@@ -48,10 +45,14 @@ class LowpAllreduceCodec:
             raise ValueError(f"all-reduce rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
         self.rounding = rounding
         self.bits = format_bits(self.fmt)
-        fmax = getattr(self.fmt, "max", None)
+        fmax = self.fmt.info.max
         if scaled is None:
-            scaled = isinstance(fmax, (int, float)) and fmax < 1e30
+            scaled = fmax is not None and fmax < 1e30
         self.scaled = bool(scaled)
+        # the one scaled quantizer (per-tensor current scaling when scaled), per rounding mode used
+        scaling = "current" if self.scaled else "none"
+        self._quantizers = {r: ScaledQuantizer(self.fmt, r, saturate=True, scaling=scaling, any_size=False)
+                            for r in ROUNDINGS}
         self.error_feedback = bool(error_feedback)
         self.seed, self.rank = int(seed), int(rank)
         self.errors: dict = {}
@@ -61,16 +62,15 @@ class LowpAllreduceCodec:
 
     @property
     def fmt_max(self) -> float:
-        return float(self.fmt.max)
+        return float(self.fmt.info.max)
 
     def grid_values(self, x: torch.Tensor, rounding: str, gen: torch.Generator | None
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(v, s): v = Q(x · s) on the format's grid (saturating) and the per-tensor scale s (None when unscaled);
         the message value is v / s. x must be finite."""
-        if self.scaled:
-            s = current_scale(x, self.fmt)
-            return self.fmt.quantize(x * s, rounding, saturate=True, generator=gen), s
-        return self.fmt.quantize(x, rounding, saturate=True, generator=gen), None
+        q = self._quantizers[rounding]
+        s = q.scale(x)
+        return q.round(x if s is None else x * s, gen), s
 
     def _q(self, x: torch.Tensor, rounding: str, gen: torch.Generator | None) -> torch.Tensor:
         if not bool(torch.isfinite(x).all()):
