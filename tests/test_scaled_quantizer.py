@@ -118,3 +118,16 @@ def test_parameters_of_many_shapes_share_one_graph():
         s = scaling.current_scale(w.detach(), "e4m3")
         assert same_bits(y, lowp.quantize(w.detach() * s, "e4m3", saturate=True) / s)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_grad_mode_does_not_recompile_the_kernels():
+    """lowp.quantize runs with grad enabled, the emulated ops under no_grad: one graph serves both."""
+    from torch._dynamo.utils import counters
+
+    x = data(1 << 16, seed=9)
+    lowp.quantize(x, "e5m2", saturate=True)  # warm, grad mode on
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.no_grad():
+        lowp.quantize(x, "e5m2", saturate=True)
+    ScaledQuantizer("e5m2", saturate=True)(x)
+    assert counters["stats"]["unique_graphs"] == graphs

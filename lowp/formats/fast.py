@@ -49,7 +49,8 @@ def _get_compiled(which: str = "generic", mode: str | None = None):
         fn = _compiled.get((which, mode))
         if fn is None:
             kernel = _FNS[which] if mode is None else _with_mode(_FNS[which], mode)
-            fn = _compiled[(which, mode)] = torch.compile(kernel, dynamic=True, fullgraph=True)
+            fn = _compiled[(which, mode)] = short_paths._grad_free(torch.compile(kernel, dynamic=True,
+                                                                                  fullgraph=True))
     return fn
 
 

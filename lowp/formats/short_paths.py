@@ -139,6 +139,15 @@ def source(fmt: FloatFormat, saturate: bool, variant: str, margin: int = 0, roun
     return name, src
 
 
+def _grad_free(fn):
+    """``fn`` run under no_grad: its inputs never need grad, and a graph guarded on one grad mode would be compiled
+    again for the other (the calls come from ``lowp.quantize`` and from emulated ops under no_grad)."""
+    def run(*args, **kwargs):
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return run
+
+
 def kernel(fmt: FloatFormat, saturate: bool, variant: str = "plain", margin: int = 0, compiled: bool = True,
            rounding: str = "nearest", rand_bits: int = 32):
     """The short-path kernel ``k(out, x[, s][, key])`` writing into flat float32 ``out`` (``s``: the scale, given or
@@ -158,6 +167,6 @@ def kernel(fmt: FloatFormat, saturate: bool, variant: str = "plain", margin: int
                 exec(compile(src, filename, "exec"), ns)  # noqa: S102 - our own template, format constants only
                 fn = ns[name]
                 if compiled:
-                    fn = torch.compile(fn, dynamic=True, fullgraph=True)
+                    fn = _grad_free(torch.compile(fn, dynamic=True, fullgraph=True))
                 _kernels[key] = fn
     return fn
