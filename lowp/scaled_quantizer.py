@@ -137,9 +137,9 @@ class ScaledQuantizer:
                                     rounding=self.rounding, rand_bits=check_rand_bits(self.rand_bits))
 
         def call(x: torch.Tensor) -> torch.Tensor:
-            # detached first: a view of a tensor that requires grad makes dynamo guard on its base's shape (one
-            # graph per parameter shape, then the recompile limit)
-            flat = x.detach().reshape(-1)
+            # detached after the reshape, so not a view: a view makes dynamo guard on its base's shape (one graph
+            # per parameter shape, then the recompile limit)
+            flat = x.reshape(-1).detach()
             out = torch.empty_like(flat)
             args = [out, flat]
             if not plain:  # receives the scale

@@ -116,7 +116,8 @@ def use_compiled(x: torch.Tensor) -> bool:
 
 def _flat(x: torch.Tensor, row: int | None = None) -> torch.Tensor:
     """x detached and viewed flat, or as rows of ``row`` elements (a static dim: one graph per row length)."""
-    v = (x.detach() if x.requires_grad else x).reshape(-1 if row is None else (-1, row))
+    # detached after the reshape: not a view, so dynamo does not guard on (and recompile for) the base's shape
+    v = x.reshape(-1 if row is None else (-1, row)).detach()
     if row is not None:
         torch._dynamo.mark_static(v, 1)
     return v
