@@ -128,14 +128,25 @@ def _run_into(which: str, mode: str, x: torch.Tensor, out: torch.Tensor | None, 
     """Run compiled kernel ``which`` on x flattened (or in rows of ``row``), writing into out (or a fresh tensor);
     returns the x-shaped result."""
     global compiled_calls
+    flat, target, direct = _operands(x, out, row)
+    args, kwargs = [_on(a, flat.device) for a in args], {k: _on(v, flat.device) for k, v in kwargs.items()}
+    _get_compiled(which, mode)(target, flat, *args, **kwargs)
+    compiled_calls += 1
+    return _result(x, out, target, direct)
+
+
+def _operands(x: torch.Tensor, out: torch.Tensor | None, row: int | None = None):
+    """(flat x, flat target, whether the target is ``out`` itself): a compiled kernel writes straight into a
+    contiguous ``out``, else into a fresh tensor."""
     flat = _flat(x, row)
     direct = out is not None and out.is_contiguous()
     target = _flat(out, row) if direct else torch.empty_like(flat)
     if row is not None and not direct:
         torch._dynamo.mark_static(target, 1)
-    args, kwargs = [_on(a, flat.device) for a in args], {k: _on(v, flat.device) for k, v in kwargs.items()}
-    _get_compiled(which, mode)(target, flat, *args, **kwargs)
-    compiled_calls += 1
+    return flat, target, direct
+
+
+def _result(x: torch.Tensor, out: torch.Tensor | None, target: torch.Tensor, direct: bool) -> torch.Tensor:
     if out is None:
         return target.view(x.shape)
     if not direct:
@@ -167,9 +178,7 @@ def short_path(x, fmt, saturate: bool, variant: str, s: torch.Tensor | None = No
     Q(x·s)/s with 0-d float32 ``s``, ``current`` the same with s = amax scale of x computed in the graph (then
     ``s``, if given, receives it). Stochastic rounding draws one key from ``generator``, as the general kernel."""
     global compiled_calls
-    flat = _flat(x)
-    direct = out is not None and out.is_contiguous()
-    target = _flat(out) if direct else torch.empty_like(flat)
+    flat, target, direct = _operands(x, out)
     k = short_paths.kernel(fmt, bool(saturate), variant, margin, rounding=rounding, rand_bits=rand_bits)
     args = [target, flat]
     if variant != "plain":
@@ -178,11 +187,7 @@ def short_path(x, fmt, saturate: bool, variant: str, s: torch.Tensor | None = No
         args.append(_on(draw_key(generator), x.device))
     k(*args)
     compiled_calls += 1
-    if out is None:
-        return target.view(x.shape)
-    if not direct:
-        out.copy_(target.view(x.shape))
-    return out
+    return _result(x, out, target, direct)
 
 
 def round_float_dispatch(x, params, rounding, saturate, rand_bits, generator, out, *, force: str | None = None):
