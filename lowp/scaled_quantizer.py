@@ -8,9 +8,9 @@ optimizer's master weights and state (``recipes/optim.py``) and the low-precisio
     scaling "per-channel"  as current with one amax per slice along ``chan_axis``
 
 amax = 0 or a non-finite amax gives s = 1 (NaN stays NaN). The fastest path that gives the same bits is taken:
-native casts (bf16/fp16 round to nearest, no saturation), a format's compiled short path (round to nearest; with
-current scaling amax, scale and Q(x·s)/s are one compiled graph, ``formats/short_paths.py``), the compiled general
-kernel, else the format's own ``quantize``. Every path is tested bit for bit against the eager three steps.
+native casts (bf16/fp16 round to nearest, no saturation), a format's compiled short path (round to nearest or
+stochastic; with current scaling amax, scale and Q(x·s)/s are one compiled graph, ``formats/short_paths.py``), the
+compiled general kernel, else the format's own ``quantize``. Every path is tested bit for bit against the eager three steps.
 """
 from __future__ import annotations
 

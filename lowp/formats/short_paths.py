@@ -1,7 +1,8 @@
-"""Format-specialised short paths of the float32 rounding kernel: round to nearest (ties to even) on one format's
-grid, with the format's constants written into the kernel as literals, one compiled graph per (format, saturate,
-variant). They give the bits of the general kernel (``float_kernel.round_float``; tests compare them on every
-rounding-relevant bit pattern class of every registered float format) at about half its cost.
+"""Format-specialised short paths of the float32 rounding kernel: round to nearest (ties to even) or stochastically
+on one format's grid, with the format's constants written into the kernel as literals, one compiled graph per
+(format, saturate, variant, rounding, random bits). They give the bits of the general kernel
+(``float_kernel.round_float``; tests compare them on every rounding-relevant bit pattern class of every registered
+float format) at a third to a half of its cost.
 
 For float32 v, |v| = a, a target with m mantissa bits (sh = 23 - m dropped bits) and smallest normal 2^emin >= 2^-126:
 
@@ -10,14 +11,19 @@ For float32 v, |v| = a, a target with m mantissa bits (sh = 23 - m dropped bits)
     a <  2^emin   magic-number add: (a + C) - C with C = 2^(emin - m + 23), whose float32 quantum is the
                   target's subnormal quantum 2^(emin - m), so float32's own round-to-nearest-even does the work
 
-then overflow (r > max: ±Inf, NaN or ±max by the format's policy and ``saturate``), the flush of results below the
+Stochastic rounding with k random bits (the general kernel's hash of the element index under a drawn key): for
+a >= 2^emin the top bits of the masked hash word are added below the kept bits (the remainder cut to its top k bits
+first) before the mask; below, on the integer grid a·2^(m - emin) = q + f, the result rounds up iff
+(top k bits of the hash) + floor(f·2^k) >= 2^k, which is the general kernel's rule.
+
+Then overflow (r > max: ±Inf, NaN or ±max by the format's policy and ``saturate``), the flush of results below the
 smallest normal for formats without subnormals, the sign put back as a bit, fnuz's -0 -> +0, NaN passed through —
 in the general kernel's order. Variants: ``plain`` Q(x); ``scaled`` Q(x·s)/s for a given 0-d scale;
 ``current`` the per-tensor current scale s = (max / amax(x)) / 2^margin (``scaling.amax_scale``) computed in the
-same graph, then Q(x·s)/s.
+same graph (and written to a 0-d output), then Q(x·s)/s.
 
 Formats outside the short path's reach (m = 23, or emin < -126, where float32 subnormals sit inside the target's
-normal range) and the other rounding modes use the general kernel.
+normal range) and the directed rounding modes use the general kernel.
 """
 from __future__ import annotations
 
