@@ -4,6 +4,7 @@ Hypothesis runs derandomized by default (the "ci" profile: examples drawn from a
 database), so a failure reproduces run after run; ``HYPOTHESIS_PROFILE=explore`` draws fresh examples.
 Multi-process tests carry ``@pytest.mark.timeout`` (pytest-timeout, in the ``test`` extra).
 """
+import errno
 import os
 
 import pytest
@@ -27,3 +28,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+class _FullDiskFile:
+    """A file object that writes part of what it is given, then fails as a full disk does (ENOSPC)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.f.close()
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture
+def full_disk_file():
+    """Wraps an open file so that its first write fails half-way with ENOSPC (``os.fdopen`` patched to return it)."""
+    return _FullDiskFile

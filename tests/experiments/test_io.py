@@ -1,6 +1,5 @@
 """lowp.experiments.io: atomic writes (a failed write leaves the old file and no temporary), one-to-one file names
 for recipe labels, and the directory lock (refuses a second holder, released when the holder dies)."""
-import errno
 import os
 import subprocess
 import sys
@@ -10,26 +9,11 @@ import pytest
 from lowp.experiments import io
 
 
-def test_atomic_write_keeps_old_file_on_full_disk(tmp_path, monkeypatch):
+def test_atomic_write_keeps_old_file_on_full_disk(tmp_path, monkeypatch, full_disk_file):
     p = tmp_path / "results.json"
     io.atomic_write_json(str(p), {"a": 1})
     real = os.fdopen
-
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.f.close()
-
-        def write(self, data):
-            self.f.write(data[:3])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: full_disk_file(real(fd, mode)))
     with pytest.raises(OSError, match="No space left"):
         io.atomic_write_json(str(p), {"a": 2})
     monkeypatch.setattr(os, "fdopen", real)

@@ -113,28 +113,14 @@ def test_corrupt_cache_discarded_and_rebuilt(tmp_path, clean, capsys, monkeypatc
     assert ptq.load_cached(str(out / name), key, ptq.get_ptq_task("digits-mlp").make_model()) is None
 
 
-def test_full_disk_while_caching_leaves_no_file(tmp_path, capsys, monkeypatch):
+def test_full_disk_while_caching_leaves_no_file(tmp_path, capsys, monkeypatch, full_disk_file):
     real = io.atomic_write_bytes
-
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.f.close()
-
-        def write(self, data):
-            self.f.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device")
 
     def failing(path, data):
         if not path.endswith(".pt"):
             return real(path, data)
         fdopen = os.fdopen
-        monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(fdopen(fd, mode)))
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode: full_disk_file(fdopen(fd, mode)))
         try:
             return real(path, data)
         finally:
