@@ -56,7 +56,6 @@ class OpContext:
         self.name = name
         self.recipe_name = recipe_name if recipe_name is not None else getattr(recipe, "name", "custom")
         self.specs: dict[str, Any] = {}
-        self.formats: dict[str, Format] = {}
         self.high_precision: set[str] = set()  # operand casts explicitly kept in FP32
         self.quantizers: dict[str, ScaledQuantizer] = {}
         for role in ALL_ROLES:
@@ -72,7 +71,7 @@ class OpContext:
                 self.quantizers[role] = ScaledQuantizer.from_spec(spec)
             except ValueError as e:
                 raise ValueError(f"role {role!r}: {e}") from None
-            self.specs[role], self.formats[role] = spec, fmt
+            self.specs[role] = spec
         acc = getattr(recipe, "accumulate", None)
         self.accumulate: Any = resolve_accumulator(acc)
         bwd = getattr(recipe, "accumulate_backward", None)
@@ -120,7 +119,7 @@ class OpContext:
             return x
         if x.dtype != torch.float32 and x.dtype not in (torch.float64, torch.float16, torch.bfloat16):
             raise TypeError(f"emulated op {self.name!r}: role {role!r} got dtype {x.dtype}")
-        fmt = self.formats[role]
+        fmt = quantizer.fmt
         if fmt.info.oriented:
             shape = x.shape
             if flatten and x.dim() > 2:
