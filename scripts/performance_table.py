@@ -195,7 +195,7 @@ def _emu(doc, task, recipe):
 
 
 def targets(res: dict) -> list[tuple[str, float | None, float, str]]:
-    """(target, measured worst case, bound, what bounds it) for each target of the speed issue whose benchmark ran.
+    """(target, measured worst case, bound, what bounds it) for each of the project's speed targets whose benchmark ran.
     Quantize targets are read at the largest size measured."""
     out = []
     q = res.get("quantize")
@@ -215,8 +215,8 @@ def targets(res: dict) -> list[tuple[str, float | None, float, str]]:
              "rounding adds its own pass over memory. Pass `out=` (or reuse a buffer) in hot loops"),
             (f"MX and NVFP4 ≤ 3× add (2^{lg})",
              _q_max(q, lambda q_: q_.of(lambda f: f.startswith(("mx", "nvfp4"))), "nearest", "out=", "x_add"), 3.0,
-             "two passes over the input (the block scales, then the rounding); MX uses the general rounding kernel "
-             "with a per-element exponent (no short path)"),
+             "two passes over the input (the block scales, then the rounding); MX rounds with the general kernel and "
+             "a per-element exponent, NVFP4 also computes a second level of scales"),
             (f"int8 per tensor ≤ 2× add (2^{lg})",
              _q_max(q, lambda q_: q_.of(lambda f: f.startswith("int")), "nearest", "out=", "x_add"), 2.0,
              "two passes (the tensor's amax, then the rounding), and the division runs in float64 to match the "
@@ -267,7 +267,7 @@ def render(res: dict, stamp: str, missing_note: str = "") -> str:
     met = [t for t in ts if t[1] <= t[2]]
     unmet = [t for t in ts if t[1] > t[2]]
     if ts:
-        lines += ["", "**Targets met** (targets of the speed issue; worst case measured): "
+        lines += ["", "**Targets met** (the project's speed targets; worst case measured): "
                   + ("; ".join(f"*{t[0]}*: {_measured(t)}" for t in met) if met else "none") + "."]
         lines += ["", "**Targets not met, and what bounds them**:"] if unmet else []
         lines += [f"- *{t[0]}*: {_measured(t)}; {t[3]}." for t in unmet]
