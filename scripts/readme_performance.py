@@ -83,7 +83,9 @@ def read_compare(folder: str) -> dict | None:
     d = json.loads(res.read_text())
     stamp = pathlib.Path(folder, ".readme_wall_s")
     keys = ("recipe", "first_use_s", "step_s", "step_ratio", "wall_s")
-    return {"source": str(res), "task": d["task"], "seeds": d["seeds"], "epochs": d["epochs"],
+    if not d.get("aggregate"):
+        return None
+    return {"source": str(res), "task": d.get("task"), "seeds": d.get("seeds", []), "epochs": d.get("epochs"),
             "reference": d.get("reference"),
             "date": time.strftime("%Y-%m-%d", time.gmtime(res.stat().st_mtime)),
             "wall_s": float(stamp.read_text()) if stamp.is_file() else None,
