@@ -24,14 +24,33 @@ TASKS = {  # task: (numerics interval (None: the task's default), metric scale, 
     "tiny-gpt": (25, 1.0, " (nats/token, lower is better)", 4),
     "mnist1d-cnn": (None, 100.0, " (%, higher is better)", 2),
 }
-# (claim, [(a, b), ...] pairs whose paired difference tests it)
+# (claim, [(kind, a, b), ...]): kind "close": the paired interval of a − b lies within ± the task's margin;
+# "worse": a is worse than b (the interval excludes 0 on the losing side). The claim holds when every part holds.
 CLAIMS = [
-    ("MXFP8 ≈ BF16 (Rouhani et al. 2023; NVIDIA's MXFP8 recipe)", [("mxfp8", "bf16")]),
-    ("blockwise FP8 ≈ BF16 (DeepSeek-V3 1×128 / 128×128)", [("fp8-blockwise", "bf16")]),
-    ("NVFP4 needs RHT, SR and 2-D weight scaling to stay close (NVIDIA 2025, Pretraining LLMs with NVFP4)",
-     [("nvfp4", "bf16"), ("nvfp4+no-rht", "nvfp4"), ("nvfp4+no-sr", "nvfp4"), ("nvfp4+no-2d", "nvfp4")]),
-    ("MXFP4 is below NVFP4 (NVIDIA 2025)", [("mxfp4", "nvfp4")]),
+    ("MXFP8 ≈ BF16 (Rouhani et al. 2023; NVIDIA's MXFP8 recipe)", [("close", "mxfp8", "bf16")]),
+    ("blockwise FP8 ≈ BF16 (DeepSeek-V3 1×128 / 128×128)", [("close", "fp8-blockwise", "bf16")]),
+    ("NVFP4 stays close to BF16, and needs RHT, SR and 2-D weight scaling to do so (NVIDIA 2025, Pretraining LLMs "
+     "with NVFP4)", [("close", "nvfp4", "bf16"), ("worse", "nvfp4+no-rht", "nvfp4"), ("worse", "nvfp4+no-sr", "nvfp4"),
+                     ("worse", "nvfp4+no-2d", "nvfp4")]),
+    ("MXFP4 is below NVFP4 (NVIDIA 2025)", [("worse", "mxfp4", "nvfp4")]),
 ]
+MARGIN = {"tiny-gpt": ("2% of FP32's validation loss", lambda fp32: 0.02 * fp32),
+          "mnist1d-cnn": ("1 point of accuracy", lambda fp32: 0.01)}
+
+
+def part_holds(comp, kind: str, a: str, b: str, margin: float) -> str:
+    """One part of a claim: "yes", "no" (the interval contradicts it: wholly outside the margin, or a better
+    where worse was claimed), "inconclusive" (the interval straddles), or "no result"."""
+    p = replication.paired(comp, a, b)
+    if p is None or p.lo is None:
+        return "no result"
+    if kind == "close":
+        if -margin <= p.lo and p.hi <= margin:
+            return "yes"
+        return "no" if p.lo > margin or p.hi < -margin else "inconclusive"
+    sign = -1.0 if comp.higher_is_better else 1.0  # positive = a worse than b
+    lo, hi = sorted((sign * p.lo, sign * p.hi))
+    return "yes" if lo > 0 else "no" if hi < 0 else "inconclusive"
 
 
 def main() -> None:
@@ -47,15 +66,24 @@ def main() -> None:
         comp, wall = replication.run_compare(task, RECIPES, args.seeds, os.path.join(args.out, task), args.jobs, every)
         rows, summary = replication.table(comp, RECIPES, scale=scale, unit=unit, digits=digits)
         train_s = sum(r.wall_s for r in comp.runs)
+        fp32 = next(x.metric for x in comp.summaries() if x.recipe == "fp32")
+        mtext, mfun = MARGIN[task]
+        margin = mfun(fp32)
         claims = []
-        for claim, pairs in CLAIMS:
-            claims.append(f"- {claim}: " + "; ".join(replication.compare_text(comp, a, b, scale)
-                                                     for a, b in pairs) + ".")
+        for claim, parts in CLAIMS:
+            held = [part_holds(comp, kind, a, b, margin) for kind, a, b in parts]
+            word = ("**does not hold here**" if "no" in held else "no result" if "no result" in held else
+                    "**holds**" if all(h == "yes" for h in held) else "inconclusive (3 seeds do not resolve it)")
+            claims.append(f"- {claim}: {word}. " + "; ".join(
+                f"{replication.compare_text(comp, a, b, scale)} ({'within' if kind == 'close' else 'needs'} "
+                f"{'±' + format(margin * scale, '.4g') if kind == 'close' else 'worse'}: "
+                f"{h})" for (kind, a, b), h in zip(parts, held)) + ".")
         parts += [f"## {task}", "",
                   f"{len(comp.runs)} runs, {train_s / 60:.1f} min of training in all (sum of the runs' wall times, "
                   f"{args.jobs} at a time); this call {wall / 60:.1f} min (it reuses finished runs).", "",
-                  *rows, "", "Claims (paired differences over the seeds, 95% interval; for a loss, positive = "
-                  "worse; for accuracy, negative = worse):", "", *claims, ""]
+                  *rows, "", f"Claims (paired differences over the seeds, 95% interval; for a loss, positive = "
+                  f"worse; for accuracy, negative = worse; \"≈\"/\"close\" means the interval lies within "
+                  f"± {mtext}):", "", *claims, ""]
         dump["tasks"][task] = {"wall_s": wall, "train_s": train_s, "summary": summary}
     doc = "\n".join([
         "# Accelerator recipes in miniature",
