@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from lowp.distributed.buckwild import BuckwildConfig, run_buckwild, run_sync_sgd
+from lowp.experiments.buckwild import BuckwildConfig, run_buckwild, run_sync_sgd
 from lowp.experiments.parallel import run_data_parallel
 from lowp.experiments.train import RunSettings, train_run
 

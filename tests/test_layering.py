@@ -49,9 +49,6 @@ LAYERS = {
 #: Known upward imports, each (importing module, imported module) with the reason it is still there. Nothing else
 #: may be added without a reason; an entry that no longer occurs fails the test (so the list only shrinks).
 ALLOWED = {
-    ("lowp.distributed.buckwild", "lowp.experiments.tasks"):
-        "the BUCKWILD! demo trains on the digits task's fixed split (digits_data); the data sources belong below "
-        "the experiments layer once tasks.py is split into data, models and registry.",
     ("lowp.recipes.extensions", "lowp.techniques.qat"):
         "plugin loading by name (PLUGINS, like entry points): the techniques register their recipe families and "
         "transforms; recipes never use a name of theirs, only the registries.",

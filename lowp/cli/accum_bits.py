@@ -51,24 +51,15 @@ def run_length(args) -> int:
 
 
 def run_task(args) -> int:
-    from ..experiments.tasks import get_task
-    from ..analysis.gemm_shapes import model_accum_bits
+    from ..experiments.task_analysis import task_accum_bits
 
-    task = get_task(args.task)  # unknown name -> ValueError listing the known ones
-    from ..experiments.data import first_inputs
-
-    data = task.load_data()
-    batch = task.batch_size if args.batch is None else args.batch
-    n = len(data.x_train) if hasattr(data, "x_train") else None
-    if n is not None and batch > n:
-        raise CLIError(f"--batch {batch} exceeds the training set of task {args.task!r} ({n} samples)")
-    sample = first_inputs(data, batch)
-    rows = model_accum_bits(task.build_model(), sample, args.product_man, args.chunk, **_crit(args))
+    d = task_accum_bits(args.task, args.product_man, args.chunk, args.batch, **_crit(args))
+    rows = d["gemms"]
     if args.json:
         print(json.dumps({"task": args.task, "product_man": args.product_man, "chunk": args.chunk,
-                          "batch": int(sample.shape[0]), "criterion": args.criterion, "gemms": rows}, indent=2))
+                          "batch": d["batch"], "criterion": args.criterion, "gemms": rows}, indent=2))
         return 0
-    print(f"task {args.task}: batch {int(sample.shape[0])}, products with {args.product_man} mantissa bits")
+    print(f"task {args.task}: batch {d['batch']}, products with {args.product_man} mantissa bits")
     header = ["layer", "kind", "pass", "n", "min_acc_bits"] + (["chunked"] if args.chunk else [])
     cells = [[r["layer"], r["kind"], r["pass"], str(r["n"]), str(r["min_acc_bits"])]
              + ([str(r["min_acc_bits_chunked"])] if args.chunk else []) for r in rows]

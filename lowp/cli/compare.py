@@ -14,17 +14,9 @@ def run(args) -> int:
     from ..experiments.report import format_summary, format_table, format_timing
 
     if args.list_tasks:
-        from ..experiments.tasks import get_task, task_names
+        from ..experiments.task_analysis import task_listing
 
-        w = max([18] + [len(n) for n in task_names()])
-        for n in task_names():
-            try:
-                t = get_task(n)
-            except Exception as e:  # noqa: BLE001 - a broken user task must not hide the others
-                print(f"{n:{w}s} (cannot be built: {type(e).__name__}: {e})")
-                continue
-            print(f"{n:{w}s} {t.metric_name:15s} epochs {t.epochs:3d}  lr {t.lr:<6g} batch {t.batch_size:4d}  "
-                  f"{t.description}")
+        print(task_listing())
         return 0
     comp = compare(task=args.task, recipes=args.recipes, epochs=args.epochs, seed=args.seed, seeds=args.seeds,
                    out=args.out, jobs=args.jobs, config=args.config, lr=args.lr, batch_size=args.batch_size,

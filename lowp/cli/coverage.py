@@ -8,30 +8,20 @@ from . import CLIError
 
 
 def run(args) -> int:
-    import torch
+    from ..experiments.task_analysis import task_coverage
 
-    from ..experiments.tasks import example_batch, get_task
-    from ..recipes import coverage, get_recipe
-
-    if args.batch is not None and args.batch < 1:
-        raise CLIError(f"--batch must be >= 1, got {args.batch}")
-    task = get_task(args.task)
-    recipes = [get_recipe(r) for r in args.recipe.split(",") if r.strip()]
-    if not recipes:
+    names = [r.strip() for r in args.recipe.split(",") if r.strip()]
+    if not names:
         raise CLIError(f"--recipe names no recipe: {args.recipe!r}")
-    torch.manual_seed(args.seed)
-    model = task.build_model()
-    inputs, kwargs = example_batch(task, args.batch or 8)
-    results = []
-    for r in recipes:
-        cov = coverage(model, *inputs, recipe=r, **kwargs)
-        results.append(cov)
-        if not args.json:
-            print(f"# task {task.name}, recipe {r.name}, batch of {args.batch or 8}")
-            print(cov.table(max_rows=None if args.all else 60))
-            print()
+    batch = 8 if args.batch is None else args.batch
+    task, results = task_coverage(args.task, names, batch, args.seed)
     if args.json:
         print(json.dumps([c.to_dict() for c in results], indent=2))
+        return 0
+    for cov in results:
+        print(f"# task {task}, recipe {cov.recipe}, batch of {batch}")
+        print(cov.table(max_rows=None if args.all else 60))
+        print()
     return 0
 
 

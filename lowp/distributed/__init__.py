@@ -9,10 +9,10 @@
 - ``hooks``          DDP communication hooks: ``none``, ``adacomp``, ``allreduce:FORMAT[:stochastic][:ef]``
                      (encoded on the wire; ``:emulated`` for the FP32 reference)
 - ``launch``         spawn P gloo workers on loopback with bounded waits; ``shard`` of a global batch
-- ``buckwild``       BUCKWILD! (De Sa et al. 2017): lock-free asynchronous low-precision SGD in shared memory
 
 Everything here sits on formats / rounding / scaling and imports nothing above it; the data-parallel runner of a
-lowp task is ``lowp.experiments.parallel.run_data_parallel``, its torchrun entry point ``lowp.experiments.torchrun``.
+lowp task is ``lowp.experiments.parallel.run_data_parallel``, its torchrun entry point ``lowp.experiments.torchrun``;
+the BUCKWILD! experiment (lock-free asynchronous low-precision SGD on digits) is ``lowp.experiments.buckwild``.
 """
 from .adacomp import AdaCompCompressor, AdaCompStep, adacomp_compress, bin_length_for, message_bytes
 from .hooks import HOOK_GRAMMAR, CommState, HookSpec, parse_hook, register_comm_hook

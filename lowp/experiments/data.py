@@ -16,14 +16,20 @@ A streamed source (the ``train`` or ``test`` of a :class:`StreamData`) is one of
 
 Inputs ``x`` may be tensors or mappings of tensors (passed to the model as keyword arguments, e.g. HF
 ``input_ids``/``attention_mask``). Nothing is held in memory beyond one batch unless the source holds it.
+
+The built-in tasks' data sets (all offline, generated or shipped with a package, cached once per process):
+:func:`digits_data` (scikit-learn's 8×8 digits), :func:`mnist1d_data` (MNIST-1D) and :func:`sort_data` (the
+generated sorting sequences of the tiny transformers).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torch.utils.data._utils.collate import default_collate
@@ -176,3 +182,52 @@ def first_inputs(data: TaskData | StreamData, n: int) -> Any:
     if src.indexed:
         return src.fetch(torch.arange(min(n, src.n)))[0]
     return next(iter(src.epoch(n, torch.Generator().manual_seed(0), 1)))[0]
+
+
+# ---------------------------------------------------------------------------------------------------- data sets
+
+@functools.lru_cache(maxsize=None)
+def digits_data() -> TaskData:
+    """scikit-learn digits, pixels scaled to [0, 1], fixed stratified split (360 test images, random_state=0)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=360, random_state=0, stratify=d.target)
+    t = torch.from_numpy
+    return TaskData(t(xtr), t(ytr.astype(np.int64)), t(xte), t(yte.astype(np.int64)))
+
+
+@functools.lru_cache(maxsize=None)
+def mnist1d_data() -> TaskData:
+    """MNIST-1D generated offline with the package's default arguments (seed 42): 4000 train, 1000 test, length 40."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())
+    f = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    i = lambda a: torch.tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
+    return TaskData(f(d["x"]), i(d["y"]), f(d["x_test"]), i(d["y_test"]))
+
+
+SORT_LEN, SORT_VOCAB = 8, 10  # digits 0..9, separator token 10
+
+
+@functools.lru_cache(maxsize=None)
+def sort_data(n_train: int = 4000, n_test: int = 1000, seed: int = 1234) -> TaskData:
+    """Sequence task: ``x = [a_1..a_8, SEP, s_1..s_7]``, target the next token, counted only on the 8 sorted outputs
+    ``s_1..s_8`` (other positions are -100). Generated with a fixed NumPy seed."""
+    rng = np.random.default_rng(seed)
+
+    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        a = rng.integers(0, SORT_VOCAB, size=(n, SORT_LEN))
+        s = np.sort(a, axis=1)
+        seq = np.concatenate([a, np.full((n, 1), SORT_VOCAB), s], axis=1)  # length 17
+        x, y = seq[:, :-1], seq[:, 1:].copy()
+        y[:, : SORT_LEN - 1] = -100  # no loss on predicting the (random) input digits
+        y[:, SORT_LEN - 1] = -100     # nor on the separator
+        return torch.tensor(x, dtype=torch.int64), torch.tensor(y, dtype=torch.int64)
+
+    xtr, ytr = make(n_train)
+    xte, yte = make(n_test)
+    return TaskData(xtr, ytr, xte, yte)

@@ -27,24 +27,24 @@ Built in (all offline; sizes chosen for 2 CPU cores):
                        (lower is better). ``tiny-gpt-hf``: the same on a Hugging Face GPT-2 built from a config
                        (needs ``transformers``). See ``lowp.experiments.textlm``.
 
-Users add their own with ``register_task(name, factory)``; ``factory()`` returns a :class:`Task` (or pass a Task).
-A task's data is generated once per process and cached. ``lowp compare --task package.module:function`` imports
-a user's function returning a Task (``lowp.experiments.user_task``).
+The models are in ``lowp.experiments.models``, the data sets in ``lowp.experiments.data``; this module holds the
+:class:`Task` type, its losses and metrics, and the registry. Users add their own with
+``register_task(name, factory)``; ``factory()`` returns a :class:`Task` (or pass a Task). A task's data is
+generated once per process and cached. ``lowp compare --task package.module:function`` imports a user's function returning a Task (``lowp.experiments.user_task``).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from collections.abc import Mapping
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .data import StreamData, TaskData
+# the data sets and models of the built-in tasks; SORT_LEN, SORT_VOCAB and StreamData are re-exported for users
+from .data import SORT_LEN, SORT_VOCAB, StreamData, TaskData, digits_data, mnist1d_data, sort_data  # noqa: F401
+from .models import ResNetMini, TinyDecoder, mlp, mnist1d_cnn
 
 
 def classification_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -195,33 +195,6 @@ class Task:
         return torch.optim.SGD(params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
-# ---------------------------------------------------------------------------------------------------- data sets
-
-@functools.lru_cache(maxsize=None)
-def digits_data() -> TaskData:
-    """scikit-learn digits, pixels scaled to [0, 1], fixed stratified split (360 test images, random_state=0)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=360, random_state=0, stratify=d.target)
-    t = torch.from_numpy
-    return TaskData(t(xtr), t(ytr.astype(np.int64)), t(xte), t(yte.astype(np.int64)))
-
-
-@functools.lru_cache(maxsize=None)
-def mnist1d_data() -> TaskData:
-    """MNIST-1D generated offline with the package's default arguments (seed 42): 4000 train, 1000 test, length 40."""
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    d = make_dataset(get_dataset_args())
-    f = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    i = lambda a: torch.tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
-    return TaskData(f(d["x"]), i(d["y"]), f(d["x_test"]), i(d["y_test"]))
-
-
-SORT_LEN, SORT_VOCAB = 8, 10  # digits 0..9, separator token 10
 GLOBAL_TOKENS = 65536  # tiny-transformer-accum: target tokens of the global batch (128 micro-batches × 64 × 8)
 
 
@@ -231,136 +204,6 @@ def global_batch_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     tokens per micro-batch, ``classification_loss(out, y) / 128``."""
     return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=-100,
                            reduction="sum") / GLOBAL_TOKENS
-
-
-@functools.lru_cache(maxsize=None)
-def sort_data(n_train: int = 4000, n_test: int = 1000, seed: int = 1234) -> TaskData:
-    """Sequence task: ``x = [a_1..a_8, SEP, s_1..s_7]``, target the next token, counted only on the 8 sorted outputs
-    ``s_1..s_8`` (other positions are -100). Generated with a fixed NumPy seed."""
-    rng = np.random.default_rng(seed)
-
-    def make(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        a = rng.integers(0, SORT_VOCAB, size=(n, SORT_LEN))
-        s = np.sort(a, axis=1)
-        seq = np.concatenate([a, np.full((n, 1), SORT_VOCAB), s], axis=1)  # length 17
-        x, y = seq[:, :-1], seq[:, 1:].copy()
-        y[:, : SORT_LEN - 1] = -100  # no loss on predicting the (random) input digits
-        y[:, SORT_LEN - 1] = -100     # nor on the separator
-        return torch.tensor(x, dtype=torch.int64), torch.tensor(y, dtype=torch.int64)
-
-    xtr, ytr = make(n_train)
-    xte, yte = make(n_test)
-    return TaskData(xtr, ytr, xte, yte)
-
-
-# ------------------------------------------------------------------------------------------------------- models
-
-def mlp(sizes: tuple[int, ...]) -> nn.Module:
-    """Linear/ReLU stack."""
-    layers: list[nn.Module] = [nn.Flatten()]
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-def mnist1d_cnn(channels: int = 32) -> nn.Module:
-    """1-D CNN for length-40 signals: conv(5, stride 2) → conv(3) → pool → conv(3) → pool → linear."""
-    c = channels
-    return nn.Sequential(
-        nn.Unflatten(1, (1, 40)),
-        nn.Conv1d(1, c, 5, 2, 2), nn.ReLU(),
-        nn.Conv1d(c, c, 3, 1, 1), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(c, c, 3, 1, 1), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Flatten(), nn.Linear(c * 5, 10))
-
-
-class ResBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN plus identity, ReLU."""
-
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(x + self.bn2(self.conv2(y)))
-
-
-class ResNetMini(nn.Module):
-    """Residual CNN for 8×8 digits: stem conv, two residual blocks, global average pool, linear."""
-
-    def __init__(self, c: int = 16, classes: int = 10) -> None:
-        super().__init__()
-        self.stem, self.bn = nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
-        self.blocks = nn.Sequential(ResBlock(c), ResBlock(c))
-        self.head = nn.Linear(c, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(-1, 1, 8, 8)
-        x = self.blocks(F.relu(self.bn(self.stem(x))))
-        return self.head(x.mean(dim=(2, 3)))
-
-
-def _matmul_module() -> nn.Module:
-    """``lowp.ops.Matmul`` (configured by ``lowp.emulate``)."""
-    from ..ops.modules import Matmul
-
-    return Matmul()
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention whose q·kᵀ and p·v products are ``Matmul`` modules (emulated)."""
-
-    def __init__(self, d: int, heads: int) -> None:
-        super().__init__()
-        self.h = heads
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.score = _matmul_module()
-        self.mix = _matmul_module()
-        self.softmax = nn.Softmax(dim=-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, t, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
-        att = self.score(q, k.transpose(-1, -2)) / math.sqrt(d // self.h)
-        mask = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-        att = self.softmax(att.masked_fill(mask, float("-inf")))
-        y = self.mix(att, v).transpose(1, 2).reshape(b, t, d)
-        return self.proj(y)
-
-
-class DecoderBlock(nn.Module):
-    """Pre-norm transformer block: x + attn(LN(x)); x + MLP(LN(x))."""
-
-    def __init__(self, d: int, heads: int) -> None:
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = CausalSelfAttention(d, heads)
-        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-
-
-class TinyDecoder(nn.Module):
-    """Token + learned position embeddings, ``layers`` decoder blocks, final LayerNorm and vocabulary head."""
-
-    def __init__(self, vocab: int = SORT_VOCAB + 1, d: int = 32, heads: int = 2, layers: int = 2,
-                 max_len: int = 2 * SORT_LEN) -> None:
-        super().__init__()
-        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(max_len, d)
-        self.blocks = nn.Sequential(*[DecoderBlock(d, heads) for _ in range(layers)])
-        self.ln = nn.LayerNorm(d)
-        self.head = nn.Linear(d, vocab)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(idx.shape[1], device=idx.device)
-        return self.head(self.ln(self.blocks(self.tok(idx) + self.pos(pos))))
 
 
 # ----------------------------------------------------------------------------------------------------- registry

@@ -14,8 +14,9 @@ import signal
 import pytest
 import torch
 
-from lowp.cli import main, ptq
-from lowp.experiments import io
+from lowp.cli import main
+from lowp.experiments import io, ptq, ptq_cache
+from lowp.experiments.tasks import get_task
 
 from .conftest import popen, wait_for
 
@@ -110,7 +111,7 @@ def test_corrupt_cache_discarded_and_rebuilt(tmp_path, clean, capsys, monkeypatc
     assert "Traceback" not in cap.err
     assert not (tmp_path / "EXECUTED").exists()
     assert _res(out)["fp32_metric"] == clean[1]["fp32_metric"]
-    assert ptq.load_cached(str(out / name), key, ptq.get_ptq_task("digits-mlp").make_model()) is None
+    assert ptq_cache.load_cached(str(out / name), key, get_task("digits-mlp").build_model()) is None
 
 
 def test_full_disk_while_caching_leaves_no_file(tmp_path, capsys, monkeypatch, full_disk_file):

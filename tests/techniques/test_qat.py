@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import lowp
-from lowp.experiments.tasks import mnist1d_cnn
+from lowp.experiments.models import mnist1d_cnn
 from lowp.formats import TernaryFormat
 from lowp.techniques.dorefa import DoReFaWeight, UnitClipAct, dorefa_weight
 from lowp.techniques.pact import PACT, pact_modules

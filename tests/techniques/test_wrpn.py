@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from lowp.experiments.tasks import ResNetMini, mnist1d_cnn
+from lowp.experiments.models import ResNetMini, mnist1d_cnn
 from lowp.techniques.wrpn import widen, wrpn_weight
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # restored after each test

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lowp.distributed.buckwild import BuckwildConfig, SharedModel, run_buckwild, N_PARAMS
+from lowp.experiments.buckwild import BuckwildConfig, SharedModel, run_buckwild, N_PARAMS
 
 pytestmark = pytest.mark.timeout(600)  # multi-process
 

@@ -84,9 +84,9 @@ def _code_dtype(bits: int) -> torch.dtype:
 
 
 def load_digits_data(cfg: BuckwildConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Digits (lowp.experiments.tasks' fixed split), training inputs rounded to ``data_format`` (stochastic,
+    """Digits (the digits tasks' fixed split, ``lowp.experiments.data.digits_data``), training inputs rounded to ``data_format`` (stochastic,
     seeded); test inputs kept in FP32 (only training data is stored in low precision)."""
-    from ..experiments.tasks import digits_data
+    from .data import digits_data
 
     d = digits_data()
     x = d.x_train.clone()
@@ -231,7 +231,7 @@ def run_sync_sgd(cfg: BuckwildConfig = BuckwildConfig(data_format=None, model_fo
     """Synchronous data-parallel SGD baseline: ``cfg.workers`` gloo processes, each step every worker computes the
     gradient of its ``batch_size`` share of the global batch, FP32 all-reduce, identical update (D32M32G32C32
     unless ``data_format`` is set)."""
-    from .launch import launch
+    from ..distributed.launch import launch
 
     res = launch(_sync_worker, cfg.workers, (cfg,), timeout_s=timeout_s)
     t0, t1 = min(r["t0"] for r in res), max(r["t1"] for r in res)
