@@ -61,4 +61,9 @@ def register(sub) -> None:
     p.add_argument("--max-terms", type=_pos_ints, default=4)
     p.add_argument("--budget-bytes", type=_pos_ints, default=None, help="residual: greedy allocation budget")
     p.add_argument("--block", type=_pos_ints, default=None, help="residual: filters per sensitivity unit")
+    p.add_argument("--exec", dest="execute", action="store_true",
+                   help="also run the real execution paths (BF16 on oneDNN; INT8 on fbgemm / torch._int_mm, dynamic "
+                        "and, for int8 configurations with 8-bit symmetric per-channel weights and activations, "
+                        "static) and report their metric and measured speed against FP32")
+    p.add_argument("--exec-repeats", type=_pos_ints, default=5, help="--exec: timed passes (median)")
     p.set_defaults(func=run)

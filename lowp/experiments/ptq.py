@@ -14,13 +14,15 @@ As in ``lowp compare``'s results.json, ``metric`` and ``fp32_metric`` are fracti
 ``metric_name`` from the task) and ``fp32_delta`` = metric − fp32_metric; results.md and the plot show them in
 percent (Δ in percentage points). Each configuration also records how close its test outputs are to the FP32
 model's, independently of the labels (:func:`fidelity`): ``fp32_agreement`` (fraction of test predictions equal to
-FP32's) and ``output_rel_error`` (||out − out_fp32||² / ||out_fp32||²).
+FP32's) and ``output_rel_error`` (||out − out_fp32||² / ||out_fp32||²). With ``execute`` (``lowp ptq --exec``) the
+real BF16/INT8 execution paths run too (:func:`exec_rows`): their metric and measured speed against FP32.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -69,6 +71,8 @@ class PTQSettings:
     max_terms: int = 4
     budget_bytes: int | None = None
     block: int | None = None
+    execute: bool = False
+    exec_repeats: int = 5
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -243,6 +247,44 @@ def fp32_model(s: PTQSettings, task: Task, epochs: int) -> nn.Module:
     return model
 
 
+def _time_eval(model: nn.Module, task: Task, data: TaskData, repeats: int) -> float:
+    """Median wall time (s) of the model's forward pass over the whole test set (eval batches)."""
+    batches = [xb for xb, _ in eval_batches(data, task.eval_batch_size)]
+    ts = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first pass warms up (prepacking, oneDNN primitives)
+            t0 = time.perf_counter()
+            for xb in batches:
+                call_model(model, xb)
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(ts[1:])
+
+
+def exec_rows(s: PTQSettings, task: Task, data: TaskData, model: nn.Module, ref: torch.Tensor,
+              quantized: list[tuple[str, dict, nn.Module]]) -> list[dict[str, Any]]:
+    """``--exec``: the real low-precision execution paths of ``lowp.techniques.lowp_exec``, measured: BF16 (every
+    Linear/Conv in bfloat16 on oneDNN) and INT8 with dynamic per-tensor activation scales (``Int8Linear``: int8
+    weights per channel, fbgemm or ``torch._int_mm``) from the FP32 model, and INT8 with the calibrated static
+    activation scale of each int8 configuration with 8-bit symmetric weights per channel and activations. Each row:
+    the test metric, the fidelity to FP32, and the median time of a forward pass over the test set against the FP32
+    model's in the same process (``speedup`` = FP32 time / its time; the threads torch uses are recorded)."""
+    from ..techniques.lowp_exec import to_bf16, to_int8
+
+    cands = [("bf16 (oneDNN)", to_bf16(model)), ("int8 dynamic (fbgemm/_int_mm)", to_int8(model, static=False))]
+    for lab, opts, q in quantized:
+        if (opts.get("weight_bits") == 8 and opts.get("act_bits") == 8 and opts.get("weight_symmetric")
+                and opts.get("act_symmetric") and opts.get("weight_granularity") == "channel"):
+            cands.append((f"int8 static ({lab})", to_int8(q, static=True)))
+    t_fp32 = _time_eval(model, task, data, s.exec_repeats)
+    rows = []
+    for lab, m in cands:
+        t = _time_eval(m, task, data, s.exec_repeats)
+        rows.append({"label": lab, "metric": evaluate(m, task, data),
+                     **fidelity(eval_outputs(m, task, data), ref, data.y_test),
+                     "time_s": t, "fp32_time_s": t_fp32, "speedup": t_fp32 / t, "threads": torch.get_num_threads()})
+    return rows
+
+
 def _run(s: PTQSettings, task: Task, data: TaskData, confs: list) -> dict[str, Any]:
     from ..techniques.ptq import model_stats
 
@@ -257,6 +299,7 @@ def _run(s: PTQSettings, task: Task, data: TaskData, confs: list) -> dict[str, A
            "batch_size": task.batch_size, "metric_name": task.metric_name,
            "fp32_metric": fp32, "fp32_bytes": 4 * sum(p.numel() for p in model.parameters()),
            "calib_samples": len(cal_idx), "configs": []}
+    quantized = []
     for opts, fn in confs:
         t0 = time.time()
         q = fn(model, calib)
@@ -269,5 +312,9 @@ def _run(s: PTQSettings, task: Task, data: TaskData, confs: list) -> dict[str, A
                                "size_bytes": st["size_bytes"], "mults": st["mults"], "macs": st["macs"],
                                "mult_fraction_replaced": st["mult_fraction_replaced"],
                                "wall_s": time.time() - t0})
+        if s.execute:
+            quantized.append((res["configs"][-1]["label"], opts, q))
+    if s.execute:
+        res["exec"] = exec_rows(s, task, data, model, ref, quantized)
     print(write_outputs(s.out, res))
     return res

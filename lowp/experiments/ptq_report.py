@@ -37,6 +37,15 @@ def results_table(res: dict[str, Any]) -> str:
         rows.append(f"| {c['label']} | {_pct(c['metric'])} | {_pct(c['metric'] - c['fp32_metric'], '+.2f')} | "
                     f"{c['weight_bits']:.2f} | {c['size_bytes']} | {_pct(c['mult_fraction_replaced'], '.1f')}% | "
                     f"{_pct(c['fp32_agreement'])} |")
+    if res.get("exec"):
+        rows += ["", f"Real execution (`--exec`), forward pass over the test set, {res['exec'][0]['threads']} "
+                 "torch thread(s), median time, same process:", "",
+                 f"| execution path | {name} % | Δ vs FP32 (pts) | agrees with FP32 % | time (ms) | speed vs FP32 |",
+                 "|---|---|---|---|---|---|"]
+        for e in res["exec"]:
+            rows.append(f"| {e['label']} | {_pct(e['metric'])} | {_pct(e['metric'] - res['fp32_metric'], '+.2f')} | "
+                        f"{_pct(e['fp32_agreement'])} | {1e3 * e['time_s']:.2f} (FP32 {1e3 * e['fp32_time_s']:.2f}) "
+                        f"| {e['speedup']:.2f}× |")
     return "\n".join(rows)
 
 

@@ -96,3 +96,22 @@ def test_fidelity_counts_only_scored_positions():
     assert f["output_rel_error"] == pytest.approx((1 + 1 + 1 + 1) / 3)
     f = fidelity(out[0], ref[0], torch.tensor([0, 1, 0]))  # (3 samples, 2 classes)
     assert f["fp32_agreement"] == pytest.approx(2 / 3)
+
+
+def test_exec_runs_the_real_paths_and_times_them(tmp_path):
+    """``--exec``: BF16, dynamic INT8 and the static INT8 of the eligible config run for real; the static INT8
+    model computes what the fake-quantized config computes (same metric here), and every row carries a measured
+    time against FP32's."""
+    from lowp.experiments.ptq import run_ptq
+    res = run_ptq(PTQSettings(method="int8", out=str(tmp_path), epochs=1, execute=True, exec_repeats=1,
+                              calibration=("minmax",), granularity=("channel", "tensor")))
+    labels = [e["label"] for e in res["exec"]]
+    # only the per-channel symmetric config has a real INT8 kernel: the per-tensor one gets no static row
+    assert labels == ["bf16 (oneDNN)", "int8 dynamic (fbgemm/_int_mm)", "int8 static (w8-channel-minmax-a8)"]
+    static = res["exec"][2]
+    fake = next(c for c in res["configs"] if c["label"] == "w8-channel-minmax-a8")
+    assert abs(static["metric"] - fake["metric"]) <= 1 / 360 + 1e-12  # at most one test sample flips (float32 dequant)
+    for e in res["exec"]:
+        assert e["time_s"] > 0 and e["fp32_time_s"] > 0 and e["speedup"] == e["fp32_time_s"] / e["time_s"]
+        assert 0.5 <= e["metric"] <= 1.0 and e["fp32_agreement"] > 0.9
+    assert "Real execution" in (tmp_path / "results.md").read_text()
