@@ -10,7 +10,10 @@ power of 4 they are exact powers of two, otherwise 1/√n is rounded to float32 
 Signs: ``seed=None`` uses TE's fixed 16-entry wgrad sign vector (``get_wgrad_sign_vector`` in TE's NVFP4
 reference); an int ``seed`` draws the n signs from ``torch.Generator().manual_seed(seed)`` (reproducible);
 ``signs`` gives them explicitly. The transform runs in float32 (torch.matmul of each block with H), as the
-references do. The axis length must be a multiple of n (TE refuses other lengths too).
+references do. The axis length must be a multiple of n (TE refuses other lengths too), unless ``pad=True``: then the
+axis is first zero-padded to the next multiple of n, so the result is longer. Rotating both operands of a GEMM
+that way leaves the product unchanged ((H·[a; 0])ᵀ(H·[g; 0]) = aᵀg: the padded rows add nothing), which is how
+lowp's ops treat a reduction that is not a multiple of the block (e.g. a last or dry-run batch of 2 samples).
 """
 from __future__ import annotations
 
@@ -64,12 +67,16 @@ class RandomHadamard:
         n = self.block
         return (self.sign_vector().unsqueeze(1) * sylvester(n) * (1.0 / math.sqrt(n))).to(dtype)
 
-    def apply(self, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
-        """x with every block of n consecutive elements along ``axis`` replaced by (block)·H (x's dtype)."""
+    def apply(self, x: torch.Tensor, axis: int = -1, pad: bool = False) -> torch.Tensor:
+        """x with every block of n consecutive elements along ``axis`` replaced by (block)·H (x's dtype);
+        ``pad``: zero-pad the axis to a multiple of n first (the result is then longer)."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise TypeError(f"RandomHadamard.apply expects a floating-point tensor, got {type(x).__name__}")
         axis = axis % x.dim()
         length = x.shape[axis]
+        if pad and length % self.block:
+            widths = [0, 0] * (x.dim() - 1 - axis) + [0, self.block - length % self.block]
+            x, length = torch.nn.functional.pad(x, widths), length + self.block - length % self.block
         if length % self.block:
             raise ValueError(f"RandomHadamard: the axis length {length} is not a multiple of the block {self.block}")
         xt = x.movedim(axis, -1)

@@ -149,7 +149,8 @@ class _CastGemm(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             a_src, g_src = a, g
             if opctx.rht is not None:  # both wgrad operands rotated along the reduction axis M: dW unchanged
-                a_src, g_src = opctx.rht.apply(a, -2), opctx.rht.apply(g, -2)
+                # (M not a multiple of the block: both zero-padded to one first, which adds nothing to dW)
+                a_src, g_src = opctx.rht.apply(a, -2, pad=True), opctx.rht.apply(g, -2, pad=True)
             a2 = cast(a_wg, a_src, -2, aq)
             g2 = cast(g_wg, g_src, -2, g1)
             if b.dim() == 2 and a.dim() > 2:

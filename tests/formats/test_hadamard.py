@@ -63,3 +63,17 @@ def test_apply_axis_and_errors():
         RandomHadamard(12, seed=0)
     with pytest.raises(ValueError, match="signs"):
         RandomHadamard(32)
+
+
+def test_pad_zero_extends_the_axis_and_keeps_the_product():
+    """``pad=True``: a length that is not a multiple of the block is zero-padded to one first (exact: the padded
+    block equals the rotation of [x; 0]), and rotating both operands that way leaves aᵀg unchanged (float64)."""
+    rht = RandomHadamard()
+    torch.manual_seed(5)
+    a, g = torch.randn(2, 21, 7, dtype=torch.float64), torch.randn(2, 21, 3, dtype=torch.float64)
+    ar, gr = rht.apply(a, -2, pad=True), rht.apply(g, -2, pad=True)
+    assert ar.shape == (2, 32, 7) and gr.shape == (2, 32, 3)
+    padded = torch.cat([a, torch.zeros(2, 11, 7, dtype=torch.float64)], dim=1)
+    assert torch.equal(ar, rht.apply(padded, -2))
+    torch.testing.assert_close(ar.transpose(-1, -2) @ gr, a.transpose(-1, -2) @ g, rtol=0, atol=1e-13)
+    assert torch.equal(rht.apply(a[:, :16], -2, pad=True), rht.apply(a[:, :16], -2))  # a multiple: no padding

@@ -100,6 +100,11 @@ def test_nvfp4_rotates_only_the_wgrad_operands():
     m2 = lowp.emulate(nn.Linear(32, 16), hp)
     m2(x).backward(dy)
     torch.testing.assert_close(m2.weight.grad, dy.t() @ x, rtol=1e-5, atol=1e-5)
+    # a batch whose token count is not a multiple of the block (a last batch, a 2-sample dry run): both wgrad
+    # operands are zero-padded before the rotation, and dW is still dyᵀ·x
+    m2.weight.grad = None
+    m2(x[:5]).backward(dy[:5])
+    torch.testing.assert_close(m2.weight.grad, dy[:5].t() @ x[:5], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="wgrad_hadamard rotates"):
         lowp.emulate(nn.Linear(4, 4), lowp.Recipe(input="bf16", wgrad_hadamard=16))
     with pytest.raises(ValueError, match="power of two"):
