@@ -52,11 +52,9 @@ ALLOWED = {
     ("lowp.distributed.buckwild", "lowp.experiments.tasks"):
         "the BUCKWILD! demo trains on the digits task's fixed split (digits_data); the data sources belong below "
         "the experiments layer once tasks.py is split into data, models and registry.",
-    ("lowp.recipes.extensions", "lowp.techniques.qat"):
-        "plugin loading by name (PLUGINS, like entry points): the techniques register their recipe families and "
-        "transforms; recipes never use a name of theirs, only the registries.",
-    ("lowp.recipes.extensions", "lowp.techniques.autosparse"):
-        "plugin loading by name (PLUGINS): registers the '+autosparse' modifier and transform.",
+    ("lowp.recipes.extensions", "lowp.techniques"):
+        "plugin loading by name (PLUGINS, like entry points): importing the package registers its techniques, "
+        "recipe families and modifiers; recipes never use a name of theirs, only the registries.",
 }
 
 _MODNAME = re.compile(r"lowp(\.[A-Za-z_][A-Za-z0-9_]*)+|lowp")
