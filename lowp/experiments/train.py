@@ -155,6 +155,9 @@ def apply_recipe(model: torch.nn.Module, recipe: Any, make_optimizer):
     return model, LowpOptimizer(base, recipe), base
 
 
+_RECORD_KEYS = {f.name for f in dataclasses.fields(EpochRecord)}
+
+
 def _techniques(model: torch.nn.Module) -> list:
     """The techniques ``emulate`` applied to ``model`` (``lowp.recipes.technique``), in the recipe's order."""
     from ..recipes.emulate import applied_techniques
@@ -179,6 +182,10 @@ def epoch_report(model: torch.nn.Module, sample: Any) -> tuple[dict[str, Any], d
     for t in _techniques(model):
         m = t.epoch_metrics(model, sample)
         hist, detail = (m.history, m.detail) if isinstance(m, EpochMetrics) else (m, None)
+        clash = set(hist) & (set(extras) | _RECORD_KEYS)
+        if clash:
+            raise ValueError(f"technique {t.name!r}: epoch metric(s) {sorted(clash)} clash with the history's own "
+                             "keys or another technique's")
         extras.update(hist)
         details[t.name] = dict(hist) if detail is None else detail
     return extras, details

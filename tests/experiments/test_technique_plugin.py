@@ -137,3 +137,28 @@ def test_no_layer_above_names_a_technique():
     # train.LEGACY_EXTRAS: AutoSparse's fields of results.json files written before ``extras``, read back into it
     assert named == {("train.py", "sparsity"), ("train.py", "flops_ratio")}
     assert "sparsity" in _code_words('x = {"sparsity": 1}') and "pact" not in _code_words('"""PACT."""\nx = 1')
+
+
+class _Clash(Technique):
+    name = "test-clash"
+
+    def transform(self, model, recipe, args):
+        return model
+
+    def epoch_metrics(self, model, sample):
+        return {"train_loss": 1.0}
+
+
+def test_an_epoch_metric_may_not_overwrite_the_history(weightnoise):
+    from lowp.experiments.train import epoch_report
+
+    extensions.register_technique(_Clash())
+    try:
+        model = lowp.emulate(torch.nn.Sequential(torch.nn.Linear(2, 2)), lowp.Recipe(transforms=("test-clash",)))
+        with pytest.raises(ValueError, match=r"technique 'test-clash': epoch metric\(s\) \['train_loss'\] clash"):
+            epoch_report(model, torch.zeros(1, 2))
+        lowp.emulate(model, lowp.Recipe(transforms=(f"{NAME}:0.5",)))
+        extras, details = epoch_report(model, torch.zeros(1, 2))
+        assert extras == {"weight_noise": {}} and details == {NAME: {"weight_noise": {}}}  # no epoch started yet
+    finally:
+        extensions.unregister_technique("test-clash")
