@@ -155,11 +155,22 @@ def _finished(out: str, name: str, seed: int, key: dict) -> RunResult | None:
     try:
         with open(p, encoding="utf-8") as f:
             d = json.load(f)
-        if d.get("key") != key:
+        if d.get("key") != key and _current_key(d.get("key")) != key:
             return None
         res = RunResult.from_dict(d["result"])
         return None if res.error else res  # a run that failed with an exception is retried
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _current_key(key: Any) -> Any:
+    """A saved run's key with its recipe read back through ``Recipe.from_dict`` (so a key written before a recipe
+    field moved, e.g. ``activations`` into ``transforms``, compares equal to today's); None if it does not load."""
+    from ..recipes.recipe import Recipe
+
+    try:
+        return json.loads(json.dumps({**key, "recipe": Recipe.from_dict(key["recipe"]).to_dict()}))
+    except (TypeError, ValueError, KeyError):
         return None
 
 
@@ -324,9 +335,9 @@ def _check_runs(the_task, resolved, settings: RunSettings, cfg: CompareConfig) -
     transform is a one-line error before anything is written instead of a failed run after training."""
     import torch
 
-    from .train import apply_recipe
-
+    from ..recipes.extensions import techniques_of
     from .data import TrainSource
+    from .train import apply_recipe
 
     src = TrainSource(the_task.load_data(), cfg.task)
     n = src.n  # None for a stream
@@ -340,8 +351,11 @@ def _check_runs(the_task, resolved, settings: RunSettings, cfg: CompareConfig) -
         raise ValueError(f"batch_size {settings.batch_size} is smaller than nproc {cfg.nproc}: every process needs "
                          "at least one sample of each batch")
     for name, recipe in resolved:
-        if cfg.nproc > 1 and any(t.split(":")[0] == "autosparse" for t in recipe.transforms):
-            raise ValueError(f"recipe {name!r}: AutoSparse recipes cannot run data-parallel yet (nproc 1 only)")
+        if cfg.nproc > 1:
+            for t in techniques_of(recipe):
+                if not t.supports_data_parallel:
+                    raise ValueError(f"recipe {name!r}: technique {t.name!r} cannot run data-parallel yet "
+                                     "(nproc 1 only)")
         with torch.random.fork_rng(devices=[]):
             try:
                 model = the_task.build_model()

@@ -43,7 +43,7 @@ def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dic
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from ..distributed.hooks import register_comm_hook
-    from .train import (RunSettings, _scale, _sparsity_fields, apply_recipe, peak_rss_mb, prepare_run, step_timing,
+    from .train import (RunSettings, _scale, apply_recipe, peak_rss_mb, prepare_run, run_extras, step_timing,
                         train_epochs)
 
     st = RunSettings.from_dict(settings)
@@ -65,7 +65,7 @@ def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dic
             "skipped_steps": int(opt.skipped_steps), "loss_scale": _scale(opt),
             "recipe_spec": json.loads(json.dumps(recipe.to_dict())), "recipe": recipe.name,
             "replica_max_abs_diff": float((hi - lo).abs().max()), "comm": comm, "numerics": loop.numerics,
-            **step_timing(loop.step_times), "peak_rss_mb": peak_rss_mb(), **_sparsity_fields(loop.sparsity_reports)}
+            **step_timing(loop.step_times), "peak_rss_mb": peak_rss_mb(), "extras": run_extras(model, loop)}
 
 
 def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hook: str = "none", *,
@@ -79,7 +79,7 @@ def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hoo
     initial weights are those of ``lowp.experiments.train.train_run`` with the same settings, so ``hook="none"``
     reproduces single-process training up to the FP32 reduction order. Each rank runs the training loop of
     ``train_run`` (``lowp.experiments.train.train_epochs``), so the history carries the techniques' per-epoch reports
-    (PACT alpha, AutoSparse sparsity, with the ``sparsity`` / FLOPs fields) and ``numerics_every`` turns on the
+    (PACT alpha, AutoSparse sparsity; their run metrics in ``extras``) and ``numerics_every`` turns on the
     numerics collector (rank 0's records, over its shards).
 
     Returns a dict with the fields of ``RunResult.to_dict()`` (``RunResult.from_dict`` accepts it: it ignores the
@@ -117,7 +117,6 @@ def data_parallel_result(res: dict, task: str, st: Any, nproc: int, hook: str) -
         "fp32_delta": None, "diverged_at": res["diverged_at"], "loss_scale": res["loss_scale"], "error": None,
         "numerics": res["numerics"], "nproc": nproc, "grad_hook": hook, "bytes_per_step": comm["bytes_per_step"],
         "dense_bytes_per_step": comm["dense_bytes_per_step"], "compression_ratio": comm["compression_ratio"],
-        "comm": comm, "replica_max_abs_diff": res["replica_max_abs_diff"], "sparsity": res.get("sparsity"),
-        "train_flops_ratio": res.get("train_flops_ratio"), "inference_flops_ratio": res.get("inference_flops_ratio"),
+        "comm": comm, "replica_max_abs_diff": res["replica_max_abs_diff"], "extras": res.get("extras") or {},
         "first_use_s": res.get("first_use_s"), "step_s": res.get("step_s"), "peak_rss_mb": res.get("peak_rss_mb"),
     }

@@ -28,13 +28,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from . import io
 from .plots import curves, delta_plot, figure, save
+from .report_techniques import technique_cells, technique_columns, technique_sections
 
 COLUMNS = ("recipe", "metric", "delta_fp32", "ci", "verdict", "status", "skipped", "epochs", "seeds")
 TIMING_COLUMNS = ("recipe", "first_use_s", "step_ms", "step_x", "wall_s", "peak_rss")
 HEADERS = {"recipe": "recipe", "metric": "{metric} %", "delta_fp32": "Δ fp32 (pts)", "delta_rel": "Δ fp32 %",
            "ci": "95% CI of Δ", "verdict": "vs seed noise", "seeds": "seeds", "status": "status",
-           "skipped": "skipped steps", "epochs": "epochs run", "wall_s": "total s", "sparsity": "sparsity %",
-           "flops": "train/infer FLOPs vs dense", "comm": "comm bytes/step (×)",
+           "skipped": "skipped steps", "epochs": "epochs run", "wall_s": "total s", "comm": "comm bytes/step (×)",
            "gemm": "GEMM FLOPs emulated %", "first_use_s": "first use s", "step_ms": "step ms",
            "step_x": "× fp32 step", "peak_rss": "process peak RSS MiB"}
 ROLE_ORDER = ("input", "weight", "output", "grad_output", "grad_input", "grad_weight", "nongemm")
@@ -208,9 +208,7 @@ def table_rows(comp) -> list[dict[str, str]]:
                      "first_use_s": "-" if s.first_use_s is None else f"{s.first_use_s:.1f}",
                      "step_ms": _ms(s.step_s), "step_x": "-" if s.step_ratio is None else f"{s.step_ratio:.2f}",
                      "peak_rss": "-" if s.peak_rss_mb is None else f"{s.peak_rss_mb:.0f}",
-                     "sparsity": "-" if r0.sparsity is None else f"{100 * r0.sparsity:.1f}",
-                     "flops": "-" if r0.train_flops_ratio is None else
-                     f"{r0.train_flops_ratio:.2f} / {r0.inference_flops_ratio:.2f}",
+                     **technique_cells(comp, r0),
                      "comm": "-" if r0.bytes_per_step is None else
                      f"{r0.bytes_per_step:.0f} ({r0.compression_ratio:.1f}×)",
                      "gemm": "-" if s.gemm_emulated is None else f"{100 * s.gemm_emulated:.1f}"})
@@ -218,15 +216,14 @@ def table_rows(comp) -> list[dict[str, str]]:
 
 
 def columns(comp) -> tuple[str, ...]:
-    """The summary table's columns: the fixed ones, plus GEMM coverage, sparsity/FLOPs and communication when some
-    run has them."""
+    """The summary table's columns: the fixed ones, plus GEMM coverage, the techniques' columns (e.g. AutoSparse's
+    sparsity and FLOPs; ``report_techniques.py``) and communication when some run has them."""
     cols = COLUMNS
     if not _fraction(comp):
         cols = cols[:3] + ("delta_rel",) + cols[3:]
     if any(r.gemm_emulated is not None for r in comp.runs):
         cols += ("gemm",)
-    if any(r.sparsity is not None for r in comp.runs):
-        cols += ("sparsity", "flops")
+    cols += tuple(c.key for c in technique_columns(comp))
     if any(r.bytes_per_step is not None for r in comp.runs):
         cols += ("comm",)
     return cols
@@ -234,6 +231,7 @@ def columns(comp) -> tuple[str, ...]:
 
 def _headers(comp, cols=None) -> list[str]:
     heads = dict(HEADERS)
+    heads.update({c.key: c.header.replace("{", "{{").replace("}", "}}") for c in technique_columns(comp)})
     arrow = "" if _higher(comp) else " ↓"  # lower is better
     if _fraction(comp):
         heads.update(metric=heads["metric"] + arrow)
@@ -387,53 +385,6 @@ def _html_table(comp, table_id: str = "summary", cols=None) -> str:
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _per_layer_series(comp, key: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """recipe -> layer -> [(epoch, value)] for a per-layer dict stored in the history under ``key``
-    (``pact_alpha``: PACT's clipping level; ``layer_sparsity``: AutoSparse's fraction of zero weights)."""
-    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for r in comp.runs:
-        if r.seed != comp.seeds[0]:  # the first seed's run
-            continue
-        for h in r.history:
-            for layer, v in (h.get(key) or {}).items():
-                if v is not None:
-                    out.setdefault(r.recipe, {}).setdefault(layer, []).append((h["epoch"], float(v)))
-    return out
-
-
-def _layer_plot(series: dict[str, dict[str, list[tuple[int, float]]]], ylabel: str, path: str,
-                scale: float = 1.0) -> None:
-    """One panel per recipe, one line per layer, value against epoch."""
-    fig = figure(4.2 * len(series), 3.4)
-    for i, (recipe, layers) in enumerate(series.items()):
-        ax = fig.add_subplot(1, len(series), i + 1)
-        for layer, pts in layers.items():
-            ax.plot([p[0] for p in pts], [scale * p[1] for p in pts], marker="o", ms=3, label=layer)
-        ax.set_title(recipe, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title="layer", title_fontsize=7)
-    save(fig, path)
-
-
-def _technique_sections(comp, out: str) -> list[str]:
-    """Report sections for techniques that log per-layer values each epoch: PACT alpha, AutoSparse sparsity."""
-    parts = []
-    alpha = _per_layer_series(comp, "pact_alpha")
-    if alpha:
-        _layer_plot(alpha, "PACT clipping level α", os.path.join(out, "pact-alpha.png"))
-        parts += ["<h2>PACT clipping levels</h2><p>α per layer at the end of each epoch (mean over channels for "
-                  "per-channel α).</p>", "<img src='pact-alpha.png' alt='PACT alpha per layer over training'>"]
-    sparsity = _per_layer_series(comp, "layer_sparsity")
-    if sparsity:
-        _layer_plot(sparsity, "zero weights (%)", os.path.join(out, "sparsity.png"), scale=100.0)
-        parts += ["<h2>Sparsity</h2><p>Fraction of zero weights per layer at the end of each epoch; the table "
-                  "gives the final overall sparsity and the training / inference FLOPs against dense.</p>",
-                  "<img src='sparsity.png' alt='sparsity per layer over training'>"]
-    return parts
-
-
 def _sampling(groups: dict[str, list[dict]]) -> str:
     """`` (training steps 0, 27, 54, …: one in 27, 24 sampled steps)`` from the records' step indices, or ``""``."""
     steps = sorted({int(r["step"]) for recs in groups.values() for r in recs if r.get("step") is not None})
@@ -502,7 +453,7 @@ def render(comp, out: str, numerics: Any = None) -> str:
               "<img src='metric.png' alt='test metric per epoch'>",
               "<h2>Timing and memory (this machine)</h2>", _html_table(comp, "timing", TIMING_COLUMNS),
               f"<p>{e(TIMING_NOTE)}</p>"]
-    parts += _technique_sections(comp, out)
+    parts += technique_sections(comp, out)
     groups = group_numerics(numerics, comp)
     if groups:  # the numerics section (see module docstring)
         parts.append("<h2>Numerics per layer and role</h2><p>Underflow: fraction of nonzero values flushed to 0; "

@@ -62,6 +62,10 @@ class EpochRecord:
         return dataclasses.asdict(self)
 
 
+#: top-level RunResult fields of older results.json files that ``RunResult.from_dict`` moves into ``extras``
+LEGACY_EXTRAS = ("sparsity", "train_flops_ratio", "inference_flops_ratio")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunResult:
     """The outcome of one recipe. ``metric`` is the final test metric (also for a diverged run: the metric of the
@@ -83,9 +87,9 @@ class RunResult:
     loss_scale: float | None = None
     error: str | None = None
     numerics: tuple[dict, ...] | None = None
-    sparsity: float | None = None
-    train_flops_ratio: float | None = None
-    inference_flops_ratio: float | None = None
+    #: run-level metrics of the recipe's techniques (``Technique.run_metrics``), e.g. AutoSparse's ``sparsity``,
+    #: ``train_flops_ratio`` and ``inference_flops_ratio``
+    extras: dict = dataclasses.field(default_factory=dict)
     nproc: int = 1
     grad_hook: str = "none"
     bytes_per_step: float | None = None
@@ -107,10 +111,18 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunResult":
+        """From ``to_dict``'s output; unknown keys are ignored. Results written before techniques reported through
+        ``extras`` carry AutoSparse's fields at the top level: they are moved into ``extras``."""
         d = dict(d)
         d["history"] = tuple(d.get("history") or ())
         if d.get("numerics") is not None:
             d["numerics"] = tuple(d["numerics"])
+        extras = dict(d.get("extras") or {})
+        for k in LEGACY_EXTRAS:
+            v = d.pop(k, None)
+            if v is not None:
+                extras.setdefault(k, v)
+        d["extras"] = extras
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -143,34 +155,48 @@ def apply_recipe(model: torch.nn.Module, recipe: Any, make_optimizer):
     return model, LowpOptimizer(base, recipe), base
 
 
+_RECORD_KEYS = {f.name for f in dataclasses.fields(EpochRecord)}
+
+
+def _techniques(model: torch.nn.Module) -> list:
+    """The techniques ``emulate`` applied to ``model`` (``lowp.recipes.technique``), in the recipe's order."""
+    from ..recipes.emulate import applied_techniques
+
+    return applied_techniques(model)
+
+
 def start_epoch(model: torch.nn.Module, epoch: int, epochs: int) -> None:
-    """Per-epoch hooks of the techniques: AutoSparse's gradient-annealing schedule (a no-op without AutoSparse)."""
-    from ..techniques import autosparse
+    """The techniques' per-epoch hooks (``Technique.on_epoch``, e.g. AutoSparse's gradient-annealing schedule)."""
+    for t in _techniques(model):
+        t.on_epoch(model, epoch, epochs)
 
-    autosparse.on_epoch(model, epoch, epochs)
 
-
-def epoch_report(model: torch.nn.Module, sample: torch.Tensor) -> tuple[dict[str, Any], dict | None]:
-    """What the techniques report at the end of an epoch: PACT's clipping level alpha per layer (mean over channels
-    for per-channel alpha) and, for AutoSparse models, overall and per-layer sparsity. Returns (history extras,
-    the FLOPs/sparsity report or None)."""
-    from ..techniques import autosparse, pact
-    from ..techniques.flops import sparsity_report
+def epoch_report(model: torch.nn.Module, sample: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the techniques report at the end of an epoch (``Technique.epoch_metrics`` on one training input, e.g.
+    PACT's ``pact_alpha``, AutoSparse's ``sparsity`` / ``layer_sparsity``). Returns (history extras, technique
+    name -> its detail for ``run_metrics``)."""
+    from ..recipes.technique import EpochMetrics
 
     extras: dict[str, Any] = {}
-    alphas = pact.pact_alphas(model)
-    if alphas:
-        extras["pact_alpha"] = {k: sum(v) / len(v) for k, v in alphas.items()}
-    report = None
-    if autosparse.autosparse_layers(model):
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            report = sparsity_report(model, sample)
-        model.train(was)
-        extras["sparsity"] = report["sparsity"]
-        extras["layer_sparsity"] = report["layer_sparsity"]
-    return extras, report
+    details: dict[str, Any] = {}
+    for t in _techniques(model):
+        m = t.epoch_metrics(model, sample)
+        hist, detail = (m.history, m.detail) if isinstance(m, EpochMetrics) else (m, None)
+        clash = set(hist) & (set(extras) | _RECORD_KEYS)
+        if clash:
+            raise ValueError(f"technique {t.name!r}: epoch metric(s) {sorted(clash)} clash with the history's own "
+                             "keys or another technique's")
+        extras.update(hist)
+        details[t.name] = dict(hist) if detail is None else detail
+    return extras, details
+
+
+def run_extras(model: torch.nn.Module, state: "LoopState") -> dict[str, Any]:
+    """``RunResult.extras``: every technique's ``run_metrics`` over its per-epoch details."""
+    out: dict[str, Any] = {}
+    for t in _techniques(model):
+        out.update(t.run_metrics(tuple(state.technique_details.get(t.name, ()))))
+    return out
 
 
 def _numerics_collector(model: torch.nn.Module, every: int):
@@ -245,7 +271,7 @@ class LoopState:
     history: list[dict] = dataclasses.field(default_factory=list)
     steps: int = 0
     diverged_at: dict | None = None
-    sparsity_reports: list[dict] = dataclasses.field(default_factory=list)
+    technique_details: dict[str, list] = dataclasses.field(default_factory=dict)
     numerics: tuple[dict, ...] | None = None
     step_times: list[float] = dataclasses.field(default_factory=list)
 
@@ -307,10 +333,10 @@ def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.M
             metric = evaluate(model, task, data)
             rec = EpochRecord(epoch + 1, loss_sum / loss_n if loss_n else float("nan"), metric,
                               int(opt.skipped_steps), _scale(opt)).to_dict()
-            extras, sp_report = epoch_report(model, sample) if sample is not None else ({}, None)
+            extras, details = epoch_report(model, sample) if sample is not None else ({}, {})
             rec.update(extras)
-            if sp_report is not None:
-                state.sparsity_reports.append(sp_report)
+            for name, detail in details.items():
+                state.technique_details.setdefault(name, []).append(detail)
             state.history.append(rec)
             if state.diverged_at is not None:
                 break
@@ -375,7 +401,7 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
         wall_s=round(wall, 3), steps=state.steps, settings=settings.to_dict(),
         recipe_spec=json.loads(json.dumps(recipe.to_dict())), diverged_at=state.diverged_at, loss_scale=_scale(opt),
         error=error, numerics=state.numerics, gemm_emulated=gemm, **step_timing(state.step_times),
-        peak_rss_mb=peak_rss_mb(), **_sparsity_fields(state.sparsity_reports))
+        peak_rss_mb=peak_rss_mb(), extras=_json_safe(run_extras(model, state)))
 
 
 WARM_STEPS = 3  # steps that may pay first-use costs (kernel compilation, allocator and cache warm-up)
@@ -424,17 +450,6 @@ def gemm_share(model: torch.nn.Module, recipe: Any, data: Any, batch_size: int) 
         return round(coverage(copy.deepcopy(model), *args, recipe=recipe, **kwargs).emulated_fraction, 6)
     except Exception:  # noqa: BLE001 - a diagnostic; the run goes on without it
         return None
-
-
-def _sparsity_fields(reports: list[dict]) -> dict[str, Any]:
-    """results.json fields of an AutoSparse run: final sparsity, training FLOPs over the whole run and final
-    inference FLOPs, both against dense (``lowp.techniques.flops``)."""
-    if not reports:
-        return {}
-    from ..techniques.flops import cumulative_train_flops_ratio
-
-    return {"sparsity": reports[-1]["sparsity"], "train_flops_ratio": cumulative_train_flops_ratio(reports),
-            "inference_flops_ratio": reports[-1]["inference_flops_ratio"]}
 
 
 def _scale(opt: Any) -> float | None:

@@ -7,9 +7,9 @@ emulate switches every ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` and ``nn.Embe
 plain: the first and last GEMM-like module in registration order (``named_modules``; a module owning a ≥2-D
 ``weight`` parameter counts) when ``recipe.exempt_first_last``, and names matching one of the ``recipe.exempt``
 fnmatch patterns. With ``recipe.nongemm`` set, the outputs of norm and softmax modules (LayerNorm, GroupNorm,
-BatchNorm*, Softmax, LogSoftmax) are rounded by a forward hook (straight-through gradient). With
-``recipe.activations == "ktanh"`` the K-TanH helper (``lowp.ops.ktanh.replace_activations``) is applied, then each
-registered ``recipe.transforms`` entry (``extensions.register_transform``). Atomic: everything that can fail on a bad
+BatchNorm*, Softmax, LogSoftmax) are rounded by a forward hook (straight-through gradient). Then each
+``recipe.transforms`` entry is applied by its registered technique (``extensions.register_technique``; e.g.
+``ktanh``, ``pact:4:4``, ``autosparse:0.8``). Atomic: everything that can fail on a bad
 recipe fails before the model is touched, and a transform that raises leaves the model restored. TorchScript modules
 are refused. restore undoes all of it. No global state of torch is touched.
 """
@@ -68,9 +68,7 @@ def emulate(model: nn.Module, recipe: Recipe | str) -> nn.Module:
     every layer's context are built before the model is touched, and a failing transform restores the model."""
     recipe = get_recipe(recipe)
     _check_model(model)
-    if recipe.activations is not None and recipe.activations != "ktanh":
-        raise ValueError(f"unknown recipe.activations {recipe.activations!r}; valid: None, 'ktanh'")
-    transforms = [extensions.get_transform(entry) for entry in recipe.transforms]  # unknown names raise here
+    transforms = [extensions.get_technique(entry) for entry in recipe.transforms]  # unknown names raise here
     named = [(n, m) for n, m in model.named_modules() if _gemm_like(m)]
     edges = [n for n, m in model.named_modules() if _gemm_like(m) or _owns_weight(m)]
     exempt = set()
@@ -101,12 +99,8 @@ def emulate(model: nn.Module, recipe: Recipe | str) -> nn.Module:
             for name, m in model.named_modules():
                 if isinstance(m, NONGEMM_TYPES) and not any(fnmatch.fnmatchcase(name, p) for p in recipe.exempt):
                     setattr(m, _HOOK_ATTR, m.register_forward_hook(_nongemm_hook(recipe.nongemm)))
-        if recipe.activations == "ktanh":
-            from ..ops import ktanh  # noqa: PLC0415
-
-            ktanh.replace_activations(model)
-        for fn, args in transforms:  # registered by higher layers (extensions.py)
-            out = fn(model, recipe, args)
+        for technique, args in transforms:  # registered by higher layers (extensions.py)
+            out = technique.transform(model, recipe, args)
             model = model if out is None else out
         model.__dict__[_CAPTURE_ATTR] = CaptureState(model, recipe, exempt)
     except BaseException:
@@ -116,17 +110,14 @@ def emulate(model: nn.Module, recipe: Recipe | str) -> nn.Module:
 
 
 def restore(model: nn.Module) -> nn.Module:
-    """Undo ``emulate``: capture hooks removed, registered transforms removed (``extensions.UNDO``), K-TanH
-    activations put back, plain torch classes again with the same parameters; Matmul modules back to
+    """Undo ``emulate``: capture hooks removed, every registered technique's transform removed (its ``undo``;
+    K-TanH activations put back, ...), plain torch classes again with the same parameters; Matmul modules back to
     torch.matmul."""
     state = model.__dict__.pop(_CAPTURE_ATTR, None)
     if state is not None:
         state.remove()
-    for undo in extensions.UNDO.values():
-        undo(model)
-    from ..ops import ktanh
-
-    ktanh.restore_activations(model)
+    for technique in list(extensions.TECHNIQUES.values()):
+        technique.undo(model)
     for m in model.modules():
         if type(m) in PLAIN:
             m.__class__ = PLAIN[type(m)]
@@ -153,3 +144,10 @@ def emulated_layers(model: nn.Module) -> dict[str, OpContext]:
     if state is not None:
         out.update(state.contexts)
     return out
+
+
+def applied_techniques(model: nn.Module) -> list:
+    """The registered techniques ``emulate`` applied to ``model`` (its recipe's ``transforms``, in order, each once);
+    empty for a model that is not emulated."""
+    state = capture_state(model)
+    return extensions.techniques_of(None if state is None else state.recipe)

@@ -182,15 +182,19 @@ def get_recipe(name: "str | Recipe | os.PathLike") -> Recipe:
         except ValueError as e:
             raise ValueError(f"recipe file {name!r}: {str(e).splitlines()[0]}") from None
     extensions.load_plugins()  # families and modifiers registered by higher layers
-    if "+" in key:  # BASE+modifier[:arg][+modifier...]
+    if "+" in key:  # BASE+modifier[:arg][+modifier...]; a technique without a modifier appends its transform
         base, *mods = key.split("+")
         r = get_recipe(base)
         for mod in mods:
             mname, arg = extensions.split_transform(mod)
-            if mname not in extensions.MODIFIERS:
+            if mname in extensions.MODIFIERS:
+                r = extensions.MODIFIERS[mname](r, arg)
+            elif mname in extensions.TECHNIQUES:
+                r = r.replace(name=f"{r.name}+{mod}", transforms=tuple(r.transforms) + (mod,))
+            else:
+                known = sorted(set(extensions.MODIFIERS) | set(extensions.TECHNIQUES))
                 raise ValueError(f"unknown recipe modifier {mname!r} in {name!r}; registered: "
-                                 f"{', '.join(extensions.MODIFIERS) or 'none'}")
-            r = extensions.MODIFIERS[mname](r, arg)
+                                 f"{', '.join(known) or 'none'}")
         return r
     for pattern, factory in extensions.RECIPE_FAMILIES:
         m = pattern.fullmatch(key)

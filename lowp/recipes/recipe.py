@@ -179,8 +179,9 @@ class Recipe:
     loss_scaling: LossScaling = LossScaling()
     exempt_first_last: bool = False
     exempt: tuple[str, ...] = ()
-    activations: str | None = None  # e.g. "ktanh": replace tanh/sigmoid/GELU by integer-only approximations
-    transforms: tuple[str, ...] = ()  # registered model transforms "name[:args]" applied by emulate (extensions.py)
+    #: registered techniques "name[:args]" applied by emulate in order (extensions.py), e.g. "ktanh" (tanh, sigmoid,
+    #: GELU, SiLU modules by integer-only K-TanH approximations), "pact:4:4", "autosparse:0.8"
+    transforms: tuple[str, ...] = ()
     source: str = ""
     notes: str = ""
 
@@ -209,8 +210,6 @@ class Recipe:
         if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1):
             raise ValueError(f"chunk must be a positive int or None, got {self.chunk!r}")
         _check_bool("exempt_first_last", self.exempt_first_last)
-        if self.activations is not None and not isinstance(self.activations, str):
-            raise ValueError(f"recipe activations must be a name (e.g. 'ktanh') or None, got {self.activations!r}")
         object.__setattr__(self, "exempt", _str_tuple("exempt", self.exempt))
         object.__setattr__(self, "transforms", _str_tuple("transforms", self.transforms))
         for f in ("source", "notes"):
@@ -218,7 +217,9 @@ class Recipe:
                 raise ValueError(f"recipe {f} must be a string, got {getattr(self, f)!r}")
 
     def replace(self, **overrides: Any) -> "Recipe":
-        """A new recipe with fields replaced; a dict for a spec field updates that spec's fields."""
+        """A new recipe with fields replaced; a dict for a spec field updates that spec's fields. The former field
+        ``activations="ktanh"`` is read as the transform entry ``"ktanh"`` put before the recipe's transforms."""
+        overrides = _legacy_activations(overrides, self.transforms)
         new = {}
         for k, v in overrides.items():
             if k not in {f.name for f in dataclasses.fields(self)}:
@@ -235,8 +236,11 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        """A Recipe from ``to_dict``'s output. Dicts written before K-TanH became a technique carry
+        ``activations``: None is dropped, a name becomes the first ``transforms`` entry (``"ktanh"``)."""
         if not isinstance(d, dict):
             raise ValueError(f"a recipe is a JSON object (dict), got {type(d).__name__}")
+        d = _legacy_activations(d, ())
         valid = {f.name for f in dataclasses.fields(cls)}
         bad = set(d) - valid
         if bad:
@@ -250,6 +254,20 @@ class Recipe:
     def from_json(cls, s: str) -> "Recipe":
         """A Recipe from JSON text; malformed or too deeply nested JSON is a one-line ValueError."""
         return cls.from_dict(loads_json(s))
+
+
+def _legacy_activations(d: dict[str, Any], transforms: tuple[str, ...]) -> dict[str, Any]:
+    """``d`` without the former ``activations`` field (K-TanH before it was a technique, ``lowp.techniques.ktanh``):
+    None is dropped, a name becomes the first entry of ``transforms`` (``d``'s own, else ``transforms``)."""
+    if "activations" not in d:
+        return d
+    d = dict(d)
+    act = d.pop("activations")
+    if act is not None:
+        if not isinstance(act, str) or not act:
+            raise ValueError(f"recipe activations must be a transform name (e.g. 'ktanh') or None, got {act!r}")
+        d["transforms"] = (act,) + _str_tuple("transforms", d.get("transforms", transforms))
+    return d
 
 
 def loads_json(s: str | bytes, source: str = "recipe JSON") -> Any:

@@ -56,7 +56,8 @@ from torch.nn.utils import parametrize
 
 from ..recipes import extensions
 from ..recipes.recipe import Recipe
-from .flops import gemm_layers
+from ..recipes.technique import Column, EpochMetrics, LayerPlot, ReportSection, Technique
+from .flops import cumulative_train_flops_ratio, gemm_layers, sparsity_report
 
 SCHEDULES = ("cos-sigmoid", "cosine", "linear", "constant")
 GRANULARITIES = ("layer", "channel")
@@ -349,10 +350,60 @@ def _modifier(base: Recipe, arg: str | None) -> Recipe:
                           "optimizer after emulate and call lowp.techniques.autosparse.on_epoch each epoch.")
 
 
+def _flops_cell(extras: dict) -> str | None:
+    tr, inf = extras.get("train_flops_ratio"), extras.get("inference_flops_ratio")
+    return None if tr is None else f"{tr:.2f} / {inf:.2f}"
+
+
+class AutoSparseTechnique(Technique):
+    """The ``autosparse[:...]`` transform with its training hooks: :func:`on_epoch` each epoch; history extras
+    ``sparsity`` (overall) and ``layer_sparsity`` (per layer) from ``flops.sparsity_report`` on one training input;
+    run extras ``sparsity`` (final), ``train_flops_ratio`` (whole run, ``cumulative_train_flops_ratio``) and
+    ``inference_flops_ratio`` (final), all against dense. Not data-parallel yet in ``lowp compare``."""
+
+    name = "autosparse"
+    supports_data_parallel = False
+    columns = (Column("sparsity", "sparsity %",
+                      lambda x: None if x.get("sparsity") is None else f"{100 * x['sparsity']:.1f}"),
+               Column("flops", "train/infer FLOPs vs dense", _flops_cell))
+
+    def transform(self, model: nn.Module, recipe: Recipe | None, args: str | None) -> nn.Module:
+        return _transform(model, recipe, args)
+
+    def undo(self, model: nn.Module) -> None:
+        remove_autosparse(model)
+
+    def on_epoch(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        on_epoch(model, epoch, epochs)
+
+    def epoch_metrics(self, model: nn.Module, sample: Any) -> EpochMetrics | dict:
+        if not autosparse_layers(model):
+            return {}
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            report = sparsity_report(model, sample)
+        model.train(was)
+        return EpochMetrics({"sparsity": report["sparsity"], "layer_sparsity": report["layer_sparsity"]}, report)
+
+    def run_metrics(self, details) -> dict:
+        reports = [d for d in details if d is not None and "dense_train_flops" in d]
+        if not reports:
+            return {}
+        return {"sparsity": reports[-1]["sparsity"], "train_flops_ratio": cumulative_train_flops_ratio(reports),
+                "inference_flops_ratio": reports[-1]["inference_flops_ratio"]}
+
+    def report_section(self, runs) -> ReportSection:
+        return ReportSection("Sparsity", "<p>Fraction of zero weights per layer at the end of each epoch; the table "
+                             "gives the final overall sparsity and the training / inference FLOPs against dense.</p>",
+                             (LayerPlot("layer_sparsity", "zero weights (%)", "sparsity.png",
+                                        "sparsity per layer over training", scale=100.0),))
+
+
 def register() -> None:
-    """Register the ``autosparse`` recipe modifier and model transform (idempotent)."""
+    """Register the ``autosparse`` recipe modifier and technique (idempotent)."""
     extensions.register_modifier("autosparse", _modifier)
-    extensions.register_transform("autosparse", _transform, undo=remove_autosparse)
+    extensions.register_technique(AutoSparseTechnique())
 
 
 register()

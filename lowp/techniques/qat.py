@@ -46,8 +46,9 @@ import torch.nn.functional as F
 from ..ops.modules import PLAIN
 from ..recipes import extensions
 from ..recipes.recipe import ROLES, Recipe
+from ..recipes.technique import FunctionTechnique, LayerPlot, ReportSection
 from .dorefa import DoReFaWeight, UnitClipAct, check_bits
-from .pact import PACT
+from .pact import PACT, pact_alphas
 from .ternary_ft import IntQuant, TernaryWeight
 from .wrpn import WRPNWeight, widen
 
@@ -360,10 +361,26 @@ def _ternary_family(m) -> Recipe:
               + "First and last GEMM-like layers: 8-bit integer weights (per-tensor amax scale).")
 
 
+class PACTTechnique(FunctionTechnique):
+    """The ``pact:W:A`` transform with its history extra ``pact_alpha`` (layer -> clipping level α at the end of
+    each epoch, the mean over channels for per-channel α) and a report section plotting it."""
+
+    def epoch_metrics(self, model: nn.Module, sample) -> dict:
+        alphas = pact_alphas(model)
+        return {"pact_alpha": {k: sum(v) / len(v) for k, v in alphas.items()}} if alphas else {}
+
+    def report_section(self, runs) -> ReportSection:
+        return ReportSection("PACT clipping levels", "<p>α per layer at the end of each epoch (mean over channels for "
+                             "per-channel α).</p>", (LayerPlot("pact_alpha", "PACT clipping level α", "pact-alpha.png",
+                                                              "PACT alpha per layer over training"),))
+
+
 def register() -> None:
-    """Register the transforms and the recipe families (idempotent)."""
+    """Register the transforms (``pact`` with its epoch metric and report section) and the recipe families
+    (idempotent)."""
     for name, fn in _TRANSFORMS.items():
-        extensions.register_transform(name, fn, undo=remove_qat)
+        cls = PACTTechnique if name == "pact" else FunctionTechnique
+        extensions.register_technique(cls(name, fn, remove_qat))
     known = {p.pattern for p, _ in extensions.RECIPE_FAMILIES}
     fams = [(r"(pact|dorefa)-w(\d+)a(\d+)", _qat_family, "pact-wKaJ, dorefa-wKaJ (K-bit weights, J-bit activations)"),
             (r"wrpn-w(\d+)a(\d+)-x(\d+)", _wrpn_family, "wrpn-wKaJ-xF (widening F)"),

@@ -18,11 +18,12 @@ def test_pact_alpha_and_sparsity_reported(tmp_path):
     assert alpha and all(0 < v < 100 for v in alpha.values())
     assert first != alpha  # alpha trains: it moved between the epochs
     sp = runs["fp32+autosparse:0.6"]
-    assert sp.sparsity == pytest.approx(0.6, abs=0.05)
-    assert 0 < sp.inference_flops_ratio < 0.6 and 0 < sp.train_flops_ratio < 1
-    assert set(sp.history[-1]["layer_sparsity"]) and runs["fp32"].sparsity is None
+    assert sp.extras["sparsity"] == pytest.approx(0.6, abs=0.05)
+    assert 0 < sp.extras["inference_flops_ratio"] < 0.6 and 0 < sp.extras["train_flops_ratio"] < 1
+    assert sp.extras["sparsity"] == sp.history[-1]["sparsity"]  # the run's figure is the last epoch's
+    assert set(sp.history[-1]["layer_sparsity"]) and runs["fp32"].extras == {} and runs["pact-w4a4"].extras == {}
     saved = {r["recipe"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
-    assert saved["fp32+autosparse:0.6"]["sparsity"] == sp.sparsity
+    assert saved["fp32+autosparse:0.6"]["extras"] == sp.extras
     html = (tmp_path / "report.html").read_text()
     assert "pact-alpha.png" in html and "sparsity.png" in html and "sparsity %" in html
     assert (tmp_path / "pact-alpha.png").stat().st_size > 0 and (tmp_path / "sparsity.png").stat().st_size > 0

@@ -220,12 +220,6 @@ def test_modules_and_replace_activations():
         assert torch.equal(mod(x), fn(x))
 
 
-def test_recipe_activations_ktanh_uses_replace():
-    recipe = lowp.get_recipe("fp32").replace(activations="ktanh")
-    model = lowp.emulate(nn.Sequential(nn.Linear(3, 3), nn.Tanh()), recipe)
-    assert isinstance(model[1], lowp.KTanh)
-
-
 def test_shipped_table_is_what_the_fit_script_makes(tmp_path):
     spec = importlib.util.spec_from_file_location("fit_ktanh", ROOT / "scripts/fit_ktanh.py")
     fit = importlib.util.module_from_spec(spec)

@@ -132,7 +132,7 @@ def test_exempt_patterns_and_nongemm_hook():
 def test_errors_name_the_bad_value():
     with pytest.raises(ValueError, match="known recipes: fp32, bf16"):
         lowp.emulate(nn.Linear(2, 2), "fp9")
-    with pytest.raises(ValueError, match="unknown recipe.activations 'relu6'"):
-        lowp.emulate(nn.Linear(2, 2), lowp.Recipe(activations="relu6"))
+    with pytest.raises(ValueError, match="unknown model transform 'relu6'"):
+        lowp.emulate(nn.Linear(2, 2), lowp.Recipe(transforms=("relu6",)))
     with pytest.raises(TypeError, match="recipe is a name"):
         lowp.get_recipe(3)

@@ -38,7 +38,6 @@ def test_tensor_spec_accepts_real_values():
     (dict(exempt_first_last="false"), "exempt_first_last must be True or False, got 'false'"),
     (dict(exempt="conv1"), "exempt must be a list of strings, got 'conv1'"),
     (dict(transforms=[5]), r"transforms must be a list of strings, got \[5\]"),
-    (dict(activations=5), "activations must be a name"),
     (dict(accumulate=5), "accumulate must be a format or accumulator name"),
     (dict(loss_scaling=5), "loss_scaling must be"),
     (dict(loss_scaling={"kind": "static", "init_scale": float("nan")}), "init_scale .* got nan"),
@@ -54,6 +53,7 @@ def test_recipe_refuses(kw, match):
 
 @pytest.mark.parametrize("text, match", [
     ('{"name": 5}', "got 5"),
+    ('{"name": "x", "activations": 5}', "activations must be a transform name .* got 5"),
     ('{"name": "x", "input": {"format": "e4m3", "margin": NaN}}', "got nan"),
     ('{"name": "x", "exempt_first_last": "false"}', "'false'"),
     ('{"name": "x", "input": {"format": "e4m3", "saturate": "no"}}', "'no'"),
