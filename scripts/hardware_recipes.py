@@ -64,20 +64,21 @@ def main() -> None:
     parts, dump = [], {"command": cmd, "tasks": {}}
     for task, (every, scale, unit, digits) in TASKS.items():
         comp, wall = replication.run_compare(task, RECIPES, args.seeds, os.path.join(args.out, task), args.jobs, every)
-        rows, summary = replication.table(comp, RECIPES, scale=scale, unit=unit, digits=digits)
+        rows, summary = replication.table(comp, RECIPES, scale=scale, unit=unit, digits=digits,
+                                          prefix=f"{task}-")
         train_s = sum(r.wall_s for r in comp.runs)
         fp32 = next(x.metric for x in comp.summaries() if x.recipe == "fp32")
         mtext, mfun = MARGIN[task]
         margin = mfun(fp32)
         claims = []
-        for claim, parts in CLAIMS:
-            held = [part_holds(comp, kind, a, b, margin) for kind, a, b in parts]
+        for claim, pieces in CLAIMS:
+            held = [part_holds(comp, kind, a, b, margin) for kind, a, b in pieces]
             word = ("**does not hold here**" if "no" in held else "no result" if "no result" in held else
                     "**holds**" if all(h == "yes" for h in held) else "inconclusive (3 seeds do not resolve it)")
             claims.append(f"- {claim}: {word}. " + "; ".join(
                 f"{replication.compare_text(comp, a, b, scale)} ({'within' if kind == 'close' else 'needs'} "
                 f"{'±' + format(margin * scale, '.4g') if kind == 'close' else 'worse'}: "
-                f"{h})" for (kind, a, b), h in zip(parts, held)) + ".")
+                f"{h})" for (kind, a, b), h in zip(pieces, held)) + ".")
         parts += [f"## {task}", "",
                   f"{len(comp.runs)} runs, {train_s / 60:.1f} min of training in all (sum of the runs' wall times, "
                   f"{args.jobs} at a time); this call {wall / 60:.1f} min (it reuses finished runs).", "",
@@ -100,7 +101,10 @@ def main() -> None:
         "",
         *parts,
         "Caveats: small models, short runs, 3 seeds: \"noise\" means the difference is below what three seeds "
-        "resolve, not that there is none. The hardware's own GEMMs and accumulators are not modelled here (FP32 "
+        "resolve, not that there is none. \"GEMM FLOPs emulated\" counts the random Hadamard transform's own "
+        "FP32 products (block × 16×16 matrices) as GEMMs that stay in high precision, which is why the RHT "
+        "recipes show less than their ablation without it; attention stays in high precision in these recipes "
+        "(Transformer Engine's default), hence 88% on tiny-gpt. The hardware's own GEMMs and accumulators are not modelled here (FP32 "
         "accumulation; see tensor-core-accumulation.md for that model).",
         "",
     ])
