@@ -26,7 +26,7 @@ a bound (|a|·|b| GEMM times (1+2^-p)^(K+2)) proves that no partial sum can over
 format keeps subnormals; otherwise every add is rounded by the general kernel ``Format.quantize`` in float64.
 
 Fast path: when it is provably bit-identical (operand bits, exponent range, overflow bound; see
-``accumulate_fast.py``) and M·N·K is large, the same computation runs in float32 in torch.compile'd kernels
+``accumulate_compiled.py``) and M·N·K is large, the same computation runs in float32 in torch.compile'd kernels
 (``FAST_PATH`` selects; ``LOWP_COMPILE=0`` disables it). What follows describes the float64 reference path.
 
 Vectorised over the output tile: the Python loop runs over the ``c`` positions inside a chunk (all chunks and all
@@ -43,7 +43,7 @@ from ..formats import FloatFormat, Format, get_format
 from ..formats.integer import FixedFormat
 
 _EXP_MASK = 0x7FF0000000000000
-FAST_PATH = "auto"  # "auto": the compiled float32 path (accumulate_fast) when it is exact and M·N·K is large enough;
+FAST_PATH = "auto"  # "auto": the compiled float32 path (accumulate_compiled) when it is exact and M·N·K is large;
 #                     "always": whenever it is exact (tests); "never": the float64 reference path only
 _MAX_TILE = 1 << 19  # elements per working tile (rows of the output are processed in blocks; ~4 MB float64 fits cache)
 
@@ -176,8 +176,8 @@ def _accumulate(at: torch.Tensor, b: torch.Tensor, rounder: _Rounder, chunk: int
 
 
 def _fast(a2, b2, batch, m, k, n, fmt, chunk) -> torch.Tensor | None:
-    """The compiled float32 path of ``accumulate_fast`` when allowed, applicable and exact; else None."""
-    from . import accumulate_fast as af
+    """The compiled float32 path of ``accumulate_compiled`` when allowed, applicable and exact; else None."""
+    from . import accumulate_compiled as af
 
     # CPU only: its cache tiling is tuned for a CPU, and its Veltkamp splitting needs fl(x·c) then fl(t - x) with no
     # FMA contraction, which Triton does not promise; other devices run the float64 reference (same bits)

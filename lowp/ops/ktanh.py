@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..formats.fast import FAST_MIN_NUMEL, compile_enabled
+from ..formats.dispatch import FAST_MIN_NUMEL, compile_enabled
 
 _TABLE_PATH = pathlib.Path(__file__).with_name("ktanh_table.json")
 _ONE = 0x3F80      # BF16 1.0

@@ -1,7 +1,7 @@
 """Format-specialised short paths of the float32 rounding kernel: round to nearest (ties to even) or stochastically
 on one format's grid, with the format's constants written into the kernel as literals, one compiled graph per
 (format, saturate, variant, rounding, random bits). They give the bits of the general kernel
-(``float_kernel.round_float``; tests compare them on every rounding-relevant bit pattern class of every registered
+(``round_reference.round_float``; tests compare them on every rounding-relevant bit pattern class of every registered
 float format) at a third to a half of its cost.
 
 For float32 v, |v| = a, a target with m mantissa bits (sh = 23 - m dropped bits) and smallest normal 2^emin >= 2^-126:

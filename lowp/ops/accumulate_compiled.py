@@ -49,7 +49,7 @@ _lock = threading.Lock()
 _kernels = None  # None: not tried; False: compiling or the probe failed
 
 
-from ..formats.fast import compile_enabled  # noqa: E402,F401  (one switch for the package; re-exported)
+from ..formats.dispatch import compile_enabled  # noqa: E402,F401  (one switch for the package; re-exported)
 
 
 def _rnd(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
