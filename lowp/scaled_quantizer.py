@@ -79,7 +79,7 @@ class ScaledQuantizer:
                 return x.to(native).to(torch.float32)
             force = ("compiled" if dispatch.compile_enabled() else "eager") if self.any_size else None
             return dispatch.float_dispatch(x.contiguous(), fmt, self.rounding, self.saturate,
-                                       check_rand_bits(self.rand_bits), generator, None, force=force)
+                                           check_rand_bits(self.rand_bits), generator, None, force=force)
         if not self.any_size:
             return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits,
                                 generator=generator)
@@ -113,9 +113,9 @@ class ScaledQuantizer:
                  else self.scale(x).to(torch.float32))
             if round_short_compiled.supported(self.fmt, self.rounding):
                 return dispatch.short_path(x, self.fmt, self.saturate, "scaled", s, rounding=self.rounding,
-                                       rand_bits=check_rand_bits(self.rand_bits))
+                                           rand_bits=check_rand_bits(self.rand_bits))
             return dispatch.scaled_round_float(x, self.fmt.kernel_params(torch.float32), self.rounding, self.saturate,
-                                           check_rand_bits(self.rand_bits), None, s)
+                                               check_rand_bits(self.rand_bits), None, s)
         s = self.scale(x, chan_axis).to(x.dtype)
         xs = x * s
         q = self.round(xs, generator, fmt)
@@ -135,7 +135,7 @@ class ScaledQuantizer:
             return None  # the native cast is faster
         plain, stochastic = self.scaling == "none", self.rounding == "stochastic"
         kernel = round_short_compiled.kernel(fmt, self.saturate, "plain" if plain else "current", self.margin,
-                                    rounding=self.rounding, rand_bits=check_rand_bits(self.rand_bits))
+                                             rounding=self.rounding, rand_bits=check_rand_bits(self.rand_bits))
 
         def call(x: torch.Tensor) -> torch.Tensor:
             # detached after the reshape, so not a view: a view makes dynamo guard on its base's shape (one graph

@@ -80,10 +80,10 @@ def test_compiled_path_is_bit_identical(name):
     for saturate in (False, True):
         for rounding in lowp.ROUNDING_MODES:
             a = dispatch.round_float_dispatch(x, params, rounding, saturate, 32, torch.Generator().manual_seed(1), None,
-                                          force="eager")
+                                              force="eager")
             before = dispatch.compiled_calls
             b = dispatch.round_float_dispatch(x, params, rounding, saturate, 32, torch.Generator().manual_seed(1), None,
-                                          force="compiled")
+                                              force="compiled")
             assert dispatch.compiled_calls == before + 1
             assert bool(bits_equal(a, b).all()), (rounding, saturate)
             if rounding == "nearest":

@@ -173,8 +173,8 @@ def test_identity_formats():
 def kernel_round(fmt: FloatFormat, x: torch.Tensor, rand: torch.Tensor, k: int, saturate=False):
     p = fmt.kernel_params(x.dtype)
     return round_reference.round_float(x, **p, mode=torch.tensor(MODE_CODE["stochastic"]),
-                                    saturate=torch.tensor(saturate), rand=rand,
-                                    rand_k=torch.tensor(k, dtype=torch.int64))
+                                       saturate=torch.tensor(saturate), rand=rand,
+                                       rand_k=torch.tensor(k, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("name", ["e5m2", "e4m3", "fp16-169", "e2m1", "bf16"])

@@ -65,7 +65,7 @@ def run(fmt, saturate, variant, x, *extra, compiled=False, margin=0, key=None, k
     if key is not None:
         extra = extra + (key,)
     round_short_compiled.kernel(fmt, saturate, variant, margin=margin, compiled=compiled,
-                       rounding="nearest" if key is None else "stochastic", rand_bits=k)(out, x, *extra)
+                                rounding="nearest" if key is None else "stochastic", rand_bits=k)(out, x, *extra)
     return out
 
 
