@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import lowp
-from lowp.formats import dispatch
+from lowp.formats import compiling
 
 
 def timeit(fn, repeats: int) -> float:
@@ -57,7 +57,7 @@ def main() -> None:
     dev = torch.device(args.device)
     print(f"device {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, compile "
-          f"{'on' if dispatch.compile_enabled() else 'off (LOWP_COMPILE=0)'}")
+          f"{'on' if compiling.compile_enabled() else 'off (LOWP_COMPILE=0)'}")
     for lg in args.sizes:
         n = 1 << lg
         x = torch.randn(n, device=dev) * 3.0

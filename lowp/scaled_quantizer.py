@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from .formats import FloatFormat, Format, dispatch, get_format, round_short_compiled
+from .formats import FloatFormat, Format, compiling, dispatch, get_format, round_short_compiled
 from .rounding import check_rand_bits, draw_key
 from .scaling import DelayedScaler, amax_scale, channel_amax, current_scale
 
@@ -43,7 +43,7 @@ class ScaledQuantizer:
         self.scaling, self.margin = scaling, int(margin)
         self.delayed = DelayedScaler(history, margin) if scaling == "delayed" else None
         # compiled kernels at every tensor size (a role rounded every step: compiling once always pays), or, as
-        # lowp.quantize, only from dispatch.FAST_MIN_NUMEL elements
+        # lowp.quantize, only from compiling.FAST_MIN_NUMEL elements
         self.any_size = bool(any_size)
         self._fast: Callable[[torch.Tensor], torch.Tensor] | None | bool = False  # resolved on first use
 
@@ -77,13 +77,13 @@ class ScaledQuantizer:
             native = _NATIVE.get(fmt.name)
             if native is not None and self.rounding == "nearest" and not self.saturate:
                 return x.to(native).to(torch.float32)
-            force = ("compiled" if dispatch.compile_enabled() else "eager") if self.any_size else None
+            force = ("compiled" if compiling.compile_enabled() else "eager") if self.any_size else None
             return dispatch.float_dispatch(x.contiguous(), fmt, self.rounding, self.saturate,
                                            check_rand_bits(self.rand_bits), generator, None, force=force)
         if not self.any_size:
             return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits,
                                 generator=generator)
-        with dispatch.compiled_at_any_size():
+        with compiling.compiled_at_any_size():
             return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits,
                                 generator=generator)
 
@@ -94,8 +94,8 @@ class ScaledQuantizer:
                  observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Q(x·s)/s. ``observe(xs, q)`` (if given) sees the scaled input and its rounding before the division."""
         fast_ok = (generator is None and observe is None and fmt is None and x.dtype == torch.float32
-                   and (self.any_size or x.numel() >= dispatch.FAST_MIN_NUMEL) and x.numel() < dispatch.MAX_NUMEL
-                   and dispatch.compile_enabled())
+                   and (self.any_size or x.numel() >= compiling.FAST_MIN_NUMEL) and x.numel() < dispatch.MAX_NUMEL
+                   and compiling.compile_enabled())
         if fast_ok:
             if self._fast is False:
                 self._fast = self._short_path_call()

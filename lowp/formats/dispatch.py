@@ -8,25 +8,21 @@ They give the same bits as the eager references (tests check it). They are compi
 import), on flattened tensors with dynamic shapes and with every format parameter passed as a 0-d tensor, so one
 graph per (kernel, deterministic | stochastic) serves every format, shape and rank without recompiling; each writes
 straight into its output (``out=`` or a fresh tensor). ``compiled_calls`` counts calls that took a compiled path.
+The switch (``compile_enabled``), the size rule (``compiled_at_any_size``) and the cache of compiled kernels are the
+package's one set, in ``compiling.py``.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import os
-import threading
 import types
 
 import torch
 
 from ..rounding import draw_key
 from . import round_compiled, round_short_compiled
+from .compiling import cached, compiled, worth_it
 from .round_reference import MODE_CODE, round_float
 
-FAST_MIN_NUMEL = 1 << 16
 MAX_NUMEL = 1 << 31  # the compiled kernels index elements (and their random bits) in int32
-_lock = threading.Lock()
-_compiled: dict[str, object] = {}
 compiled_calls = 0
 
 _FNS = {"generic": round_float, "float": round_compiled.float_into, "mx_scale": round_compiled.mx_scale,
@@ -34,24 +30,10 @@ _FNS = {"generic": round_float, "float": round_compiled.float_into, "mx_scale": 
         "amax_scale": round_compiled.amax_scale_f32, "scaled_float": round_compiled.scaled_float_into}
 
 
-def compile_enabled() -> bool:
-    """Whether compiled kernels may run now: ``LOWP_COMPILE`` is not "0", and no user ``TorchFunctionMode`` or
-    ``TorchDispatchMode`` (``FlopCounterMode``, a profiler's mode, ...) is active, since a compiled function called
-    under one raises or traces the mode; the eager kernels give the same bits."""
-    if os.environ.get("LOWP_COMPILE", "1") == "0":
-        return False
-    return not (torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack())
-
-
 def _get_compiled(which: str = "generic", mode: str | None = None):
     """The compiled kernel ``which``; with ``mode`` (a rounding mode name), its graph for that mode alone."""
-    with _lock:
-        fn = _compiled.get((which, mode))
-        if fn is None:
-            kernel = _FNS[which] if mode is None else _with_mode(_FNS[which], mode)
-            fn = _compiled[(which, mode)] = round_short_compiled._grad_free(torch.compile(kernel, dynamic=True,
-                                                                                  fullgraph=True))
-    return fn
+    key = ("dispatch", which, mode)
+    return cached(key) or compiled(_FNS[which] if mode is None else _with_mode(_FNS[which], mode), key)
 
 
 def _with_mode(fn, mode: str):
@@ -95,23 +77,9 @@ def _params32(params: dict) -> dict:
     return hit[1]
 
 
-_FORCED = contextvars.ContextVar("lowp_compiled_forced", default=False)
-
-
-@contextlib.contextmanager
-def compiled_at_any_size():
-    """Within: the compiled kernels serve float32 tensors of every size (emulated training, where each tensor role
-    is rounded every step and the one-off compilation always pays), not only those of ``FAST_MIN_NUMEL`` or more."""
-    token = _FORCED.set(True)
-    try:
-        yield
-    finally:
-        _FORCED.reset(token)
-
-
 def use_compiled(x: torch.Tensor) -> bool:
-    return (x.dtype == torch.float32 and (FAST_MIN_NUMEL <= x.numel() or _FORCED.get()) and x.numel() < MAX_NUMEL
-            and compile_enabled())
+    """Whether float32 ``x`` takes a compiled kernel (``compiling.worth_it``; fewer than ``MAX_NUMEL`` elements)."""
+    return x.dtype == torch.float32 and x.numel() < MAX_NUMEL and worth_it(x.numel())
 
 
 def _flat(x: torch.Tensor, row: int | None = None) -> torch.Tensor:

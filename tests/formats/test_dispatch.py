@@ -8,14 +8,14 @@ import torch
 from torch._dynamo.utils import counters
 
 import lowp
-from lowp.formats import dispatch
+from lowp.formats import compiling, dispatch
 
 
 def same_bits(a, b):
     return bool(((a.view(torch.int32) == b.view(torch.int32)) | (torch.isnan(a) & torch.isnan(b))).all())
 
 
-def data(n=dispatch.FAST_MIN_NUMEL, seed=0):
+def data(n=compiling.FAST_MIN_NUMEL, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, generator=g) * torch.exp2(torch.randint(-40, 40, (n,), generator=g).float())
     x[3], x[40], x[41] = float("nan"), float("inf"), -float("inf")
@@ -51,7 +51,7 @@ def test_small_or_other_tensors_stay_eager(monkeypatch):
     before = dispatch.compiled_calls
     lowp.quantize(torch.randn(100), "e4m3")
     lowp.quantize(data().double(), "e4m3")
-    lowp.quantize(data()[: dispatch.FAST_MIN_NUMEL - 4096].reshape(-1, 48), "mxfp8_e4m3")  # below FAST_MIN_NUMEL
+    lowp.quantize(data()[: compiling.FAST_MIN_NUMEL - 4096].reshape(-1, 48), "mxfp8_e4m3")  # below FAST_MIN_NUMEL
     monkeypatch.setenv("LOWP_COMPILE", "0")
     lowp.quantize(data(), "e4m3")
     lowp.quantize(data(), "int8")

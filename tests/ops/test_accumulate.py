@@ -1,6 +1,7 @@
 """lowp.matmul with accumulation in a format (ops/accumulate.py) against a plain-Python oracle: exact products and sums as
 fractions.Fraction, each partial sum rounded by a Fraction-based round-to-nearest-even written here."""
 import math
+import os
 from fractions import Fraction
 
 import zlib
@@ -249,21 +250,25 @@ def test_veltkamp_rounding_is_the_general_kernel():
 
 @pytest.fixture
 def fast_always(monkeypatch):
-    import lowp.ops.accumulate as acc
+    """The compiled path whenever it is exact, at every size (the package's one switch)."""
+    from lowp.formats.compiling import compiled_at_any_size
 
-    monkeypatch.setattr(acc, "FAST_PATH", "always")
     monkeypatch.delenv("LOWP_COMPILE", raising=False)
-    return acc
+    with compiled_at_any_size():
+        yield
 
 
 def _ref(a, b, fmt, chunk):
-    import lowp.ops.accumulate as acc
-
-    old, acc.FAST_PATH = acc.FAST_PATH, "never"
+    """The float64 reference path (compiling switched off)."""
+    old = os.environ.get("LOWP_COMPILE")
+    os.environ["LOWP_COMPILE"] = "0"
     try:
         return matmul(a, b, accumulate=fmt, chunk=chunk)
     finally:
-        acc.FAST_PATH = old
+        if old is None:
+            del os.environ["LOWP_COMPILE"]
+        else:
+            os.environ["LOWP_COMPILE"] = old
 
 
 def _bits_equal(x, y):
@@ -364,10 +369,10 @@ def test_fast_path_off_with_lowp_compile_0(fast_always, monkeypatch):
 
 def test_auto_path_threshold():
     """In the default mode small GEMMs use the reference path and large ones the fast path."""
-    import lowp.ops.accumulate as acc
     import lowp.ops.accumulate_compiled as af
+    from lowp.formats.compiling import compile_enabled
 
-    if not af.compile_enabled() or acc.FAST_PATH != "auto":
+    if not compile_enabled():
         pytest.skip("LOWP_COMPILE=0")
     a = lowp.quantize(torch.randn(64, 64), "fp8-152")
     before = af.fast_calls
