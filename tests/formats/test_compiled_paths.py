@@ -100,7 +100,8 @@ def compiled_once(what):
 
 
 @pytest.fixture(autouse=True)
-def _compiling_on(monkeypatch):
+def _compiling_on(monkeypatch, one_thread):
+    """Compiling switched on; one thread (small tensors: faster so on a shared machine)."""
     monkeypatch.delenv("LOWP_COMPILE", raising=False)
     if not compiling.compile_enabled():
         pytest.skip("compiled kernels are off here (a user TorchFunctionMode/TorchDispatchMode is active)")
