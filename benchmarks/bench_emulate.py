@@ -10,7 +10,7 @@ per-round ratio is reported
 (timings on a shared machine are noisy: indicative only). Targets: <= 1.5x without accumulation, <= 15x with.
 
     python benchmarks/bench_emulate.py [--steps 10] [--recipes bf16,fp8-hybrid,fp8-ibm] [--threads N] [--tasks lm]
-                                       [--device cpu|cuda]
+                                       [--device cpu|cuda] [--json PATH]
 With ``--device cuda`` models and batches live on the GPU (TF32 off, so the FP32 baseline is FP32) and each timed
 run ends with ``torch.cuda.synchronize()``.
 """
@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 import lowp
+
+from jsonout import add_json_arg, write_json  # benchmarks/jsonout.py
 
 
 def mlp() -> nn.Module:
@@ -90,6 +92,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--tasks", default="mlp,cnn,lm", help="which of mlp, cnn, lm to run")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (models and batches on the GPU)")
+    add_json_arg(ap)
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("bench_emulate: --device cuda asked for, but torch sees no CUDA device")
@@ -98,6 +101,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    records, unavailable = [], []
     tasks = {"mlp 784-1024-1024-10 b256": (mlp(), torch.randn(256, 784), torch.randint(0, 10, (256,))),
              "cnn 3conv 32x32x3 b128": (cnn(), torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,)))}
     try:
@@ -105,6 +109,7 @@ def main() -> None:
         tasks["lm tiny-gpt b32x64"] = (lm(), tok[:, :-1], tok[:, 1:])
     except Exception as e:  # noqa: BLE001
         print(f"lm tiny-gpt unavailable: {type(e).__name__}: {e}")
+        unavailable.append({"task": "lm tiny-gpt", "recipe": None, "error": f"{type(e).__name__}: {e}"})
     tasks = {k: (m.to(dev), x.to(dev), y.to(dev)) for k, (m, x, y) in tasks.items()}
     print(f"device {dev}, torch {torch.__version__}, {torch.get_num_threads()} threads; step time, ratio to plain "
           f"FP32 (same run)")
@@ -123,9 +128,12 @@ def main() -> None:
                 step = stepper(lowp.emulate(copy.deepcopy(model), recipe), x, y)
             except Exception as e:  # noqa: BLE001 - report and go on (e.g. a dependency not written yet)
                 print(f"{task}: {name:<18} unavailable: {type(e).__name__}: {e}")
+                unavailable.append({"task": task, "recipe": name, "error": f"{type(e).__name__}: {e}"})
                 continue
             r, tb, te = paired_ratio(base_step, step, args.steps, args.rounds)
             print(f"{task}: {name:<18} {te * 1e3:8.2f} ms vs fp32 {tb * 1e3:7.2f} ms  ratio {r:5.2f}x")
+            records.append({"task": task, "recipe": name, "ms": te * 1e3, "fp32_ms": tb * 1e3, "ratio": r})
+    write_json(args.json, "emulate", args, records, device=str(dev), unavailable=unavailable)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ for a Linear-heavy MLP 1024-4096-4096-1024, at batch 1 and 256. Prints throughpu
 same run (median of repeats), the max |error| vs FP32 of each variant, and whether lowp's two INT8 kernels gave
 bit-identical outputs. Timings on a shared machine are noisy: indicative only.
 
-    python benchmarks/bench_inference.py [--threads 1] [--repeats 7]
+    python benchmarks/bench_inference.py [--threads 1] [--repeats 7] [--json PATH]
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from lowp.techniques.lowp_exec import dynamic_int8, fbgemm_exact, to_bf16, to_int8
+
+from jsonout import add_json_arg, write_json  # benchmarks/jsonout.py
 
 
 def timeit(fn, x, repeats: int, min_time: float = 0.2) -> float:
@@ -42,6 +44,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--sizes", default="1024,4096,4096,1024")
+    add_json_arg(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -61,6 +64,7 @@ def main() -> None:
         variants["int8 (ao dynamic)"] = dynamic_int8(model)
     print(f"MLP {args.sizes}, {args.threads} thread(s), cpu capability {torch.backends.cpu.get_cpu_capability()}")
     print(f"{'batch':>5}  {'variant':<19} {'ms/batch':>9} {'samples/s':>10} {'x FP32':>7}  max|err| vs FP32")
+    records, identical = [], {}
     for batch in (1, 256):
         x = torch.randn(batch, sizes[0])
         with torch.no_grad():
@@ -74,11 +78,16 @@ def main() -> None:
                 outs[name] = m(x)
             err = float((outs[name] - ref).abs().max())
             print(f"{batch:>5}  {name:<19} {1e3 * t:>9.3f} {batch / t:>10.0f} {base / t:>7.2f}  {err:.3g}")
+            records.append({"batch": batch, "variant": name, "ms": 1e3 * t, "samples_per_s": batch / t,
+                            "x_fp32": base / t, "max_err": err})
         if "int8 (lowp fbgemm)" in outs:
             same = torch.equal(outs["int8 (lowp fbgemm)"], outs["int8 (lowp _int_mm)"])
             print(f"{'':>5}  lowp fbgemm and _int_mm outputs bit-identical: {same}")
+            identical[str(batch)] = same
         else:
             print(f"{'':>5}  fbgemm's int8 Linear is not available or not exact here: lowp runs on _int_mm")
+            identical[str(batch)] = None
+    write_json(args.json, "inference", args, records, int8_kernels_bit_identical=identical)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ the BF16 pattern (what one pure gather costs in torch). Each is timed as the med
 interleaved; the ratio is baseline time / K-TanH time (> 1: K-TanH faster). Timings on a shared machine are noisy:
 indicative only.
 
-    python benchmarks/bench_ktanh.py [--log2n 24] [--reps 7] [--threads 1] [--no-compile]
+    python benchmarks/bench_ktanh.py [--log2n 24] [--reps 7] [--threads 1] [--no-compile] [--json PATH]
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from lowp.ops import ktanh as K  # noqa: E402
+
+from jsonout import add_json_arg, write_json  # noqa: E402  (benchmarks/jsonout.py)
 
 
 def timeit(fn, reps):
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
+    add_json_arg(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     n = 1 << args.log2n
@@ -73,9 +76,13 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"n = 2^{args.log2n}, threads = {args.threads}, median of {args.reps}")
     print(f"{'row':24s} {'ms':>9s} {'Gelem/s':>8s} {'vs tanh bf16':>13s} {'vs tanh fp32':>13s}")
+    records = []
     for k, t in med.items():
         print(f"{k:24s} {t * 1e3:9.2f} {n / t / 1e9:8.3f} {med['torch.tanh bf16'] / t:13.2f} "
               f"{med['torch.tanh fp32'] / t:13.2f}")
+        records.append({"row": k, "ms": t * 1e3, "gelem_s": n / t / 1e9, "vs_tanh_bf16": med["torch.tanh bf16"] / t,
+                        "vs_tanh_fp32": med["torch.tanh fp32"] / t})
+    write_json(args.json, "ktanh", args, records)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Targets: nearest ``out=`` <= 2x add for every float format; stochastic <= 3x; MX
 <= 2x; allocating <= 1.2x clone.
 
     python benchmarks/bench_quantize.py [--sizes 24 26] [--repeats 5] [--formats ...] [--device cpu|cuda]
+                                        [--json PATH]
 With ``--device cuda`` the tensors live on the GPU, every timing is bracketed by ``torch.cuda.synchronize()`` and
 the ratios are to the same run's device ``add(out=)`` and ``clone()`` (the GPU's copy bound).
 Timings on a shared machine are noisy: read them as indicative.
@@ -28,6 +29,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from
 
 import lowp
 from lowp.formats import compiling
+
+from jsonout import add_json_arg, write_json  # noqa: E402  (benchmarks/jsonout.py)
 
 
 def timeit(fn, repeats: int) -> float:
@@ -51,6 +54,7 @@ def main() -> None:
                                                      "mxfp4_e2m1", "nvfp4", "int8"])
     ap.add_argument("--roundings", nargs="+", default=["nearest", "stochastic"])
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (a GPU: ratios to the device's own add/clone)")
+    add_json_arg(ap)
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("bench_quantize: --device cuda asked for, but torch sees no CUDA device")
@@ -58,6 +62,7 @@ def main() -> None:
     print(f"device {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, compile "
           f"{'on' if compiling.compile_enabled() else 'off (LOWP_COMPILE=0)'}")
+    records = []
     for lg in args.sizes:
         n = 1 << lg
         x = torch.randn(n, device=dev) * 3.0
@@ -67,11 +72,18 @@ def main() -> None:
         gbs = lambda t: 8 * n / t / 1e9  # noqa: E731
         print(f"\nn = 2^{lg}: add(out=) {t_add * 1e3:.1f} ms ({gbs(t_add):.1f} GB/s), clone {t_clone * 1e3:.1f} ms "
               f"({gbs(t_clone):.1f} GB/s)")
+        records.append({"log2n": lg, "format": "add(out=)", "rounding": "-", "variant": "out=", "ms": t_add * 1e3,
+                        "x_add": 1.0, "x_clone": t_add / t_clone, "gbs": gbs(t_add)})
+        records.append({"log2n": lg, "format": "clone", "rounding": "-", "variant": "alloc", "ms": t_clone * 1e3,
+                        "x_add": t_clone / t_add, "x_clone": 1.0, "gbs": gbs(t_clone)})
         print(f"{'format':<12} {'rounding':<11} {'variant':<6} {'ms':>8} {'x add':>7} {'x clone':>8} {'GB/s':>6}")
         for dt in (torch.bfloat16, torch.float16, torch.float8_e4m3fn, torch.float8_e5m2):
             t = timeit(lambda: x.to(dt).float(), args.repeats)
             print(f"{'torch ' + str(dt).replace('torch.', ''):<24} {'native':<6} {t * 1e3:8.1f} {t / t_add:7.2f} "
                   f"{t / t_clone:8.2f} {gbs(t):6.1f}", flush=True)
+            records.append({"log2n": lg, "format": "torch " + str(dt).replace("torch.", ""), "rounding": "native",
+                            "variant": "alloc", "ms": t * 1e3, "x_add": t / t_add, "x_clone": t / t_clone,
+                            "gbs": gbs(t)})
         for name in args.formats:
             for rnd in args.roundings:
                 g = torch.Generator().manual_seed(0)
@@ -80,7 +92,10 @@ def main() -> None:
                     t = timeit(fn, args.repeats)
                     print(f"{name:<12} {rnd:<11} {variant:<6} {t * 1e3:8.1f} {t / t_add:7.2f} {t / t_clone:8.2f} "
                           f"{gbs(t):6.1f}", flush=True)
+                    records.append({"log2n": lg, "format": name, "rounding": rnd, "variant": variant,
+                                    "ms": t * 1e3, "x_add": t / t_add, "x_clone": t / t_clone, "gbs": gbs(t)})
         del x, y
+    write_json(args.json, "quantize", args, records, device=str(dev), compile=compiling.compile_enabled())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ interleaved rounds on the same model; the median per-round ratio is reported, pl
 (every=1). Timings on a shared machine are noisy: indicative only. Target: <= 1.10x at the default interval.
 
     python benchmarks/bench_stats.py [--task mnist1d-cnn] [--recipe fp8-e5m2] [--every 10] [--steps 40] [--rounds 5]
+                                     [--json PATH]
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import torch
 import lowp
 from lowp.analysis import NumericsCollector
 from lowp.experiments.tasks import get_task
+
+from jsonout import add_json_arg, write_json  # benchmarks/jsonout.py
 
 
 def run_steps(model, opt, task, x, y, steps: int, collector) -> float:
@@ -42,6 +45,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    add_json_arg(ap)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     task = get_task(a.task)
@@ -66,6 +70,10 @@ def main() -> None:
     print(f"with collector every={a.every}: {statistics.median(ratios):.3f}x  (records per run: {n_rec}; "
           f"rounds: {', '.join(f'{r:.3f}' for r in ratios)})")
     print(f"with collector every=1 (every step sampled): {statistics.median(ratios1):.3f}x")
+    write_json(a.json, "stats", a, [
+        {"every": a.every, "ratio": statistics.median(ratios), "rounds": ratios, "records_per_run": n_rec},
+        {"every": 1, "ratio": statistics.median(ratios1), "rounds": ratios1}],
+        plain_step_ms=base / a.steps * 1e3, default_every=default_every)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
 import time
 
+from replication import splice_readme
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- readme_compare:begin -->", "<!-- readme_compare:end -->"
-
-
-def splice(readme: str, block: str) -> str:
-    pat = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), flags=re.S)
-    if not pat.search(readme):
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
-    return pat.sub(lambda _: f"{BEGIN}\n{block}\n{END}", readme)
 
 
 def main() -> int:
@@ -63,8 +56,7 @@ def main() -> int:
             "for the default run")
     block = (f"Output of {what}. Measured: {wall:.0f} s wall for the whole run on {cores} CPU cores{note} "
              f"(`python scripts/readme_compare.py` reruns it and rewrites this block):\n\n```\n{text}\n```")
-    readme = ROOT / "README.md"
-    readme.write_text(splice(readme.read_text(), block))
+    splice_readme("readme_compare", block, str(ROOT / "README.md"))
     print(block)
     return 0
 
