@@ -2,7 +2,7 @@
 same run (SPEC §9). Cases: fp16-169 accumulation with chunk 64 on fp8-152 operands (the fp8-ibm recipe's GEMM:
 fast path, no round-to-odd correction), fp16 sequential accumulation on fp8-152 operands, and fp16 with chunk 64
 on raw fp32 operands (48-bit products: the round-to-odd path). The "path" column says whether the compiled float32 fast path
-(lowp/ops/accumulate_fast.py) or the float64 reference path ran. Baseline and emulation are interleaved; the median
+(lowp/ops/accumulate_compiled.py) or the float64 reference path ran. Baseline and emulation are interleaved; the median
 per-round ratio is printed (shared machine: indicative only).
 
     python benchmarks/bench_accumulate.py [--rounds 3] [--threads N] [--shapes 256x784x1024,64x256x256]
@@ -17,7 +17,7 @@ import time
 import torch
 
 import lowp
-import lowp.ops.accumulate_fast as af
+import lowp.ops.accumulate_compiled as af
 
 from jsonout import add_json_arg, write_json  # benchmarks/jsonout.py
 

@@ -5,7 +5,7 @@ median time of ``lowp.quantize`` allocating a fresh result and writing into a pr
 ``torch.add(x, 0, out=y)`` (the bandwidth bound: one read, one write) and to ``x.clone()`` (which also pays for a
 fresh allocation), plus GB/s counting 8 bytes (read + write) per element. torch's native round trips
 (``x.to(dtype).float()``) run in the same process as the reference. Round-to-nearest of a float format takes the
-format's compiled short path (``lowp/formats/short_paths.py``).
+format's compiled short path (``lowp/formats/round_short_compiled.py``).
 Targets: nearest ``out=`` <= 2x add for every float format; stochastic <= 3x; MX and NVFP4 <= 3x; int8 per tensor
 <= 2x; allocating <= 1.2x clone.
 
@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import lowp
-from lowp.formats import fast
+from lowp.formats import compiling
 
 from jsonout import add_json_arg, write_json  # noqa: E402  (benchmarks/jsonout.py)
 
@@ -61,7 +61,7 @@ def main() -> None:
     dev = torch.device(args.device)
     print(f"device {dev}{' (' + torch.cuda.get_device_name(dev) + ')' if dev.type == 'cuda' else ''}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, compile "
-          f"{'on' if fast.compile_enabled() else 'off (LOWP_COMPILE=0)'}")
+          f"{'on' if compiling.compile_enabled() else 'off (LOWP_COMPILE=0)'}")
     records = []
     for lg in args.sizes:
         n = 1 << lg
@@ -95,7 +95,7 @@ def main() -> None:
                     records.append({"log2n": lg, "format": name, "rounding": rnd, "variant": variant,
                                     "ms": t * 1e3, "x_add": t / t_add, "x_clone": t / t_clone, "gbs": gbs(t)})
         del x, y
-    write_json(args.json, "quantize", args, records, device=str(dev), compile=fast.compile_enabled())
+    write_json(args.json, "quantize", args, records, device=str(dev), compile=compiling.compile_enabled())
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ optimizer's master weights and state (``recipes/optim.py``) and the low-precisio
 
 amax = 0 or a non-finite amax gives s = 1 (NaN stays NaN). The fastest path that gives the same bits is taken:
 native casts (bf16/fp16 round to nearest, no saturation), a format's compiled short path (round to nearest or
-stochastic; with current scaling amax, scale and Q(x·s)/s are one compiled graph, ``formats/short_paths.py``), the
-compiled general kernel, else the format's own ``quantize``. Every path is tested bit for bit against the eager three steps.
+stochastic; with current scaling amax, scale and Q(x·s)/s are one compiled graph,
+``formats/round_short_compiled.py``), the compiled general kernel, else the format's own ``quantize``. Every path
+is tested bit for bit against the eager three steps.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from .formats import FloatFormat, Format, fast, get_format, short_paths
+from .formats import FloatFormat, Format, compiling, dispatch, get_format, round_short_compiled
 from .rounding import check_rand_bits, draw_key
 from .scaling import DelayedScaler, amax_scale, channel_amax, current_scale
 
@@ -42,7 +43,7 @@ class ScaledQuantizer:
         self.scaling, self.margin = scaling, int(margin)
         self.delayed = DelayedScaler(history, margin) if scaling == "delayed" else None
         # compiled kernels at every tensor size (a role rounded every step: compiling once always pays), or, as
-        # lowp.quantize, only from fast.FAST_MIN_NUMEL elements
+        # lowp.quantize, only from compiling.FAST_MIN_NUMEL elements
         self.any_size = bool(any_size)
         self._fast: Callable[[torch.Tensor], torch.Tensor] | None | bool = False  # resolved on first use
 
@@ -76,13 +77,13 @@ class ScaledQuantizer:
             native = _NATIVE.get(fmt.name)
             if native is not None and self.rounding == "nearest" and not self.saturate:
                 return x.to(native).to(torch.float32)
-            force = ("compiled" if fast.compile_enabled() else "eager") if self.any_size else None
-            return fast.float_dispatch(x.contiguous(), fmt, self.rounding, self.saturate,
-                                       check_rand_bits(self.rand_bits), generator, None, force=force)
+            force = ("compiled" if compiling.compile_enabled() else "eager") if self.any_size else None
+            return dispatch.float_dispatch(x.contiguous(), fmt, self.rounding, self.saturate,
+                                           check_rand_bits(self.rand_bits), generator, None, force=force)
         if not self.any_size:
             return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits,
                                 generator=generator)
-        with fast.compiled_at_any_size():
+        with compiling.compiled_at_any_size():
             return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits,
                                 generator=generator)
 
@@ -93,8 +94,8 @@ class ScaledQuantizer:
                  observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Q(x·s)/s. ``observe(xs, q)`` (if given) sees the scaled input and its rounding before the division."""
         fast_ok = (generator is None and observe is None and fmt is None and x.dtype == torch.float32
-                   and (self.any_size or x.numel() >= fast.FAST_MIN_NUMEL) and x.numel() < fast.MAX_NUMEL
-                   and fast.compile_enabled())
+                   and (self.any_size or x.numel() >= compiling.FAST_MIN_NUMEL) and x.numel() < dispatch.MAX_NUMEL
+                   and compiling.compile_enabled())
         if fast_ok:
             if self._fast is False:
                 self._fast = self._short_path_call()
@@ -108,13 +109,13 @@ class ScaledQuantizer:
         if fast_ok and isinstance(self.fmt, FloatFormat) and self.scaling in ("current", "delayed"):
             # compiled passes with the same bits: an amax pass (or the history), then one Q(x·s)/s pass
             x = x.contiguous()
-            s = (fast.current_scale_f32(x, self.fmt.info.max, self.margin) if self.scaling == "current"
+            s = (dispatch.current_scale_f32(x, self.fmt.info.max, self.margin) if self.scaling == "current"
                  else self.scale(x).to(torch.float32))
-            if short_paths.supported(self.fmt, self.rounding):
-                return fast.short_path(x, self.fmt, self.saturate, "scaled", s, rounding=self.rounding,
-                                       rand_bits=check_rand_bits(self.rand_bits))
-            return fast.scaled_round_float(x, self.fmt.kernel_params(torch.float32), self.rounding, self.saturate,
-                                           check_rand_bits(self.rand_bits), None, s)
+            if round_short_compiled.supported(self.fmt, self.rounding):
+                return dispatch.short_path(x, self.fmt, self.saturate, "scaled", s, rounding=self.rounding,
+                                           rand_bits=check_rand_bits(self.rand_bits))
+            return dispatch.scaled_round_float(x, self.fmt.kernel_params(torch.float32), self.rounding, self.saturate,
+                                               check_rand_bits(self.rand_bits), None, s)
         s = self.scale(x, chan_axis).to(x.dtype)
         xs = x * s
         q = self.round(xs, generator, fmt)
@@ -127,14 +128,14 @@ class ScaledQuantizer:
         stochastically, unscaled or with current scaling), that kernel with its arguments bound; else None. This is
         the per-call hot path of emulated training: resolved once."""
         fmt = self.fmt
-        if not (isinstance(fmt, FloatFormat) and short_paths.supported(fmt, self.rounding)
+        if not (isinstance(fmt, FloatFormat) and round_short_compiled.supported(fmt, self.rounding)
                 and self.scaling in ("none", "current")):
             return None
         if self.scaling == "none" and fmt.name in _NATIVE and not self.saturate and self.rounding == "nearest":
             return None  # the native cast is faster
         plain, stochastic = self.scaling == "none", self.rounding == "stochastic"
-        kernel = short_paths.kernel(fmt, self.saturate, "plain" if plain else "current", self.margin,
-                                    rounding=self.rounding, rand_bits=check_rand_bits(self.rand_bits))
+        kernel = round_short_compiled.kernel(fmt, self.saturate, "plain" if plain else "current", self.margin,
+                                             rounding=self.rounding, rand_bits=check_rand_bits(self.rand_bits))
 
         def call(x: torch.Tensor) -> torch.Tensor:
             # detached after the reshape, so not a view: a view makes dynamo guard on its base's shape (one graph
@@ -147,7 +148,7 @@ class ScaledQuantizer:
             if stochastic:  # one key per call from the global generator, as the general kernel draws it
                 args.append(draw_key().to(x.device))
             kernel(*args)
-            fast.compiled_calls += 1
+            dispatch.compiled_calls += 1
             return out.view(x.shape)
 
         return call

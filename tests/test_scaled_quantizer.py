@@ -9,7 +9,7 @@ import torch
 
 import lowp
 from lowp import scaling
-from lowp.formats import fast
+from lowp.formats import dispatch
 from lowp.scaled_quantizer import ScaledQuantizer
 from lowp.scaling import channel_amax
 
@@ -44,9 +44,9 @@ def eager_reference(monkeypatch, x, fmt, rounding, scale):
 def test_fast_paths_equal_the_eager_three_steps(monkeypatch, fmt, scaling_kind, rounding):
     x = data(seed=zlib.crc32(f"{fmt}/{scaling_kind}/{rounding}".encode()) % 1000)
     q = ScaledQuantizer(fmt, rounding, saturate=True, scaling=scaling_kind, margin=1)
-    before = fast.compiled_calls
+    before = dispatch.compiled_calls
     got = q(x, chan_axis=0)
-    assert fast.compiled_calls > before or fmt in ("bf16", "fp16")  # a compiled path ran (bf16/fp16: maybe native)
+    assert dispatch.compiled_calls > before or fmt in ("bf16", "fp16")  # a compiled path ran (bf16/fp16: maybe native)
     if scaling_kind == "none":
         s = None
     elif scaling_kind == "current":

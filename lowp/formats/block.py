@@ -25,7 +25,7 @@ import torch
 from .base import Format, FormatInfo
 from .dfp import floor_log2
 from .float import FloatFormat
-from .float_kernel import pow2
+from .round_reference import pow2
 from .integer import round_on_grid
 from .scaled import amax, group_view
 
@@ -87,11 +87,11 @@ class MXFormat(Format):
         return torch.clamp(e, E8M0_EMIN, E8M0_EMAX)
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
-        from . import fast
+        from . import dispatch
 
-        if fast.mx_fast_ok(x, self):  # compiled twin of the code below (same bits)
-            return fast.mx_dispatch(x, self, rounding, rand_bits, generator, out)
-        if x.dim() >= 1 and isinstance(self.element, FloatFormat) and fast.use_compiled(x):
+        if dispatch.mx_fast_ok(x, self):  # compiled twin of the code below (same bits)
+            return dispatch.mx_dispatch(x, self, rounding, rand_bits, generator, out)
+        if x.dim() >= 1 and isinstance(self.element, FloatFormat) and dispatch.use_compiled(x):
             # blocks along another axis, or a length that is not a multiple of the block: the same kernel on the
             # layout the eager code below builds (axis moved last, zero-padded), so every element keeps its
             # position and its random bits
@@ -99,7 +99,7 @@ class MXFormat(Format):
             xt = x.movedim(ax, -1)
             n = xt.shape[-1]
             xt = torch.nn.functional.pad(xt, (0, (-n) % self.block)).contiguous()
-            y = fast.mx_dispatch(xt, _along_last(self), rounding, rand_bits, generator, None)
+            y = dispatch.mx_dispatch(xt, _along_last(self), rounding, rand_bits, generator, None)
             return y[..., :n].movedim(-1, ax).contiguous()
         g, inv = group_view(x, self.axis, self.block)
         scale = pow2(self.shared_exponent(g), torch.float64)

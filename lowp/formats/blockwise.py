@@ -30,7 +30,7 @@ import torch
 from .base import Format, FormatInfo
 from .dfp import floor_log2
 from .float import FloatFormat
-from .float_kernel import pow2
+from .round_reference import pow2
 from .tiles import Block, block_amax, block_label, check_block, tile_view
 
 STYLES = ("torchao", "te")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .base import Format, FormatInfo
-from .float_kernel import pow2
+from .round_reference import pow2
 from .integer import _check_int, round_on_grid
 from .scaled import amax, group_view
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from . import float_kernel
+from . import round_reference
 from .base import SPECIALS, Format, FormatInfo
 
 _OVER_CODE = {"ieee": 1, "fn": 2, "fnuz": 2, "none": 0}
@@ -119,7 +119,7 @@ class FloatFormat(Format):
     # --- quantization --------------------------------------------------------------------------------------------
     @functools.cache
     def kernel_params(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """The format as 0-d tensors for ``float_kernel.round_float`` (one compiled graph serves all formats)."""
+        """The format as 0-d tensors for ``round_reference.round_float`` (one compiled graph serves all formats)."""
         i64 = functools.partial(torch.tensor, dtype=torch.int64)
         return {
             "man": i64(self.man),
@@ -132,7 +132,7 @@ class FloatFormat(Format):
         }
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
-        from .fast import float_dispatch
+        from .dispatch import float_dispatch
 
         if x.dtype in (torch.float16, torch.bfloat16):
             y = self._quantize(x.float(), rounding, saturate, rand_bits, generator, None)

@@ -79,10 +79,10 @@ class IntFormat(Format):
         return round_on_grid(x, scale, -self.qmax, self.qmax, rounding, rand_bits, generator)
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
-        from . import fast
+        from . import dispatch
 
-        if self.axis is None and fast.use_compiled(x):  # compiled twin of the code below (same bits)
-            return fast.int_dispatch(x, self, rounding, rand_bits, generator, out)
+        if self.axis is None and dispatch.use_compiled(x):  # compiled twin of the code below (same bits)
+            return dispatch.int_dispatch(x, self, rounding, rand_bits, generator, out)
         return self.quantize_with_scale(x, self.scale_for(x).double(), rounding, rand_bits, generator)
 
     @functools.cached_property

@@ -26,8 +26,9 @@ a bound (|a|·|b| GEMM times (1+2^-p)^(K+2)) proves that no partial sum can over
 format keeps subnormals; otherwise every add is rounded by the general kernel ``Format.quantize`` in float64.
 
 Fast path: when it is provably bit-identical (operand bits, exponent range, overflow bound; see
-``accumulate_fast.py``) and M·N·K is large, the same computation runs in float32 in torch.compile'd kernels
-(``FAST_PATH`` selects; ``LOWP_COMPILE=0`` disables it). What follows describes the float64 reference path.
+``accumulate_compiled.py``) and M·N·K is large, the same computation runs in float32 in torch.compile'd kernels
+(the package's one compile switch, ``formats/compiling.py``: ``LOWP_COMPILE=0`` disables it,
+``compiled_at_any_size()`` takes it at every size). What follows describes the float64 reference path.
 
 Vectorised over the output tile: the Python loop runs over the ``c`` positions inside a chunk (all chunks and all
 M×N outputs at once), then over the chunk results — never per element. The result is float32 (float64 if an
@@ -40,11 +41,10 @@ import math
 import torch
 
 from ..formats import FloatFormat, Format, get_format
+from ..formats.compiling import worth_it
 from ..formats.integer import FixedFormat
 
 _EXP_MASK = 0x7FF0000000000000
-FAST_PATH = "auto"  # "auto": the compiled float32 path (accumulate_fast) when it is exact and M·N·K is large enough;
-#                     "always": whenever it is exact (tests); "never": the float64 reference path only
 _MAX_TILE = 1 << 19  # elements per working tile (rows of the output are processed in blocks; ~4 MB float64 fits cache)
 
 
@@ -176,16 +176,15 @@ def _accumulate(at: torch.Tensor, b: torch.Tensor, rounder: _Rounder, chunk: int
 
 
 def _fast(a2, b2, batch, m, k, n, fmt, chunk) -> torch.Tensor | None:
-    """The compiled float32 path of ``accumulate_fast`` when allowed, applicable and exact; else None."""
-    from . import accumulate_fast as af
+    """The compiled float32 path of ``accumulate_compiled`` when allowed (``compiling.worth_it`` of M·N·K against
+    ``MIN_WORK``), applicable and exact; else None."""
+    from . import accumulate_compiled as af
 
     # CPU only: its cache tiling is tuned for a CPU, and its Veltkamp splitting needs fl(x·c) then fl(t - x) with no
     # FMA contraction, which Triton does not promise; other devices run the float64 reference (same bits)
-    if FAST_PATH == "never" or k == 0 or a2.device.type != "cpu" or not af.compile_enabled() \
-            or not isinstance(fmt, FloatFormat):
+    if k == 0 or a2.device.type != "cpu" or not isinstance(fmt, FloatFormat):
         return None
-    nb = math.prod(batch)
-    if FAST_PATH != "always" and nb * m * n * k < af.MIN_WORK:
+    if not worth_it(math.prod(batch) * m * n * k, af.MIN_WORK):
         return None
     if not af.plan(a2, b2, fmt, chunk):
         return None

@@ -29,14 +29,12 @@ import functools
 import json
 import math
 import pathlib
-import threading
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..formats.fast import FAST_MIN_NUMEL, compile_enabled
+from ..formats.compiling import cached, compiled as _compiled_twin, worth_it
 
 _TABLE_PATH = pathlib.Path(__file__).with_name("ktanh_table.json")
 _ONE = 0x3F80      # BF16 1.0
@@ -92,13 +90,13 @@ def _as_table(table: str | KTanhTable) -> KTanhTable:
 
 def ktanh_bits(bits: torch.Tensor, table: str | KTanhTable = "max", *, compiled: bool | None = None) -> torch.Tensor:
     """K-TanH on int16 BF16 bit patterns -> int16 BF16 bit patterns (integer ops only: and, shift, add, compare,
-    a 32-entry gather). ``compiled``: use the torch.compile'd twin (None: for CPU tensors of >= 2^16 elements
-    when LOWP_COMPILE is not "0"; compiled lazily on first use, falls back to eager if compiling fails)."""
+    a 32-entry gather). ``compiled``: use the torch.compile'd twin (None: for CPU tensors where the package's compile
+    switch says so, ``compiling.worth_it``; compiled lazily on first use, falls back to eager if compiling fails)."""
     if bits.dtype != torch.int16:
         raise TypeError(f"ktanh_bits expects int16 BF16 bit patterns, got {bits.dtype}")
     tab = _as_table(table)
     if compiled is None:
-        compiled = bits.numel() >= FAST_MIN_NUMEL and bits.device.type == "cpu" and compile_enabled()
+        compiled = bits.device.type == "cpu" and worth_it(bits.numel())
     if compiled:
         fn = _get_compiled()
         if fn is not None:
@@ -135,28 +133,24 @@ def _core_pure(bits, base, shifts, t1, t2):
     return out | (bits & _SIGN)
 
 
-_lock = threading.Lock()
-_compiled = None      # None: not tried yet; False: compiling failed
 compiled_calls = 0
 
 
+def _probe(fn) -> bool:
+    """The compiled core against the eager one on every int16 pattern."""
+    probe = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    tab = load_table("max")
+    return torch.equal(fn(probe, tab.base, tab.shifts, tab.t1_t, tab.t2_t), _core_eager(probe, tab))
+
+
 def _get_compiled():
-    global _compiled, compiled_calls
-    with _lock:
-        if _compiled is None:
-            fn = torch.compile(_core_pure, dynamic=True, fullgraph=True)
-            try:
-                probe = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
-                tab = load_table("max")
-                ok = torch.equal(fn(probe, tab.base, tab.shifts, tab.t1_t, tab.t2_t), _core_eager(probe, tab))
-            except Exception as e:  # noqa: BLE001  (no C++ compiler, unsupported backend, ...)
-                warnings.warn(f"lowp.ktanh: torch.compile failed ({type(e).__name__}); using the eager core",
-                              RuntimeWarning, stacklevel=3)
-                ok = False
-            _compiled = fn if ok else False
-        if _compiled:
-            compiled_calls += 1
-        return _compiled or None
+    """The compiled core (counted in ``compiled_calls``), or None where compiling failed (then the eager core)."""
+    global compiled_calls
+    fn = cached("ktanh") or _compiled_twin(_core_pure, "ktanh", probe=_probe, what="lowp.ktanh core")
+    if not fn.ok:
+        return None
+    compiled_calls += 1
+    return fn
 
 
 def _ktanh_forward(x: torch.Tensor, table: KTanhTable, compiled: bool | None) -> torch.Tensor:

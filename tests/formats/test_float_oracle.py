@@ -73,18 +73,18 @@ def test_against_ml_dtypes(name, saturate):
 def test_compiled_path_is_bit_identical(name):
     """Every rounding mode x saturate through the compiled kernel, forced regardless of size, against the eager
     reference; and Format.quantize (which picks the path by size) gives the same bits."""
-    from lowp.formats import fast
+    from lowp.formats import dispatch
 
     x = torch.from_numpy(np.resize(sweep(ML[name]), 1 << 17))
     params = lowp.get_format(name).kernel_params(torch.float32)
     for saturate in (False, True):
         for rounding in lowp.ROUNDING_MODES:
-            a = fast.round_float_dispatch(x, params, rounding, saturate, 32, torch.Generator().manual_seed(1), None,
-                                          force="eager")
-            before = fast.compiled_calls
-            b = fast.round_float_dispatch(x, params, rounding, saturate, 32, torch.Generator().manual_seed(1), None,
-                                          force="compiled")
-            assert fast.compiled_calls == before + 1
+            a = dispatch.round_float_dispatch(x, params, rounding, saturate, 32, torch.Generator().manual_seed(1), None,
+                                              force="eager")
+            before = dispatch.compiled_calls
+            b = dispatch.round_float_dispatch(x, params, rounding, saturate, 32, torch.Generator().manual_seed(1), None,
+                                              force="compiled")
+            assert dispatch.compiled_calls == before + 1
             assert bool(bits_equal(a, b).all()), (rounding, saturate)
             if rounding == "nearest":
                 assert bool(bits_equal(lowp.get_format(name).quantize(x, saturate=saturate), a).all())

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lowp
-from lowp.formats import FloatFormat, float_kernel
-from lowp.formats.float_kernel import MODE_CODE
+from lowp.formats import FloatFormat, round_reference
+from lowp.formats.round_reference import MODE_CODE
 
 from lowp_refs import FloatGrid, float_reference, from_units
 
@@ -172,9 +172,9 @@ def test_identity_formats():
 
 def kernel_round(fmt: FloatFormat, x: torch.Tensor, rand: torch.Tensor, k: int, saturate=False):
     p = fmt.kernel_params(x.dtype)
-    return float_kernel.round_float(x, **p, mode=torch.tensor(MODE_CODE["stochastic"]),
-                                    saturate=torch.tensor(saturate), rand=rand,
-                                    rand_k=torch.tensor(k, dtype=torch.int64))
+    return round_reference.round_float(x, **p, mode=torch.tensor(MODE_CODE["stochastic"]),
+                                       saturate=torch.tensor(saturate), rand=rand,
+                                       rand_k=torch.tensor(k, dtype=torch.int64))
 
 
 @pytest.mark.parametrize("name", ["e5m2", "e4m3", "fp16-169", "e2m1", "bf16"])

@@ -27,7 +27,7 @@ from lowp.formats import DFPFormat, IntFormat, MXFormat
 from lowp_refs import FloatGrid, grid_bracket, to_f32
 
 ROWS = 2000  # rows x 32 values stays below the compiled-path size: the eager references are under test here
-                # (tests/formats/test_fast.py checks the compiled twins bit for bit against them)
+                # (tests/formats/test_dispatch.py checks the compiled twins bit for bit against them)
 
 
 def base_row(seed: int) -> torch.Tensor:

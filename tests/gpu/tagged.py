@@ -15,7 +15,7 @@ build). ``tagged()`` is a ``TorchDispatchMode`` that sees every aten op, and
 
 What it cannot see: code that branches on ``device.type == "cuda"`` (none in lowp), CUDA-only kernels
 (``torch._scaled_mm``, ``torch._int_mm`` on CUDA) and torch.compile (disabled under any dispatch mode, see
-``lowp.formats.fast.compile_enabled``), so the compiled CUDA kernels are checked only by tests/cuda on a GPU.
+``lowp.formats.compiling.compile_enabled``), so the compiled CUDA kernels are checked only by tests/cuda on a GPU.
 ``.numpy()`` on an ``OnDevice`` tensor raises, as it does on a CUDA tensor.
 """
 from __future__ import annotations

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lowp
-from lowp.formats import fast
+from lowp.formats import compiling, dispatch
 from lowp.formats.registry import FORMATS
 from lowp.rounding import ROUNDING_MODES
 
@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(DEV.type == "cuda" and not torch.cuda.is_available(), reason=SKIP_REASON)]
 MX_VARIANTS = ["mxfp8_e4m3-rceil", "mxfp8_e4m3-ceil", "mxfp8_e5m2-even", "mxfp4_e2m1-b16", "mxfp6_e3m2-rceil",
                "mxint8-b16"]
-SIZES = (32 * 256, 512 * 256)  # below and above fast.FAST_MIN_NUMEL (rows of 256: MX blocks along the last axis)
+SIZES = (32 * 256, 512 * 256)  # below and above compiling.FAST_MIN_NUMEL (rows of 256: MX blocks along the last axis)
 _INT = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 
 
@@ -96,7 +96,7 @@ def _adversarial(numel: int, seed: int = 0) -> torch.Tensor:
 def test_quantize_matches_cpu_bit_for_bit(name):
     fmt = lowp.get_format(name)
     modes = ["nearest"] if name.startswith("ternary") else ROUNDING_MODES
-    calls0 = fast.compiled_calls
+    calls0 = dispatch.compiled_calls
     for numel in SIZES:
         x = _adversarial(numel)
         xd = x.to(DEV)
@@ -112,7 +112,7 @@ def test_quantize_matches_cpu_bit_for_bit(name):
                 fmt.quantize(xd, rounding, generator=torch.Generator().manual_seed(3), out=out, **kw)
                 assert _same(out, ref), (name, numel, rounding, saturate, "out=")
     if name in ("bf16", "e4m3", "mxfp8_e4m3", "int8"):  # these take the compiled CUDA kernels at the large size
-        assert fast.compiled_calls > calls0 or not fast.compile_enabled()
+        assert dispatch.compiled_calls > calls0 or not compiling.compile_enabled()
 
 
 @pytest.mark.parametrize("name", ["bf16", "fp16", "e4m3", "e5m2", "e2m1", "mxfp8_e4m3", "mxfp4_e2m1", "nvfp4",

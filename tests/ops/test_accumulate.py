@@ -1,6 +1,7 @@
 """lowp.matmul with accumulation in a format (ops/accumulate.py) against a plain-Python oracle: exact products and sums as
 fractions.Fraction, each partial sum rounded by a Fraction-based round-to-nearest-even written here."""
 import math
+import os
 from fractions import Fraction
 
 import zlib
@@ -226,13 +227,13 @@ def test_fast_rounding_is_the_general_kernel(fmt):
     assert torch.equal(out.view(torch.int64), ref.view(torch.int64))
 
 
-# ---- compiled float32 fast path (lowp/ops/accumulate_fast.py) ------------------------------------------------------
+# ---- compiled float32 fast path (lowp/ops/accumulate_compiled.py) ----------------------------------------------------
 
 def test_veltkamp_rounding_is_the_general_kernel():
     """The float32 Veltkamp rounding of the fast path equals Format.quantize bit for bit for p = 3..11 on two
     binades: every pattern of the top 15 mantissa bits with low byte 0, 1 or 0xFF (all p-bit grid points, midpoints
     and their float32 neighbours for p <= 16), and on random values."""
-    from lowp.ops.accumulate_fast import _rnd
+    from lowp.ops.accumulate_compiled import _rnd
 
     hi = torch.arange(0, 2**15, dtype=torch.int64) << 8
     m = torch.cat([hi, hi | 1, hi | 0xFF])
@@ -249,21 +250,25 @@ def test_veltkamp_rounding_is_the_general_kernel():
 
 @pytest.fixture
 def fast_always(monkeypatch):
-    import lowp.ops.accumulate as acc
+    """The compiled path whenever it is exact, at every size (the package's one switch)."""
+    from lowp.formats.compiling import compiled_at_any_size
 
-    monkeypatch.setattr(acc, "FAST_PATH", "always")
     monkeypatch.delenv("LOWP_COMPILE", raising=False)
-    return acc
+    with compiled_at_any_size():
+        yield
 
 
 def _ref(a, b, fmt, chunk):
-    import lowp.ops.accumulate as acc
-
-    old, acc.FAST_PATH = acc.FAST_PATH, "never"
+    """The float64 reference path (compiling switched off)."""
+    old = os.environ.get("LOWP_COMPILE")
+    os.environ["LOWP_COMPILE"] = "0"
     try:
         return matmul(a, b, accumulate=fmt, chunk=chunk)
     finally:
-        acc.FAST_PATH = old
+        if old is None:
+            del os.environ["LOWP_COMPILE"]
+        else:
+            os.environ["LOWP_COMPILE"] = old
 
 
 def _bits_equal(x, y):
@@ -276,7 +281,7 @@ def _bits_equal(x, y):
 def test_fast_path_bit_identical_to_reference(fast_always, fmt, chunk, ops):
     """The compiled float32 path is taken (counter) and equals the float64 reference path bit for bit, signed zeros
     included; odd sizes (padding of chunks, rows, chunk count), batches, tiny (fp8 subnormal) operands."""
-    import lowp.ops.accumulate_fast as af
+    import lowp.ops.accumulate_compiled as af
 
     g = torch.Generator().manual_seed(zlib.crc32(repr((fmt, chunk, ops)).encode()))  # same seed every run
     a, b = torch.randn(2, 37, 203, generator=g) * 4, torch.randn(203, 45, generator=g)
@@ -299,7 +304,7 @@ def test_fast_path_bit_identical_to_reference(fast_always, fmt, chunk, ops):
 
 
 def test_fast_path_matches_fraction_oracle(fast_always):
-    import lowp.ops.accumulate_fast as af
+    import lowp.ops.accumulate_compiled as af
 
     g = torch.Generator().manual_seed(9)
     a = lowp.quantize(torch.randn(2, 50, generator=g) * 8, "fp8-152")
@@ -314,7 +319,7 @@ def test_fast_path_matches_fraction_oracle(fast_always):
 
 def test_fast_path_large_and_transposed(fast_always):
     """A shape with several row blocks and a narrow output (computed transposed), against the reference."""
-    import lowp.ops.accumulate_fast as af
+    import lowp.ops.accumulate_compiled as af
 
     g = torch.Generator().manual_seed(4)
     a = lowp.quantize(torch.randn(300, 130, generator=g), "fp8-152")
@@ -330,7 +335,7 @@ def test_fast_path_large_and_transposed(fast_always):
 def test_fast_path_declines_when_not_exact(fast_always):
     """Cases the float32 path cannot do exactly go to the reference path: too many operand bits, accumulator
     subnormals finer than the products, possible overflow, Inf/NaN, a flush-to-zero format, p > 11."""
-    import lowp.ops.accumulate_fast as af
+    import lowp.ops.accumulate_compiled as af
 
     g = torch.Generator().manual_seed(6)
     a8 = lowp.quantize(torch.randn(8, 40, generator=g), "fp8-152")
@@ -353,7 +358,7 @@ def test_fast_path_declines_when_not_exact(fast_always):
 
 
 def test_fast_path_off_with_lowp_compile_0(fast_always, monkeypatch):
-    import lowp.ops.accumulate_fast as af
+    import lowp.ops.accumulate_compiled as af
 
     monkeypatch.setenv("LOWP_COMPILE", "0")
     a = lowp.quantize(torch.randn(30, 64), "fp8-152")
@@ -364,10 +369,10 @@ def test_fast_path_off_with_lowp_compile_0(fast_always, monkeypatch):
 
 def test_auto_path_threshold():
     """In the default mode small GEMMs use the reference path and large ones the fast path."""
-    import lowp.ops.accumulate as acc
-    import lowp.ops.accumulate_fast as af
+    import lowp.ops.accumulate_compiled as af
+    from lowp.formats.compiling import compile_enabled
 
-    if not af.compile_enabled() or acc.FAST_PATH != "auto":
+    if not compile_enabled():
         pytest.skip("LOWP_COMPILE=0")
     a = lowp.quantize(torch.randn(64, 64), "fp8-152")
     before = af.fast_calls

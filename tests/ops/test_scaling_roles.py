@@ -64,7 +64,7 @@ def test_observer_sees_scaled_values_in_format_units():
 def test_fused_compiled_scaled_rounding_same_bits(monkeypatch, scaling, margin, rounding, fmt):
     """The compiled path (amax pass + one Q(x·s)/s pass) gives the eager path's bits, NaN/Inf/zero tensors
     included, and is really taken."""
-    from lowp.formats import fast
+    from lowp.formats import dispatch
 
     g = torch.Generator().manual_seed(3)
     xs = [torch.randn(33, 17, generator=g) * 1e-3, torch.randn(4096, generator=g) * 1e4, torch.zeros(50),
@@ -75,9 +75,9 @@ def test_fused_compiled_scaled_rounding_same_bits(monkeypatch, scaling, margin, 
         monkeypatch.setenv("LOWP_COMPILE", compiled)
         ctx = OpContext(lowp.Recipe(input=spec))
         torch.manual_seed(7)  # the stochastic key comes from the global generator
-        before = fast.compiled_calls
+        before = dispatch.compiled_calls
         results[compiled] = [ctx.quantize("input", x) for x in xs]
-        assert (fast.compiled_calls > before) == (compiled == "1")
+        assert (dispatch.compiled_calls > before) == (compiled == "1")
     for a, b in zip(*results.values()):
         assert torch.equal(a.isnan(), b.isnan())
         assert torch.equal(a[~a.isnan()].view(torch.int32), b[~b.isnan()].view(torch.int32))

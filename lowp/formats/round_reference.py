@@ -6,7 +6,7 @@ d = (MB - m) + max(0, emin - ex). The kept integer q = sig >> d is incremented b
 taken from the dropped remainder ``rem``; the result q·2^k is built exactly (q and 2^k are both exact in the
 input dtype), so there is one rounding step and no detour through another format.
 
-All parameters are tensors, so one compiled graph serves every format (see ``fast.py``); the same function
+All parameters are tensors, so one compiled graph serves every format (see ``dispatch.py``); the same function
 runs eagerly as the reference path.
 """
 from __future__ import annotations

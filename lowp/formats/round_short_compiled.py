@@ -1,7 +1,7 @@
 """Format-specialised short paths of the float32 rounding kernel: round to nearest (ties to even) or stochastically
 on one format's grid, with the format's constants written into the kernel as literals, one compiled graph per
 (format, saturate, variant, rounding, random bits). They give the bits of the general kernel
-(``float_kernel.round_float``; tests compare them on every rounding-relevant bit pattern class of every registered
+(``round_reference.round_float``; tests compare them on every rounding-relevant bit pattern class of every registered
 float format) at a third to a half of its cost.
 
 For float32 v, |v| = a, a target with m mantissa bits (sh = 23 - m dropped bits) and smallest normal 2^emin >= 2^-126:
@@ -35,6 +35,7 @@ import threading
 import torch
 
 from ..rounding import hash_bits32
+from . import compiling as _compiling
 from .float import FloatFormat
 
 VARIANTS = ("plain", "scaled", "current")
@@ -86,7 +87,7 @@ _PRE = {
 }
 
 _lock = threading.Lock()
-_kernels: dict[tuple, object] = {}
+_kernels: dict[tuple, object] = {}  # the generated Python kernels (eager); compiled: compiling's cache
 
 
 def supported(fmt, rounding: str) -> bool:
@@ -145,34 +146,27 @@ def source(fmt: FloatFormat, saturate: bool, variant: str, margin: int = 0, roun
     return name, src
 
 
-def _grad_free(fn):
-    """``fn`` run under no_grad: its inputs never need grad, and a graph guarded on one grad mode would be compiled
-    again for the other (the calls come from ``lowp.quantize`` and from emulated ops under no_grad)."""
-    def run(*args, **kwargs):
-        with torch.no_grad():
-            return fn(*args, **kwargs)
-    return run
-
-
 def kernel(fmt: FloatFormat, saturate: bool, variant: str = "plain", margin: int = 0, compiled: bool = True,
            rounding: str = "nearest", rand_bits: int = 32):
     """The short-path kernel ``k(out, x[, s][, key])`` writing into flat float32 ``out`` (``s``: the scale, given or
-    received; ``key``: the (2,) int64 key of the random bits, stochastic rounding); compiled lazily, once per key
-    (each key has a code object of its own, so dynamo never counts one format's graph against another's)."""
-    key = (fmt, bool(saturate), variant, int(margin) if variant == "current" else 0, compiled, rounding,
+    received; ``key``: the (2,) int64 key of the random bits, stochastic rounding); its Python is generated once per
+    key, and with ``compiled`` it is compiled lazily through ``compiling.compiled`` (each key has a code object of
+    its own, so dynamo never counts one format's graph against another's)."""
+    key = ("short path", fmt, bool(saturate), variant, int(margin) if variant == "current" else 0, rounding,
            int(rand_bits) if rounding == "stochastic" else 0)
+    if compiled:
+        c = _compiling.cached(key)
+        return c if c is not None else _compiling.compiled(kernel(fmt, saturate, variant, margin, False, rounding,
+                                                                  rand_bits), key)
     fn = _kernels.get(key)
     if fn is None:
         with _lock:
             fn = _kernels.get(key)
             if fn is None:
-                name, src = source(fmt, saturate, variant, key[3], rounding, rand_bits)
+                name, src = source(fmt, saturate, variant, key[4], rounding, rand_bits)
                 filename = f"<lowp short path {name}>"
                 linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
                 ns = {"torch": torch, "I32": torch.int32, "F32": torch.float32, "hash_bits32": hash_bits32}
                 exec(compile(src, filename, "exec"), ns)  # noqa: S102 - our own template, format constants only
-                fn = ns[name]
-                if compiled:
-                    fn = _grad_free(torch.compile(fn, dynamic=True, fullgraph=True))
-                _kernels[key] = fn
+                fn = _kernels[key] = ns[name]
     return fn

@@ -1,6 +1,6 @@
-"""Float32-specialised kernels for the compiled fast paths (``fast.py``); the same results as the references.
+"""Float32-specialised kernels for the compiled fast paths (``dispatch.py``); the same results as the references.
 
-``round_f32`` is ``float_kernel.round_float`` for float32 input in int32 arithmetic (the int64 reference costs ~2x
+``round_f32`` is ``round_reference.round_float`` for float32 input in int32 arithmetic (the int64 reference costs ~2x
 more per element), the stochastic decision included. It also accepts per-element (broadcast) ``emin``/``maxval``, which is how the MX path rounds every
 block on its own scaled grid without dividing by the scale: rounding x on the grid of the element format shifted
 by 2^E is the same as rounding x / 2^E on the element grid and multiplying back (OCP MX v1.0 §6.3), with no
@@ -39,7 +39,7 @@ def floor_log2_f32(a: torch.Tensor) -> torch.Tensor:
 
 def round_f32(x, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm, *, mode: int = 0,
               rand_k=None, key=None, base=None):
-    """float32 twin of ``float_kernel.round_float`` (same arguments as int32/float32 tensors, but ``mode`` a Python
+    """float32 twin of ``round_reference.round_float`` (same arguments as int32/float32 tensors, but ``mode`` a Python
     int: each compiled graph serves one rounding mode and computes only its decision; ``base`` (int64 0-d) offsets
     the element index of the random bits)."""
     u = x.view(I32)

@@ -1,9 +1,10 @@
-"""The format-specialised short paths (``formats/short_paths.py``) against the general rounding kernel, bit for bit.
+"""The format-specialised short paths (``formats/round_short_compiled.py``) against the general rounding kernel, bit
+for bit.
 
 Inputs: every rounding-relevant class of float32 bit pattern for the format — each sign × every float32 exponent ×
 every kept mantissa pattern (all 2^m, m <= 10) × the dropped-bit patterns that decide nearest-even (0, 1,
 half - 1, half, half + 1, all ones) — plus ±0, ±Inf, NaNs with payloads, float32 subnormals and 2^16 random bit
-patterns. The general kernel (``float_kernel.round_float``, itself tested against ml_dtypes and exact references)
+patterns. The general kernel (``round_reference.round_float``, itself tested against ml_dtypes and exact references)
 is the oracle. The short paths' Python runs eagerly for every format; the compiled graphs are checked on a subset
 of formats (compiling one costs seconds) and must agree with their eager twin.
 """
@@ -13,12 +14,13 @@ import pytest
 import torch
 
 from lowp.formats import get_format
-from lowp.formats import short_paths
+from lowp.formats import round_short_compiled
 from lowp.formats.float import FloatFormat
-from lowp.formats.float_kernel import MODE_CODE, round_float
+from lowp.formats.round_reference import MODE_CODE, round_float
 from lowp.formats.registry import FORMATS
 
-FLOATS = sorted(n for n, f in FORMATS.items() if isinstance(f, FloatFormat) and short_paths.supported(f, "nearest"))
+FLOATS = sorted(n for n, f in FORMATS.items()
+                if isinstance(f, FloatFormat) and round_short_compiled.supported(f, "nearest"))
 
 
 def patterns(fmt: FloatFormat) -> torch.Tensor:
@@ -62,16 +64,16 @@ def run(fmt, saturate, variant, x, *extra, compiled=False, margin=0, key=None, k
         extra = (torch.empty(()),)
     if key is not None:
         extra = extra + (key,)
-    short_paths.kernel(fmt, saturate, variant, margin=margin, compiled=compiled,
-                       rounding="nearest" if key is None else "stochastic", rand_bits=k)(out, x, *extra)
+    round_short_compiled.kernel(fmt, saturate, variant, margin=margin, compiled=compiled,
+                                rounding="nearest" if key is None else "stochastic", rand_bits=k)(out, x, *extra)
     return out
 
 
 def test_the_formats_covered_include_the_common_ones():
     assert {"bf16", "fp16", "e4m3", "e5m2", "e2m1", "e3m2", "e2m3", "e4m3fnuz", "tf32"} <= set(FLOATS)
-    assert short_paths.supported(get_format("e4m3"), "stochastic")
-    assert not short_paths.supported(get_format("e4m3"), "down")
-    assert not short_paths.supported(get_format("fp32"), "nearest")
+    assert round_short_compiled.supported(get_format("e4m3"), "stochastic")
+    assert not round_short_compiled.supported(get_format("e4m3"), "down")
+    assert not round_short_compiled.supported(get_format("fp32"), "nearest")
 
 
 @pytest.mark.parametrize("saturate", [False, True])
@@ -110,7 +112,7 @@ def test_scaled_and_current_short_paths_equal_the_three_step_reference(name):
         s = current_scale(y, fmt, margin).to(torch.float32)
         same_bits(run(fmt, True, "current", y, margin=margin), reference(fmt, y * s, True) / s)
         sbuf = torch.empty(())
-        short_paths.kernel(fmt, True, "current", margin=margin, compiled=False)(torch.empty_like(y), y, sbuf)
+        round_short_compiled.kernel(fmt, True, "current", margin=margin, compiled=False)(torch.empty_like(y), y, sbuf)
         assert sbuf.item() == s.item()  # the scale is handed back
     same_bits(run(fmt, True, "current", x), reference(fmt, x, True))  # NaN amax: s = 1
     z = torch.zeros(64)
@@ -140,4 +142,4 @@ def test_compiled_fused_current_scaling_equals_eager():
 
 def test_unknown_variant_is_an_error():
     with pytest.raises(ValueError, match="variant 'bogus'"):
-        short_paths.source(get_format("e4m3"), False, "bogus")
+        round_short_compiled.source(get_format("e4m3"), False, "bogus")

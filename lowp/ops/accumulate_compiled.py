@@ -25,19 +25,20 @@ are padded with -0 products (a = -0, b = +0) to a multiple of ``UNROLL`` and the
 Layout: all chunks at once. The register tile is (nch·B, rows, N) float32; ``_steps`` (compiled, one fused loop
 over the tile) performs ``UNROLL`` consecutive adds per call with the products a[:, k]·b[k, :] formed on the fly
 (outer-product broadcast, nothing K×M×N is materialised); ``_sums`` adds ``SUM_UNROLL`` chunk results per call.
-Rows are processed in blocks (``TILE_BYTES``) so the tile stays in cache. torch.compile runs lazily on first use
-(dynamic shapes, fixed ranks: one graph per kernel, plus one when the tile's leading size is 1), never at import;
-``LOWP_COMPILE=0`` disables this path. ``fast_calls`` counts matmuls that really took it (tests check it).
+Rows are processed in blocks (``TILE_BYTES``) so the tile stays in cache. The kernels come from the package's one
+compile cache (``formats/compiling.py``: compiled lazily on first use, never at import; dynamic shapes, fixed ranks:
+one graph per kernel, plus one when the tile's leading size is 1) and are checked on a probe when first made; the
+package's one switch decides (``LOWP_COMPILE=0`` disables this path; ``compiled_at_any_size`` lets GEMMs below
+``MIN_WORK`` take it). ``fast_calls`` counts matmuls that really took it (tests check it).
 """
 from __future__ import annotations
 
 import math
-import threading
-import warnings
 
 import torch
 
 from ..formats import FloatFormat
+from ..formats.compiling import cached, compiled
 
 UNROLL = 16  # adds per compiled call (graph size vs call overhead)
 SUM_UNROLL = 8  # chunk results added per compiled call
@@ -45,11 +46,6 @@ TILE_BYTES = 1 << 21  # register tile per row block (all chunks), bytes
 MIN_WORK = 1 << 18  # M·N·K below which the eager reference path is used (compiling is not worth it)
 
 fast_calls = 0
-_lock = threading.Lock()
-_kernels = None  # None: not tried; False: compiling or the probe failed
-
-
-from ..formats.fast import compile_enabled  # noqa: E402,F401  (one switch for the package; re-exported)
 
 
 def _rnd(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -78,50 +74,51 @@ def _sums(t: torch.Tensor, x: torch.Tensor, c: torch.Tensor) -> None:
     t.copy_(y)
 
 
-def _probe(steps, sums) -> bool:
-    """The compiled kernels against the same ops run eagerly, on values built to hit midpoints and neighbours.
+def _probe_vals(g: torch.Generator, *shape, mant: int, lo: int, hi: int) -> torch.Tensor:
+    m = torch.randint(-(2 ** mant), 2 ** mant, shape, generator=g).float()
+    return m * 2.0 ** torch.randint(lo, hi, shape, generator=g).float()
+
+
+_PROBE_C = torch.tensor(float(2 ** (24 - 10) + 1))  # p = 10
+_PROBE_ROWS, _PROBE_N = 32, 256
+
+
+def _probe_steps(steps) -> bool:
+    """The compiled ``_steps`` against ``_steps`` run eagerly, on values built to hit midpoints and neighbours.
     The shapes are those of a real tile: the first call's sizes are the hints inductor's heuristics (threads,
     vector tiling) see, as the graphs are compiled with dynamic shapes."""
     g = torch.Generator().manual_seed(1)
-    c = torch.tensor(float(2 ** (24 - 10) + 1))
-    rows, n = 32, 256
-
-    def vals(*shape, mant, lo, hi):
-        m = torch.randint(-(2 ** mant), 2 ** mant, shape, generator=g).float()
-        return m * 2.0 ** torch.randint(lo, hi, shape, generator=g).float()
-
     ok = True
     for nb in (SUM_UNROLL - 3, 1):  # the second graph: one chunk of Bt = 1 (0/1 size specialisation)
-        a = vals(UNROLL, nb, rows, mant=3, lo=-6, hi=6)
-        b = vals(UNROLL, nb, n, mant=3, lo=-6, hi=6)
-        r1 = vals(SUM_UNROLL, 1, rows, n, mant=10, lo=-2, hi=6)
+        a = _probe_vals(g, UNROLL, nb, _PROBE_ROWS, mant=3, lo=-6, hi=6)
+        b = _probe_vals(g, UNROLL, nb, _PROBE_N, mant=3, lo=-6, hi=6)
+        r1 = _probe_vals(g, SUM_UNROLL, 1, _PROBE_ROWS, _PROBE_N, mant=10, lo=-2, hi=6)
         r2 = r1.clone()
-        steps(r1, a, b, c)
-        _steps(r2, a, b, c)
+        steps(r1, a, b, _PROBE_C)
+        _steps(r2, a, b, _PROBE_C)
         ok = ok and torch.equal(r1.view(torch.int32), r2.view(torch.int32))
-    t1, t2 = r1[0].clone(), r2[0].clone()
-    sums(t1, r1, c)
-    _sums(t2, r2, c)
-    return ok and torch.equal(t1.view(torch.int32), t2.view(torch.int32))
+    return ok
+
+
+def _probe_sums(sums) -> bool:
+    """The compiled ``_sums`` against ``_sums`` run eagerly (as ``_probe_steps``)."""
+    g = torch.Generator().manual_seed(2)
+    r = _probe_vals(g, SUM_UNROLL, 1, _PROBE_ROWS, _PROBE_N, mant=10, lo=-2, hi=6)
+    t1 = r[0].clone()
+    t2 = t1.clone()
+    sums(t1, r, _PROBE_C)
+    _sums(t2, r, _PROBE_C)
+    return torch.equal(t1.view(torch.int32), t2.view(torch.int32))
 
 
 def _get_kernels():
-    global _kernels
-    with _lock:
-        if _kernels is None:
-            try:
-                steps = torch.compile(_steps, dynamic=True, fullgraph=True)
-                sums = torch.compile(_sums, dynamic=True, fullgraph=True)
-                ok = _probe(steps, sums)
-                if not ok:
-                    warnings.warn("lowp.matmul: the compiled accumulation kernel differs from eager on the probe; "
-                                  "using the reference path", RuntimeWarning, stacklevel=4)
-            except Exception as e:  # noqa: BLE001  (no C++ compiler, unsupported backend, ...)
-                warnings.warn(f"lowp.matmul: torch.compile failed ({type(e).__name__}: {e}); using the reference "
-                              f"path", RuntimeWarning, stacklevel=4)
-                ok = False
-            _kernels = (steps, sums) if ok else False
-        return _kernels or None
+    """(steps, sums) compiled, or None where compiling failed or a probe found a difference (then the float64
+    reference path runs: the float32 kernels are only worth it compiled)."""
+    steps = cached("accumulate steps") or compiled(_steps, "accumulate steps", probe=_probe_steps,
+                                                   what="lowp.matmul accumulation kernel")
+    sums = cached("accumulate sums") or compiled(_sums, "accumulate sums", probe=_probe_sums,
+                                                 what="lowp.matmul accumulation kernel (chunk sums)")
+    return (steps, sums) if steps.ok and sums.ok else None
 
 
 def _analyse(x: torch.Tensor) -> torch.Tensor:
@@ -138,18 +135,12 @@ def _analyse(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([bits.max(), val.min(), sig.max()])
 
 
-_analyse_c = None
-
-
 def _stats(x: torch.Tensor) -> tuple[float, int, int]:
     """(max |x| (nan/inf propagate), min valuation over nonzero, max significant bits over nonzero) of float x."""
-    global _analyse_c
     flat = _own(x.reshape(-1).float())
     if flat.numel() == 0:
         return 0.0, 1000, 0
-    if _analyse_c is None:
-        _analyse_c = torch.compile(_analyse, dynamic=True, fullgraph=True)
-    mb, val, sig = (int(v) for v in (_analyse_c if flat.numel() >= 4096 else _analyse)(flat))
+    mb, val, sig = (int(v) for v in (compiled(_analyse) if flat.numel() >= 4096 else _analyse)(flat))
     return float(torch.tensor(mb, dtype=torch.int32).view(torch.float32)), val, sig
 
 

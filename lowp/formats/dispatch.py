@@ -1,57 +1,39 @@
 """Dispatch between the eager reference kernels and their torch.compile'd twins.
 
 The compiled paths are used for float32 tensors of at least ``FAST_MIN_NUMEL`` elements when ``LOWP_COMPILE`` is
-not "0": every FloatFormat (``fast_kernels.round_f32``, int32 arithmetic), MX with a float element along the last
+not "0": every FloatFormat (``round_compiled.round_f32``, int32 arithmetic), MX with a float element along the last
 axis of a tensor whose last dim is a multiple of the block (``mx_scale`` then ``mx_round_into``), and per-tensor
 IntFormat (``int_scale`` then ``int_round_into``).
 They give the same bits as the eager references (tests check it). They are compiled lazily on first use (never at
 import), on flattened tensors with dynamic shapes and with every format parameter passed as a 0-d tensor, so one
 graph per (kernel, deterministic | stochastic) serves every format, shape and rank without recompiling; each writes
 straight into its output (``out=`` or a fresh tensor). ``compiled_calls`` counts calls that took a compiled path.
+The switch (``compile_enabled``), the size rule (``compiled_at_any_size``) and the cache of compiled kernels are the
+package's one set, in ``compiling.py``.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import os
-import threading
 import types
 
 import torch
 
 from ..rounding import draw_key
-from . import fast_kernels, short_paths
-from .float_kernel import MODE_CODE, round_float
+from . import round_compiled, round_short_compiled
+from .compiling import cached, compiled, worth_it
+from .round_reference import MODE_CODE, round_float
 
-FAST_MIN_NUMEL = 1 << 16
 MAX_NUMEL = 1 << 31  # the compiled kernels index elements (and their random bits) in int32
-_lock = threading.Lock()
-_compiled: dict[str, object] = {}
 compiled_calls = 0
 
-_FNS = {"generic": round_float, "float": fast_kernels.float_into, "mx_scale": fast_kernels.mx_scale,
-        "mx": fast_kernels.mx_round_into, "int_scale": fast_kernels.int_scale, "int": fast_kernels.int_round_into,
-        "amax_scale": fast_kernels.amax_scale_f32, "scaled_float": fast_kernels.scaled_float_into}
-
-
-def compile_enabled() -> bool:
-    """Whether compiled kernels may run now: ``LOWP_COMPILE`` is not "0", and no user ``TorchFunctionMode`` or
-    ``TorchDispatchMode`` (``FlopCounterMode``, a profiler's mode, ...) is active, since a compiled function called
-    under one raises or traces the mode; the eager kernels give the same bits."""
-    if os.environ.get("LOWP_COMPILE", "1") == "0":
-        return False
-    return not (torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack())
+_FNS = {"generic": round_float, "float": round_compiled.float_into, "mx_scale": round_compiled.mx_scale,
+        "mx": round_compiled.mx_round_into, "int_scale": round_compiled.int_scale, "int": round_compiled.int_round_into,
+        "amax_scale": round_compiled.amax_scale_f32, "scaled_float": round_compiled.scaled_float_into}
 
 
 def _get_compiled(which: str = "generic", mode: str | None = None):
     """The compiled kernel ``which``; with ``mode`` (a rounding mode name), its graph for that mode alone."""
-    with _lock:
-        fn = _compiled.get((which, mode))
-        if fn is None:
-            kernel = _FNS[which] if mode is None else _with_mode(_FNS[which], mode)
-            fn = _compiled[(which, mode)] = short_paths._grad_free(torch.compile(kernel, dynamic=True,
-                                                                                  fullgraph=True))
-    return fn
+    key = ("dispatch", which, mode)
+    return cached(key) or compiled(_FNS[which] if mode is None else _with_mode(_FNS[which], mode), key)
 
 
 def _with_mode(fn, mode: str):
@@ -95,23 +77,9 @@ def _params32(params: dict) -> dict:
     return hit[1]
 
 
-_FORCED = contextvars.ContextVar("lowp_compiled_forced", default=False)
-
-
-@contextlib.contextmanager
-def compiled_at_any_size():
-    """Within: the compiled kernels serve float32 tensors of every size (emulated training, where each tensor role
-    is rounded every step and the one-off compilation always pays), not only those of ``FAST_MIN_NUMEL`` or more."""
-    token = _FORCED.set(True)
-    try:
-        yield
-    finally:
-        _FORCED.reset(token)
-
-
 def use_compiled(x: torch.Tensor) -> bool:
-    return (x.dtype == torch.float32 and (FAST_MIN_NUMEL <= x.numel() or _FORCED.get()) and x.numel() < MAX_NUMEL
-            and compile_enabled())
+    """Whether float32 ``x`` takes a compiled kernel (``compiling.worth_it``; fewer than ``MAX_NUMEL`` elements)."""
+    return x.dtype == torch.float32 and x.numel() < MAX_NUMEL and worth_it(x.numel())
 
 
 def _flat(x: torch.Tensor, row: int | None = None) -> torch.Tensor:
@@ -163,7 +131,7 @@ def _stochastic_kwargs(rounding, rand_bits, generator) -> dict:
 def float_dispatch(x, fmt, rounding, saturate, rand_bits, generator, out, *, force: str | None = None):
     """Round ``x`` onto FloatFormat ``fmt``: the format's compiled short path where one exists (float32, nearest or
     stochastic), else ``round_float_dispatch``; ``force`` as there."""
-    if (x.dtype == torch.float32 and short_paths.supported(fmt, rounding)
+    if (x.dtype == torch.float32 and round_short_compiled.supported(fmt, rounding)
             and ((force == "compiled" and x.numel() < MAX_NUMEL) or (force is None and use_compiled(x)))):
         return short_path(x, fmt, saturate, "plain", out=out, rounding=rounding, rand_bits=rand_bits,
                           generator=generator)
@@ -174,12 +142,12 @@ def float_dispatch(x, fmt, rounding, saturate, rand_bits, generator, out, *, for
 def short_path(x, fmt, saturate: bool, variant: str, s: torch.Tensor | None = None, margin: int = 0,
                out: torch.Tensor | None = None, rounding: str = "nearest", rand_bits: int = 32,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Run the compiled short-path kernel (``short_paths.py``) of ``fmt`` on float32 x: ``plain`` Q(x), ``scaled``
-    Q(x·s)/s with 0-d float32 ``s``, ``current`` the same with s = amax scale of x computed in the graph (then
-    ``s``, if given, receives it). Stochastic rounding draws one key from ``generator``, as the general kernel."""
+    """Run the compiled short-path kernel (``round_short_compiled.py``) of ``fmt`` on float32 x: ``plain`` Q(x),
+    ``scaled`` Q(x·s)/s with 0-d float32 ``s``, ``current`` the same with s = amax scale of x computed in the graph
+    (then ``s``, if given, receives it). Stochastic rounding draws one key from ``generator``, as the general kernel."""
     global compiled_calls
     flat, target, direct = _operands(x, out)
-    k = short_paths.kernel(fmt, bool(saturate), variant, margin, rounding=rounding, rand_bits=rand_bits)
+    k = round_short_compiled.kernel(fmt, bool(saturate), variant, margin, rounding=rounding, rand_bits=rand_bits)
     args = [target, flat]
     if variant != "plain":
         args.append(s if s is not None else torch.empty((), dtype=torch.float32, device=x.device))

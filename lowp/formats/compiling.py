@@ -1,0 +1,123 @@
+"""The one compile switch and the one cache of compiled kernels for the whole package.
+
+Every torch.compile'd kernel of lowp — the float32 rounding kernels (``round_compiled.py``, dispatched by
+``dispatch.py``), the format-specialised short paths (``round_short_compiled.py``), the compiled accumulation
+(``ops/accumulate_compiled.py``) and K-TanH (``ops/ktanh.py``) — is obtained from ``compiled`` and runs only when
+``compile_enabled()``; each of them has an eager reference that gives the same bits (the tests compare them).
+
+* ``compile_enabled()``: ``LOWP_COMPILE`` is not "0", and no user ``TorchFunctionMode`` / ``TorchDispatchMode``
+  (``FlopCounterMode``, a profiler's mode, ...) is active: a compiled function called under one raises or traces
+  the mode, and the eager kernels give the same bits.
+* ``compiled_at_any_size()``: within it, the compiled kernels serve tensors of every size (emulated training, where
+  each tensor role is rounded every step and the one-off compilation always pays; tests), not only those of
+  ``FAST_MIN_NUMEL`` elements or more (for the accumulation: ``MIN_WORK`` multiply-adds). ``worth_it(n)`` decides.
+* ``compiled(fn, key)``: ``torch.compile(fn, dynamic=True, fullgraph=True)``, made on the first request (never at
+  import), cached under ``key`` (one entry per key for the process), run under no_grad (its inputs never need grad,
+  and a graph guarded on one grad mode would be compiled again for the other). If compiling or running the
+  compiled twin raises (no C++ compiler, an unsupported backend, ...) while ``fn`` itself runs, or if the optional
+  ``probe`` finds the twin differing from ``fn``, it warns once (RuntimeWarning) and runs ``fn`` eagerly from then
+  on; ``.ok`` tells which.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import threading
+import warnings
+from typing import Any, Callable, Hashable
+
+import torch
+
+FAST_MIN_NUMEL = 1 << 16  # elements from which a compiled kernel is used outside ``compiled_at_any_size``
+
+_lock = threading.Lock()
+_cache: dict[Hashable, "Compiled"] = {}
+_FORCED = contextvars.ContextVar("lowp_compiled_forced", default=False)
+
+
+def compile_enabled() -> bool:
+    """Whether compiled kernels may run now (see the module docstring)."""
+    return os.environ.get("LOWP_COMPILE", "1") != "0" and not _user_mode()
+
+
+def _user_mode() -> bool:
+    """Whether a TorchFunctionMode or TorchDispatchMode is active."""
+    return bool(torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack())
+
+
+@contextlib.contextmanager
+def compiled_at_any_size():
+    """Within: the compiled kernels serve tensors of every size, not only large ones."""
+    token = _FORCED.set(True)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
+
+
+def at_any_size() -> bool:
+    """Whether ``compiled_at_any_size`` is active."""
+    return _FORCED.get()
+
+
+def worth_it(size: int, min_size: int = FAST_MIN_NUMEL) -> bool:
+    """Whether a compiled kernel should serve work of ``size`` (elements, or multiply-adds against ``min_size``):
+    compiling is enabled, and the size reaches ``min_size`` or ``compiled_at_any_size`` is active."""
+    return (size >= min_size or _FORCED.get()) and compile_enabled()
+
+
+class Compiled:
+    """``fn`` and its lazily compiled twin (see the module docstring); call it as ``fn``."""
+
+    __slots__ = ("fn", "what", "ok", "_twin")
+
+    def __init__(self, fn: Callable, what: str) -> None:
+        self.fn, self.what, self.ok = fn, what, True
+        self._twin = torch.compile(fn, dynamic=True, fullgraph=True)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            if self.ok:
+                try:
+                    return self._twin(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001  (no C++ compiler, unsupported backend, ...)
+                    y = self.fn(*args, **kwargs)  # an error of the call itself raises again here, eagerly
+                    if not _user_mode():  # a mode the caller did not check for is no failure of the compiler
+                        self.fail(f"torch.compile failed ({type(e).__name__}: {e})")
+                    return y
+            return self.fn(*args, **kwargs)
+
+    def fail(self, why: str) -> None:
+        """Run ``fn`` eagerly from now on, with one warning saying why."""
+        if self.ok:
+            self.ok = False
+            warnings.warn(f"lowp: {self.what}: {why}; running it eagerly (same results, slower)", RuntimeWarning,
+                          stacklevel=3)
+
+
+def cached(key: Hashable) -> "Compiled | None":
+    """The cache's entry for ``key``, None if there is none yet (lets a caller skip building ``fn``)."""
+    return _cache.get(key)
+
+
+def compiled(fn: Callable, key: Hashable = None, *, probe: Callable[[Compiled], bool] | None = None,
+             what: str | None = None) -> Compiled:
+    """The compiled twin of ``fn`` cached under ``key`` (default: ``fn`` itself). ``probe(c)`` (run once, when the
+    entry is made) returns whether ``c`` gives the eager bits on inputs built to catch a miscompilation; ``what``
+    names the kernel in the warning."""
+    c = _cache.get(fn if key is None else key)
+    if c is None:
+        with _lock:
+            key = fn if key is None else key
+            c = _cache.get(key)
+            if c is None:
+                c = Compiled(fn, what or getattr(fn, "__name__", repr(fn)))
+                if probe is not None:
+                    try:
+                        if not probe(c):
+                            c.fail("the compiled kernel differs from eager on the probe")
+                    except Exception as e:  # noqa: BLE001
+                        c.fail(f"its probe raised {type(e).__name__}: {e}")
+                _cache[key] = c
+    return c

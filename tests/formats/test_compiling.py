@@ -1,0 +1,79 @@
+"""The package's one compile switch and cache (``lowp/formats/compiling.py``)."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from lowp.formats import compiling
+
+
+def _double_plus_one(x):
+    return x * 2 + 1
+
+
+def _breaks_the_graph(x):
+    if x.sum() > 0:  # data-dependent Python branch: no full graph
+        return x + 1
+    return x - 1
+
+
+def _raises(x):
+    raise ValueError(f"bad input of shape {tuple(x.shape)}")
+
+
+def test_switch(monkeypatch):
+    monkeypatch.setenv("LOWP_COMPILE", "0")
+    assert not compiling.compile_enabled()
+    assert not compiling.worth_it(1 << 30)
+    monkeypatch.setenv("LOWP_COMPILE", "1")
+    assert compiling.compile_enabled()
+    assert compiling.worth_it(compiling.FAST_MIN_NUMEL) and not compiling.worth_it(compiling.FAST_MIN_NUMEL - 1)
+    assert not compiling.at_any_size()
+    with compiling.compiled_at_any_size():
+        assert compiling.at_any_size() and compiling.worth_it(1) and compiling.worth_it(1, min_size=1 << 40)
+    assert not compiling.at_any_size()
+
+
+def test_switch_off_under_a_user_function_mode(monkeypatch):
+    from torch.overrides import TorchFunctionMode
+
+    monkeypatch.delenv("LOWP_COMPILE", raising=False)
+    with TorchFunctionMode():
+        assert not compiling.compile_enabled()
+    assert compiling.compile_enabled()
+
+
+def test_one_entry_per_key_made_lazily_and_grad_free():
+    key = ("test", "double plus one")
+    assert compiling.cached(key) is None
+    c = compiling.compiled(_double_plus_one, key)
+    assert compiling.cached(key) is c and compiling.compiled(_double_plus_one, key) is c
+    x = torch.arange(5.0, requires_grad=True)
+    y = c(x)
+    assert torch.equal(y, x.detach() * 2 + 1) and not y.requires_grad and c.ok
+
+
+def test_a_function_that_cannot_compile_warns_once_and_runs_eagerly():
+    c = compiling.compiled(_breaks_the_graph, ("test", "graph break"), what="test kernel")
+    x = torch.arange(4.0)
+    with pytest.warns(RuntimeWarning, match="test kernel: torch.compile failed"):
+        assert torch.equal(c(x), x + 1)
+    assert not c.ok
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(c(-x - 1), -x - 2)  # eager from now on, no second warning
+
+
+def test_an_error_of_the_call_itself_is_raised_not_swallowed():
+    c = compiling.compiled(_raises, ("test", "raises"))
+    with pytest.raises(ValueError, match=r"bad input of shape \(3,\)"):
+        c(torch.zeros(3))
+
+
+def test_a_failed_probe_means_eager():
+    with pytest.warns(RuntimeWarning, match="differs from eager on the probe"):
+        c = compiling.compiled(_double_plus_one, ("test", "probe"), probe=lambda k: False)
+    assert not c.ok
+    assert torch.equal(c(torch.ones(2)), torch.full((2,), 3.0))
