@@ -8,8 +8,10 @@ Each op is composed from two custom autograd Functions around torch's own kernel
     y_q = RoleQ(y)   forward: Q_output(y)       backward: Q_grad_output(dy)
 
 so in backward the error dy is rounded once (grad_output), the two backward GEMMs (dx = dy·W, dw = dyᵀ·x) run on
-the rounded operands, and their results are rounded once each (grad_input, grad_weight). Roles a recipe leaves
-unset cost nothing, so the ``fp32`` recipe runs exactly torch's kernels (bit-identical to plain PyTorch). The bias
+the rounded operands, and their results are rounded once each (grad_input, grad_weight). Where both operand roles
+are set, x and w are rounded by one node (``_PairQ``: the two forward roundings in one compiled call where both
+take a short path, likewise the two gradient roundings; the bits of two RoleQ, per-call overhead halved). Roles a
+recipe leaves unset cost nothing, so the ``fp32`` recipe runs exactly torch's kernels (bit-identical to plain PyTorch). The bias
 is added in FP32 before the output rounding; its gradient is the FP32 sum of the rounded dy.
 
 Accumulation (``recipe.accumulate``): the forward GEMM and both backward GEMMs call
@@ -365,6 +367,21 @@ def emulated_conv(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     return role_q(y, opctx, "output", "grad_output", 1, 1)
 
 
+_CAUSAL: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def _above_diagonal(L: int, S: int, device: torch.device) -> torch.Tensor:
+    """The (L, S) boolean mask of j > i (what a top-left causal mask removes), built once per shape and device
+    (read-only: only ever passed to masked_fill)."""
+    key = (L, S, device)
+    m = _CAUSAL.get(key)
+    if m is None:
+        if len(_CAUSAL) > 64:
+            _CAUSAL.clear()
+        m = _CAUSAL[key] = ~torch.ones(L, S, dtype=torch.bool, device=device).tril()
+    return m
+
+
 def emulated_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_qk: OpContext | None,
                   ctx_pv: OpContext | None, attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
                   is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
@@ -389,8 +406,7 @@ def emulated_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_qk: OpC
     may_mask_a_row = False
     if is_causal:
         L, S = q.shape[-2], k.shape[-2]
-        keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
-        s.masked_fill_(~keep, float("-inf"))  # s is this function's own fresh tensor
+        s.masked_fill_(_above_diagonal(L, S, q.device), float("-inf"))  # s is this function's own fresh tensor
         may_mask_a_row = S == 0  # top-left causal keeps key 0 in every row
     if attn_mask is not None:
         s = s.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else s + attn_mask
