@@ -9,12 +9,15 @@ optimizer's master weights and state (``recipes/optim.py``) and the low-precisio
 
 amax = 0 or a non-finite amax gives s = 1 (NaN stays NaN). The fastest path that gives the same bits is taken:
 native casts (bf16/fp16 round to nearest, no saturation), a format's compiled short path (round to nearest or
-stochastic; with current scaling amax, scale and Q(x·s)/s are one compiled graph,
-``formats/round_short_compiled.py``), the compiled general kernel, else the format's own ``quantize``. Every path
-is tested bit for bit against the eager three steps.
+stochastic; with current scaling amax, scale and Q(x·s)/s are one compiled graph, ``formats/round_short_compiled.py``), the
+compiled general kernel, else the format's own ``quantize``. Every path is tested bit for bit against the eager three
+steps.
+``quantize_pair`` rounds two tensors (a GEMM's two operands) in one compiled call where both take a short path.
 """
 from __future__ import annotations
 
+import itertools
+import types
 from typing import Any, Callable
 
 import torch
@@ -46,6 +49,7 @@ class ScaledQuantizer:
         # lowp.quantize, only from compiling.FAST_MIN_NUMEL elements
         self.any_size = bool(any_size)
         self._fast: Callable[[torch.Tensor], torch.Tensor] | None | bool = False  # resolved on first use
+        self._key: tuple | None = None  # the short-path kernel's arguments (``_short_path_key``), with _fast
 
     @classmethod
     def from_spec(cls, spec: Any) -> "ScaledQuantizer":
@@ -79,7 +83,7 @@ class ScaledQuantizer:
                 return x.to(native).to(torch.float32)
             force = ("compiled" if compiling.compile_enabled() else "eager") if self.any_size else None
             return dispatch.float_dispatch(x.contiguous(), fmt, self.rounding, self.saturate,
-                                           check_rand_bits(self.rand_bits), generator, None, force=force)
+                                       check_rand_bits(self.rand_bits), generator, None, force=force)
         if not self.any_size:
             return fmt.quantize(x, self.rounding, saturate=self.saturate, rand_bits=self.rand_bits,
                                 generator=generator)
@@ -88,14 +92,17 @@ class ScaledQuantizer:
                                 generator=generator)
 
     # --- the whole ---------------------------------------------------------------------------------------------
+    def _fast_ok(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` may take this quantizer's compiled short path (float32, its size, compile enabled)."""
+        return (x.dtype == torch.float32 and (self.any_size or x.numel() >= compiling.FAST_MIN_NUMEL)
+                and x.numel() < dispatch.MAX_NUMEL and compiling.compile_enabled())
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, chan_axis: int = -1, *, generator: torch.Generator | None = None,
                  fmt: Format | None = None,
                  observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Q(x·s)/s. ``observe(xs, q)`` (if given) sees the scaled input and its rounding before the division."""
-        fast_ok = (generator is None and observe is None and fmt is None and x.dtype == torch.float32
-                   and (self.any_size or x.numel() >= compiling.FAST_MIN_NUMEL) and x.numel() < dispatch.MAX_NUMEL
-                   and compiling.compile_enabled())
+        fast_ok = generator is None and observe is None and fmt is None and self._fast_ok(x)
         if fast_ok:
             if self._fast is False:
                 self._fast = self._short_path_call()
@@ -113,9 +120,9 @@ class ScaledQuantizer:
                  else self.scale(x).to(torch.float32))
             if round_short_compiled.supported(self.fmt, self.rounding):
                 return dispatch.short_path(x, self.fmt, self.saturate, "scaled", s, rounding=self.rounding,
-                                           rand_bits=check_rand_bits(self.rand_bits))
+                                       rand_bits=check_rand_bits(self.rand_bits))
             return dispatch.scaled_round_float(x, self.fmt.kernel_params(torch.float32), self.rounding, self.saturate,
-                                               check_rand_bits(self.rand_bits), None, s)
+                                           check_rand_bits(self.rand_bits), None, s)
         s = self.scale(x, chan_axis).to(x.dtype)
         xs = x * s
         q = self.round(xs, generator, fmt)
@@ -123,32 +130,86 @@ class ScaledQuantizer:
             observe(xs, q)
         return q / s  # not in place: observers may keep q
 
-    def _short_path_call(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """Where every float32 tensor takes one compiled short-path graph (a float format rounded to nearest or
-        stochastically, unscaled or with current scaling), that kernel with its arguments bound; else None. This is
-        the per-call hot path of emulated training: resolved once."""
+    def _short_path_key(self) -> tuple | None:
+        """The ``round_short_compiled.kernel`` arguments where every float32 tensor takes one compiled short-path graph (a
+        float format rounded to nearest or stochastically, unscaled or with current scaling); else None."""
         fmt = self.fmt
         if not (isinstance(fmt, FloatFormat) and round_short_compiled.supported(fmt, self.rounding)
                 and self.scaling in ("none", "current")):
             return None
         if self.scaling == "none" and fmt.name in _NATIVE and not self.saturate and self.rounding == "nearest":
             return None  # the native cast is faster
-        plain, stochastic = self.scaling == "none", self.rounding == "stochastic"
-        kernel = round_short_compiled.kernel(fmt, self.saturate, "plain" if plain else "current", self.margin,
-                                             rounding=self.rounding, rand_bits=check_rand_bits(self.rand_bits))
+        return (fmt, self.saturate, "plain" if self.scaling == "none" else "current", self.margin, self.rounding,
+                check_rand_bits(self.rand_bits))
+
+    def _operands(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """(the fresh flat result, the short-path kernel's arguments for x): out, flat x[, s][, key]."""
+        # detached after the reshape, so not a view: a view makes dynamo guard on its base's shape (one graph
+        # per parameter shape, then the recompile limit)
+        flat = x.reshape(-1).detach()
+        out = torch.empty_like(flat)
+        args = [out, flat]
+        key = self._key
+        if key[2] != "plain":  # receives the scale
+            args.append(torch.empty((), dtype=torch.float32, device=x.device))
+        if key[4] == "stochastic":  # one key per call from the global generator, as the general kernel draws it
+            args.append(draw_key().to(x.device))
+        return out, args
+
+    def _short_path_call(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """This quantizer's short-path kernel with its arguments bound, or None (``_short_path_key``). This is the
+        per-call hot path of emulated training: resolved once."""
+        self._key = self._short_path_key()
+        if self._key is None:
+            return None
+        fmt, saturate, variant, margin, rounding, rand_bits = self._key
+        kernel = round_short_compiled.kernel(fmt, saturate, variant, margin, rounding=rounding, rand_bits=rand_bits)
 
         def call(x: torch.Tensor) -> torch.Tensor:
-            # detached after the reshape, so not a view: a view makes dynamo guard on its base's shape (one graph
-            # per parameter shape, then the recompile limit)
-            flat = x.reshape(-1).detach()
-            out = torch.empty_like(flat)
-            args = [out, flat]
-            if not plain:  # receives the scale
-                args.append(torch.empty((), dtype=torch.float32, device=x.device))
-            if stochastic:  # one key per call from the global generator, as the general kernel draws it
-                args.append(draw_key().to(x.device))
+            out, args = self._operands(x)
             kernel(*args)
             dispatch.compiled_calls += 1
             return out.view(x.shape)
 
         return call
+
+    def short_path_ready(self, x: torch.Tensor) -> bool:
+        """Whether ``self(x)`` (no generator, observer or format override) runs this quantizer's one-graph short
+        path: then ``quantize_pair`` may round x together with another such tensor."""
+        if not self._fast_ok(x):
+            return False
+        if self._fast is False:
+            self._fast = self._short_path_call()
+        return self._fast is not None
+
+
+_pair_names = itertools.count()
+
+
+def _pair_source(ka: Callable, kb: Callable) -> Callable:
+    def pair(oa, a, ra, ob, b, rb):
+        KA(oa, a, *ra)  # noqa: F821 - bound in the globals of each copy
+        KB(ob, b, *rb)  # noqa: F821
+    code = pair.__code__.replace(co_name=f"pair_{next(_pair_names)}")  # a code object of its own: dynamo caches per code
+    return types.FunctionType(code, {"KA": ka, "KB": kb, "__builtins__": __builtins__}, code.co_name)
+
+
+def quantize_pair(qa: ScaledQuantizer, a: torch.Tensor, qb: ScaledQuantizer,
+                  b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(qa(a), qb(b))`` in one compiled call (one graph, two outputs: half the per-call cost of two calls, the
+    same bits) where both take their one-graph short path (``short_path_ready``) on the same device; else None.
+    A stochastic quantizer draws its key in the order of two calls (a's first)."""
+    if not (qa.short_path_ready(a) and qb.short_path_ready(b)) or a.device != b.device \
+            or a.numel() < 2 or b.numel() < 2:  # sizes 0 and 1 would each compile a graph of their own
+        return None
+    key = ("scaled_quantizer.pair", qa._key, qb._key)
+    fn = compiling.cached(key)
+    if fn is None:
+        ka, kb = (round_short_compiled.kernel(k[0], k[1], k[2], k[3], compiled=False, rounding=k[4], rand_bits=k[5])
+                  for k in key[1:])
+        fn = compiling.compiled(_pair_source(ka, kb), key, what="quantize_pair")
+    oa, ra = qa._operands(a)
+    ob, rb = qb._operands(b)
+    fn(ra[0], ra[1], tuple(ra[2:]), rb[0], rb[1], tuple(rb[2:]))
+    dispatch.compiled_calls += 1
+    return oa.view(a.shape), ob.view(b.shape)

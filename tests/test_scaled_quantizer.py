@@ -131,3 +131,37 @@ def test_grad_mode_does_not_recompile_the_kernels():
         lowp.quantize(x, "e5m2", saturate=True)
     ScaledQuantizer("e5m2", saturate=True)(x)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("ka,kb", [(dict(fmt="e4m3", scaling="current"), dict(fmt="e5m2", scaling="current")),
+                                   (dict(fmt="e4m3", scaling="current"), dict(fmt="e4m3", scaling="current")),
+                                   (dict(fmt="e2m1", scaling="none"),
+                                    dict(fmt="e5m2", rounding="stochastic", rand_bits=8, scaling="current"))])
+def test_a_pair_in_one_compiled_call_has_the_bits_of_two_calls(ka, kb):
+    """quantize_pair: one compiled call (one graph, two outputs) with the bits of qa(a) then qb(b), stochastic
+    keys drawn in that order, for equal and different sizes."""
+    from lowp.scaled_quantizer import quantize_pair
+
+    qa = ScaledQuantizer(ka.pop("fmt"), saturate=True, **ka)
+    qb = ScaledQuantizer(kb.pop("fmt"), saturate=True, **kb)
+    for a, b in ((data(1 << 12, 1), data(1 << 10, 2)), (data(1 << 11, 3), data(1 << 11, 4)),
+                 (torch.zeros(5), torch.tensor([1.0, float("nan"), -3.0]))):
+        torch.manual_seed(5)
+        before = dispatch.compiled_calls
+        pa, pb = quantize_pair(qa, a, qb, b)
+        assert dispatch.compiled_calls == before + 1
+        torch.manual_seed(5)
+        ra, rb = qa(a), qb(b)
+        assert same_bits(pa, ra) and same_bits(pb, rb)
+
+
+def test_a_pair_falls_back_where_a_short_path_does_not_apply(monkeypatch):
+    from lowp.scaled_quantizer import quantize_pair
+
+    q = ScaledQuantizer("e4m3", saturate=True, scaling="current")
+    x = data(1 << 10)
+    assert quantize_pair(q, x, ScaledQuantizer("e4m3", scaling="per-channel"), x) is None
+    assert quantize_pair(q, x, q, x.double()) is None
+    assert quantize_pair(q, x, q, torch.ones(1)) is None  # size 1 would compile a graph of its own
+    monkeypatch.setenv("LOWP_COMPILE", "0")
+    assert quantize_pair(q, x, q, x) is None

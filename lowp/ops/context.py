@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..formats import FloatFormat, Format, get_format
-from ..scaled_quantizer import ScaledQuantizer
+from ..scaled_quantizer import ScaledQuantizer, quantize_pair
 from . import observe
 
 #: the tensor roles of a GEMM-like op y = f(x, w) + b (forward x, w, y; backward dy, dx, dw)
@@ -132,6 +132,19 @@ class OpContext:
             return q
         seen = (lambda xs, q: observe.notify(self.name, role, xs, q, fmt)) if observe.OBSERVERS else None
         return quantizer(x, chan_axis, observe=seen)
+
+    @torch.no_grad()
+    def quantize_pair(self, role_a: str, a: torch.Tensor, axes_a: tuple, role_b: str, b: torch.Tensor,
+                      axes_b: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(quantize(role_a, a, *axes_a), quantize(role_b, b, *axes_b))``, in one compiled call where both roles
+        take their quantizer's one-graph short path (``scaled_quantizer.quantize_pair``; the same bits). Axes are
+        (chan_axis, block_axis, flatten)."""
+        qa, qb = self.quantizers.get(role_a), self.quantizers.get(role_b)
+        if qa is not None and qb is not None and not observe.OBSERVERS:
+            pair = quantize_pair(qa, a, qb, b)
+            if pair is not None:
+                return pair
+        return self.quantize(role_a, a, *axes_a), self.quantize(role_b, b, *axes_b)
 
     def __repr__(self) -> str:
         return f"OpContext(name={self.name!r}, recipe={self.recipe_name}, roles={list(self.specs)})"

@@ -8,8 +8,10 @@ Each op is composed from two custom autograd Functions around torch's own kernel
     y_q = RoleQ(y)   forward: Q_output(y)       backward: Q_grad_output(dy)
 
 so in backward the error dy is rounded once (grad_output), the two backward GEMMs (dx = dy·W, dw = dyᵀ·x) run on
-the rounded operands, and their results are rounded once each (grad_input, grad_weight). Roles a recipe leaves
-unset cost nothing, so the ``fp32`` recipe runs exactly torch's kernels (bit-identical to plain PyTorch). The bias
+the rounded operands, and their results are rounded once each (grad_input, grad_weight). Where both operand roles
+are set, x and w are rounded by one node (``_PairQ``: the two forward roundings in one compiled call where both
+take a short path, likewise the two gradient roundings; the bits of two RoleQ, per-call overhead halved). Roles a
+recipe leaves unset cost nothing, so the ``fp32`` recipe runs exactly torch's kernels (bit-identical to plain PyTorch). The bias
 is added in FP32 before the output rounding; its gradient is the FP32 sum of the rounded dy.
 
 Accumulation (``recipe.accumulate``): the forward GEMM and both backward GEMMs call
@@ -56,6 +58,9 @@ class _RoleQ(torch.autograd.Function):
         return g, None, None, None, None, None, None
 
 
+_X, _W = ("input", "grad_input"), ("weight", "grad_weight")  # (forward, backward) roles of a GEMM's operands
+
+
 def role_q(x: torch.Tensor, opctx: OpContext, fwd_role: str | None, bwd_role: str | None, chan_axis: int = -1,
            block_axis: int = -1, flatten: bool = False) -> torch.Tensor:
     """Round ``x`` as ``fwd_role`` in forward and its gradient as ``bwd_role`` in backward (no-op when unset)."""
@@ -64,6 +69,50 @@ def role_q(x: torch.Tensor, opctx: OpContext, fwd_role: str | None, bwd_role: st
     if not (x.requires_grad and torch.is_grad_enabled()):
         return opctx.quantize(fwd_role, x, chan_axis, block_axis, flatten) if fwd_role and opctx.has(fwd_role) else x
     return _RoleQ.apply(x, opctx, fwd_role, bwd_role, chan_axis, block_axis, flatten)
+
+
+class _PairQ(torch.autograd.Function):
+    """Both operands of a GEMM rounded by one node: forward (Q_ra(a), Q_rb(b)), backward (Q_ga(da), Q_gb(db)), each
+    pair in one compiled call where the roles allow (``OpContext.quantize_pair``): the bits of two ``_RoleQ``."""
+
+    @staticmethod
+    def forward(ctx, a, b, opctx, roles, axes_a, axes_b):
+        ctx.args = (opctx, roles, axes_a, axes_b)
+        aq, bq = opctx.quantize_pair(roles[0], a, axes_a, roles[1], b, axes_b)
+        # an operand that needs no gradient gives a rounded copy that needs none (as _RoleQ's fast exit): the GEMM
+        # then skips its gradient (the first layer's dx)
+        for need, q in zip(ctx.needs_input_grad[:2], (aq, bq)):
+            if not need:
+                ctx.mark_non_differentiable(q)
+        return aq, bq
+
+    @staticmethod
+    def backward(ctx, ga, gb):
+        opctx, (_, _, bwd_a, bwd_b), axes_a, axes_b = ctx.args
+        ga = ga if ctx.needs_input_grad[0] else None
+        gb = gb if ctx.needs_input_grad[1] else None
+        qa = ga is not None and bwd_a is not None and opctx.has(bwd_a)
+        qb = gb is not None and bwd_b is not None and opctx.has(bwd_b)
+        if qa and qb:  # b's first: the order in which autograd ran the two _RoleQ (a stochastic key each)
+            gb, ga = opctx.quantize_pair(bwd_b, gb, axes_b, bwd_a, ga, axes_a)
+        elif qa:
+            ga = opctx.quantize(bwd_a, ga, *axes_a)
+        elif qb:
+            gb = opctx.quantize(bwd_b, gb, *axes_b)
+        return ga, gb, None, None, None, None
+
+
+def pair_q(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, roles_a: tuple, roles_b: tuple, axes_a: tuple = (-1, -1, False),
+           axes_b: tuple = (-1, -1, False)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(role_q(a, opctx, *roles_a, *axes_a), role_q(b, opctx, *roles_b, *axes_b))`` through one ``_PairQ`` node
+    when both forward roles are set (roles: (forward role, backward role); axes: (chan_axis, block_axis,
+    flatten)); the same bits."""
+    if not (roles_a[0] and roles_b[0] and opctx.has(roles_a[0]) and opctx.has(roles_b[0])) or a.is_sparse \
+            or b.is_sparse:
+        return role_q(a, opctx, *roles_a, *axes_a), role_q(b, opctx, *roles_b, *axes_b)
+    if not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+        return opctx.quantize_pair(roles_a[0], a, axes_a, roles_b[0], b, axes_b)
+    return _PairQ.apply(a, b, opctx, (roles_a[0], roles_b[0], roles_a[1], roles_b[1]), axes_a, axes_b)
 
 
 class _AccMatmul(torch.autograd.Function):
@@ -189,8 +238,7 @@ def emulated_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         # dy reaches the GEMMs in high precision: each backward GEMM casts it itself (the bias gradient is the
         # FP32 sum of the high-precision dy, as Transformer Engine computes it)
         return role_q(y if bias is None else y + bias, opctx, "output", None, -1, -1)
-    xq = role_q(x, opctx, "input", "grad_input", -1, -1)
-    wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1)
+    xq, wq = pair_q(x, weight, opctx, _X, _W, (-1, -1, False), (0, -1, False))
     if opctx.plain:
         y = F.linear(xq, wq, bias)
     else:
@@ -225,8 +273,7 @@ def _pair(v: Any) -> tuple[int, int]:
 def emulated_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, opctx: OpContext,
                     stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
     """Conv2d with roles rounded per ``opctx``; ``padding`` an int/pair (string padding: pre-pad with F.pad)."""
-    xq = role_q(x, opctx, "input", "grad_input", 1, 1)
-    wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
+    xq, wq = pair_q(x, weight, opctx, _X, _W, (1, 1, False), (0, -1, True))
     bias = role_q(bias, opctx, "bias", "bias") if bias is not None else None
     if opctx.plain:
         y = F.conv2d(xq, wq, bias, stride, padding, dilation, groups)
@@ -238,8 +285,7 @@ def emulated_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 def emulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, opctx: OpContext,
                     stride=1, padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
     """Conv1d with roles rounded per ``opctx`` (with accumulation: as a conv2d of height 1)."""
-    xq = role_q(x, opctx, "input", "grad_input", 1, 1)
-    wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
+    xq, wq = pair_q(x, weight, opctx, _X, _W, (1, 1, False), (0, -1, True))
     bias = role_q(bias, opctx, "bias", "bias") if bias is not None else None
     if opctx.plain:
         y = F.conv1d(xq, wq, bias, stride, padding, dilation, groups)
@@ -252,8 +298,7 @@ def emulated_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 def emulated_matmul(a: torch.Tensor, b: torch.Tensor, opctx: OpContext) -> torch.Tensor:
     """a @ b (batched like torch.matmul) for attention: a is the ``input`` role, b the ``weight`` role."""
-    aq = role_q(a, opctx, "input", "grad_input", -1, -1)
-    bq = role_q(b, opctx, "weight", "grad_weight", -1, -2)
+    aq, bq = pair_q(a, b, opctx, _X, _W, (-1, -1, False), (-1, -2, False))
     return role_q(_gemm(aq, bq, opctx), opctx, "output", "grad_output", -1, -1)
 
 
@@ -292,11 +337,9 @@ def emulated_product(a: torch.Tensor, b: torch.Tensor, opctx: OpContext, call, *
         y = y if finish is None else finish(y, bias)
         return role_q(y, opctx, "output", None, -1, -1)
     if weight_left:
-        aq = role_q(a, opctx, "weight", "grad_weight", -2, ax_a)
-        bq = role_q(b, opctx, "input", "grad_input", -1, ax_b)
+        aq, bq = pair_q(a, b, opctx, _W, _X, (-2, ax_a, False), (-1, ax_b, False))
     else:
-        aq = role_q(a, opctx, "input", "grad_input", -1, ax_a)
-        bq = role_q(b, opctx, "weight", "grad_weight", -1, ax_b)
+        aq, bq = pair_q(a, b, opctx, _X, _W, (-1, ax_a, False), (-1, ax_b, False))
     if opctx.plain:
         y = call(aq, bq, bias)
     else:
@@ -319,11 +362,25 @@ def emulated_conv(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     if not opctx.plain:
         raise NotImplementedError(f"emulated op {opctx.name!r}: {op} with padding={padding!r} and format "
                                   "accumulation is not supported")
-    xq = role_q(x, opctx, "input", "grad_input", 1, 1)
-    wq = role_q(weight, opctx, "weight", "grad_weight", 0, -1, flatten=True)
+    xq, wq = pair_q(x, weight, opctx, _X, _W, (1, 1, False), (0, -1, True))
     bias = role_q(bias, opctx, "bias", "bias") if bias is not None else None
     y = F.conv3d(xq, wq, bias, stride, padding, dilation, groups)
     return role_q(y, opctx, "output", "grad_output", 1, 1)
+
+
+_CAUSAL: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def _above_diagonal(L: int, S: int, device: torch.device) -> torch.Tensor:
+    """The (L, S) boolean mask of j > i (what a top-left causal mask removes), built once per shape and device
+    (read-only: only ever passed to masked_fill)."""
+    key = (L, S, device)
+    m = _CAUSAL.get(key)
+    if m is None:
+        if len(_CAUSAL) > 64:
+            _CAUSAL.clear()
+        m = _CAUSAL[key] = ~torch.ones(L, S, dtype=torch.bool, device=device).tril()
+    return m
 
 
 def emulated_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_qk: OpContext | None,
@@ -350,8 +407,7 @@ def emulated_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_qk: OpC
     may_mask_a_row = False
     if is_causal:
         L, S = q.shape[-2], k.shape[-2]
-        keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
-        s.masked_fill_(~keep, float("-inf"))  # s is this function's own fresh tensor
+        s.masked_fill_(_above_diagonal(L, S, q.device), float("-inf"))  # s is this function's own fresh tensor
         may_mask_a_row = S == 0  # top-left causal keeps key 0 in every row
     if attn_mask is not None:
         s = s.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else s + attn_mask

@@ -158,3 +158,57 @@ def test_errors():
         OpContext(lowp.Recipe(input=lowp.TensorSpec("dfp16", scaling="current")))
     with pytest.raises(ValueError, match="known formats"):
         lowp.TensorSpec("e9m9")
+
+
+def _scaled(fmt, rounding="nearest"):
+    return lowp.TensorSpec(fmt, rounding=rounding, saturate=True, scaling="current",
+                           rand_bits=8 if rounding == "stochastic" else None)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("compiled", ["0", "1"])
+def test_operand_pairs_in_one_call_keep_the_bits_and_the_stochastic_order(monkeypatch, name, compiled):
+    """Both GEMM operands are rounded by one node (one compiled call where both take a short path): the bits of
+    rounding each on its own, the stochastic gradient keys drawn as autograd ran the two roles (dW's, then dX's),
+    every gradient right, and the forward operand pair one compiled call."""
+    from lowp.formats import dispatch
+
+    monkeypatch.setenv("LOWP_COMPILE", compiled)
+    specs = dict(input=_scaled("e4m3"), weight=_scaled("e4m3"), grad_output=_scaled("e5m2"),
+                 grad_input=_scaled("e5m2", "stochastic"), grad_weight=_scaled("e4m3", "stochastic"))
+    make, plain, emu = CASES[name]
+    torch.manual_seed(0)
+    x, w = make()
+    with torch.no_grad():
+        dy = torch.randn_like(plain(x, w)) * 1e-3
+    ctx = OpContext(lowp.Recipe(name="pairs", **specs), name=name)
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    before = dispatch.compiled_calls
+    y = emu(ctx)(xg, wg)
+    assert dispatch.compiled_calls - before == (1 if compiled == "1" else 0)
+    torch.manual_seed(9)
+    y.backward(dy)
+    # oracle: each role on its own (eager quantizers), dW's key drawn first
+    monkeypatch.setenv("LOWP_COMPILE", "0")
+    Q = {r: ScaledQuantizer.from_spec(s) for r, s in specs.items()}
+    xq, wq = Q["input"](x).requires_grad_(), Q["weight"](w).requires_grad_()
+    yr = plain(xq, wq)
+    gx, gw = torch.autograd.grad(yr, [xq, wq], Q["grad_output"](dy))
+    torch.manual_seed(9)
+    rdw = Q["grad_weight"](gw)
+    rdx = Q["grad_input"](gx)
+    assert bits_equal(y.detach(), yr.detach()) and bits_equal(wg.grad, rdw) and bits_equal(xg.grad, rdx)
+
+
+def test_an_operand_without_gradient_gets_none_and_costs_no_gemm():
+    """Only the weight needs a gradient (a first layer's data input): the pair node gives the input's rounded copy
+    no gradient (as a lone role rounding would), so the GEMM does not compute dX."""
+    from lowp.ops.functions import pair_q
+
+    ctx = OpContext(lowp.Recipe(name="pairs", input=_scaled("e4m3"), weight=_scaled("e4m3")), name="lin")
+    x, w = torch.randn(4, 8), torch.randn(3, 8, requires_grad=True)
+    xq, wq = pair_q(x, w, ctx, ("input", "grad_input"), ("weight", "grad_weight"))
+    assert not xq.requires_grad and wq.requires_grad and wq.grad_fn is not None
+    y = emulated_linear(x, w, None, ctx)
+    y.sum().backward()
+    assert x.grad is None and w.grad is not None
