@@ -1,0 +1,191 @@
+"""Compiled twin of ``nvfp4.NVFP4Format`` (TE and torchao orders, 1×16 blocks and 16×16 tiles): the same bits.
+
+The eager reference (``nvfp4.py``) makes several passes over the tensor and its copies (tile view, float32 copy,
+block amax, E4M3 and E2M1 rounding, the decode, the NaN/Inf restore). Here the tensor is laid out as the rows of
+the reference's ``tile_view`` (a view of x when the blocks run along the last, contiguous axis and fill it exactly;
+else one transposed / zero-padded copy, so every element keeps its position and, under stochastic rounding, its
+random bits) and two compiled graphs do the work:
+
+  ``block_amax``   a_b = max |finite g| per row (rows of 16, or 256 for a 16×16 tile)            one read of x
+  ``te_into`` / ``torchao_into``   A = max a_b; the per-tensor and per-block scales of the module docstring of
+                   ``nvfp4.py`` (same float32 operations in the same order, divisors passed as 0-d tensors so that
+                   no backend turns a division into a multiplication); E2M1 rounding; out = fl32((q·d_b)·s_dec),
+                   non-finite elements passed through                                        one read, one write
+
+E4M3 (scales) and E2M1 (elements, round to nearest) use the add-and-mask / magic-number rounding of
+``short_paths.py`` with the formats' constants as literals; any other rounding of the elements (stochastic with
+``rand_bits``, directed) runs ``fast_kernels.round_f32``, the int32 twin of the general kernel (its random bits
+are the hash of the element's position in the tile view under one key drawn from ``generator``, as the reference).
+One graph per (order, rounding) and row length; shapes are dynamic (rows), so no shape or rank recompiles.
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from ..rounding import draw_key
+from . import fast, fast_kernels, short_paths
+
+I32, F32 = torch.int32, torch.float32
+HALVES = (torch.bfloat16, torch.float16)
+FLT_MAX = torch.finfo(torch.float32).max
+INV6 = float(torch.tensor(1.0 / 6.0, dtype=torch.float32))  # fl32(1/6), TE's ``torch.reciprocal(6.0)``
+
+
+# ---- kernels (plain torch functions, compiled lazily by ``_compiled``) ------------------------------------------
+
+def _rn(v: torch.Tensor, man: int, emin: int) -> torch.Tensor:
+    """v rounded to nearest-even on the float grid with ``man`` mantissa bits and smallest normal 2^emin
+    (subnormals kept), for float32 v with |v| <= the grid's max or NaN (no overflow case: callers clamp first);
+    ``short_paths``'s nearest rounding."""
+    sh = 23 - man
+    u = v.view(I32)
+    mag = u & 0x7FFFFFFF
+    a = mag.view(F32)
+    rn = ((mag + (((1 << (sh - 1)) - 1) + ((mag >> sh) & 1))) & -(1 << sh)).view(F32)
+    magic = 2.0 ** (emin - man + 23)
+    r = torch.where(a < 2.0**emin, (a + magic) - magic, rn)
+    rb = r.view(I32) | (u & -(1 << 31))
+    return torch.where(mag > 0x7F800000, v, rb.view(F32))
+
+
+def _e2m1(v, mode, e2m1_params, rand_k, key):
+    """E2M1 rounding of the clamped v (|v| <= 6 or NaN)."""
+    if mode == 0:
+        return _rn(v, 1, 0)
+    man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm = e2m1_params
+    return fast_kernels.round_f32(v, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm,
+                                  mode=mode, rand_k=rand_k, key=key,
+                                  base=torch.zeros((), dtype=torch.int64, device=v.device))
+
+
+def block_amax(g):
+    """max |finite value| per row of g (rows, R), keepdim (non-finite elements count as 0)."""
+    return torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
+
+
+def te_into(out, g, a_b, c2688, e2m1_params, *, mode: int = 0, rand_k=None, key=None):
+    """TE order (``nvfp4.py``): out = fl32((e2m1(clamp(g·e_b, ±6))·d_b)·s_dec), non-finite g passed through."""
+    big_a = a_b.amax()
+    s_enc = torch.clamp(c2688 / big_a, max=FLT_MAX)
+    s_enc = torch.where(s_enc == 0, torch.ones_like(s_enc), s_enc)
+    s_dec = torch.reciprocal(s_enc)
+    d = torch.clamp(a_b * (s_enc * INV6), max=FLT_MAX)
+    d_b = _rn(torch.clamp(d, max=448.0), 3, -6)
+    e_b = torch.clamp(torch.reciprocal(d_b * s_dec), max=FLT_MAX)
+    q = _e2m1(torch.clamp(g * e_b, -6.0, 6.0), mode, e2m1_params, rand_k, key)
+    y = (q * d_b) * s_dec
+    out.copy_(torch.where(torch.isfinite(g), y, g))
+
+
+def torchao_into(out, g, a_b, c2688, c6, e2m1_params, *, mode: int = 0, rand_k=None, key=None):
+    """torchao order (``nvfp4.py``); a tensor whose s_dec is 0 gives ±0, a zero element stays 0."""
+    big_a = a_b.amax()
+    s_dec = big_a / c2688
+    d_b = _rn(torch.clamp((a_b / c6) / s_dec, min=2.0**-6, max=448.0), 3, -6)
+    v = g / (s_dec * d_b)
+    v = torch.where(g == 0, g, v)
+    q = _e2m1(torch.clamp(v, -6.0, 6.0), mode, e2m1_params, rand_k, key)
+    y = (q * d_b) * s_dec
+    y = torch.where(s_dec == 0, g * 0.0, y)
+    out.copy_(torch.where(torch.isfinite(g), y, g))
+
+
+_FNS = {"amax": block_amax, "te": te_into, "torchao": torchao_into}
+_lock = threading.Lock()
+_cache: dict[tuple[str, str | None], object] = {}
+
+
+def _compiled(which: str, mode: str | None = None):
+    """Kernel ``which`` compiled (dynamic shapes, full graph, under no_grad); with ``mode``, a copy of its own code
+    object for that rounding mode (dynamo caches and counts graphs per code object)."""
+    with _lock:
+        fn = _cache.get((which, mode))
+        if fn is None:
+            kernel = _FNS[which] if mode is None else fast._with_mode(_FNS[which], mode)
+            fn = _cache[(which, mode)] = short_paths._grad_free(torch.compile(kernel, dynamic=True, fullgraph=True))
+    return fn
+
+
+# ---- dispatch ---------------------------------------------------------------------------------------------------
+
+def usable(x: torch.Tensor, *, force: str | None = None) -> bool:
+    """Whether the compiled path serves x: float32 (or bfloat16/float16, rounded from its float32 copy as the
+    reference does) and the rules of ``fast.use_compiled`` (size, ``LOWP_COMPILE``, no user torch function or
+    dispatch mode); ``force`` "compiled" | "eager" overrides the size rule (not the others)."""
+    if x.dtype not in HALVES + (torch.float32,) or x.numel() >= fast.MAX_NUMEL or force == "eager":
+        return False
+    if force == "compiled":
+        return fast.compile_enabled()
+    return (fast.FAST_MIN_NUMEL <= x.numel() or fast._FORCED.get()) and fast.compile_enabled()
+
+
+def _layout(x: torch.Tensor, fmt):
+    """(g: contiguous rows of one scale group in the reference's tile-view order, row length, inverse or None
+    when g is a view of x itself)."""
+    if isinstance(fmt.block, tuple):
+        from .tiles import tile_view
+
+        g, inv = tile_view(x, fmt.axis, fmt.block)
+        rl = g.shape[-1]
+        return g.contiguous().reshape(-1, rl), rl, inv
+    b = fmt.block
+    if x.dim() >= 1 and fmt.axis % x.dim() == x.dim() - 1 and x.shape[-1] % b == 0 and x.is_contiguous():
+        return x, b, None
+    from .scaled import group_view
+
+    g, inv = group_view(x, fmt.axis, b)
+    return g.contiguous().reshape(-1, b), b, inv
+
+
+_E2M1_P: dict = {}
+
+
+def _e2m1_params(device):
+    p = _E2M1_P.get(device)
+    if p is None:
+        from .nvfp4 import E2M1
+
+        k = fast._params32(E2M1.kernel_params(torch.float32))
+        p = _E2M1_P[device] = tuple(fast._on(v, device) for v in (
+            k["man"], k["emin"], k["maxval"], k["over_inf"], torch.tensor(False), k["subnormals"], k["no_negzero"],
+            k["minnorm"]))
+    return p
+
+
+_C: dict = {}
+
+
+def _const(v: float, device) -> torch.Tensor:
+    t = _C.get((v, device))
+    if t is None:
+        t = _C[(v, device)] = torch.tensor(v, dtype=F32, device=device)
+    return t
+
+
+def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out: torch.Tensor | None):
+    """``fmt.quantize(x, rounding, ...)`` by the compiled kernels (same bits as the reference)."""
+    if x.dtype in HALVES:  # the reference rounds x.float() and casts the result back
+        return quantize(x.float(), fmt, rounding, rand_bits, generator, None).to(x.dtype)
+    g, rl, inv = _layout(x, fmt)
+    direct = inv is None
+    flat, target, direct = fast._operands(g, out if direct else None, rl)
+    dev = flat.device
+    a_b = _compiled("amax")(flat)
+    args = [target, flat, a_b, _const(2688.0, dev)]
+    if fmt.order == "torchao":
+        args.append(_const(6.0, dev))
+    args.append(_e2m1_params(dev))
+    kwargs = {}
+    if rounding == "stochastic":
+        kwargs = {"rand_k": fast._on(fast._RANDK_T[rand_bits], dev), "key": fast._on(draw_key(generator), dev)}
+    _compiled(fmt.order, rounding)(*args, **kwargs)
+    fast.compiled_calls += 1
+    if inv is None:
+        return fast._result(x, out, target, direct)
+    y = inv(target)  # the inverse reshapes the rows back to x's layout and drops the padding
+    if out is not None:
+        out.copy_(y)
+        return out
+    return y
