@@ -24,7 +24,7 @@ import threading
 
 import torch
 
-from ..rounding import draw_key
+from ..rounding import draw_key, hash_bits32
 from . import fast, fast_kernels, short_paths
 
 I32, F32 = torch.int32, torch.float32
@@ -50,10 +50,39 @@ def _rn(v: torch.Tensor, man: int, emin: int) -> torch.Tensor:
     return torch.where(mag > 0x7F800000, v, rb.view(F32))
 
 
+def _e2m1_sr(v, rand_k, key):
+    """E2M1 stochastic rounding of the clamped v (|v| <= 6 or NaN) with the general kernel's rule and random bits
+    (``fast_kernels.round_f32``, mode 5: carry iff H + R >= 2^32 for the masked 32-bit hash word H and the dropped
+    remainder R aligned below the kept bit, as unsigned words), written for E2M1's two ranges:
+    |v| >= 1 (quantum 2^(e-1)): ``short_paths``'s add of the hash's top bits below the kept bit, then the mask;
+    |v| < 1 (quantum 1/2): on the grid 2|v| = q + f, R = floor(f·2^32) built exactly from two 16-bit halves."""
+    u = v.view(I32)
+    mag = u & 0x7FFFFFFF
+    a = mag.view(F32)
+    k = rand_k.to(I32)
+    hmask = torch.full_like(k, -1) << (32 - k)
+    idx = torch.arange(v.numel(), dtype=I32, device=v.device).view(v.shape)
+    h = hash_bits32(idx, key) & hmask
+    cut = torch.full_like(k, -1) << torch.clamp(22 - k, min=0)
+    rn = (((mag & cut) + ((h >> 10) & 0x3FFFFF)) & -(1 << 22)).view(F32)
+    a_s = a * 2.0
+    qf = torch.floor(a_s)
+    f16 = (a_s - qf) * 65536.0
+    hi = torch.floor(f16)
+    lo = torch.floor((f16 - hi) * 65536.0)
+    rword = ((hi.to(I32) << 16) | lo.to(I32)) & hmask
+    up = (h ^ fast_kernels.INT32_MIN) > (rword ^ fast_kernels.INT32_MAX)
+    r = torch.where(a < 1.0, (qf + up.to(F32)) * 0.5, rn)
+    rb = r.view(I32) | (u & -(1 << 31))
+    return torch.where(mag > 0x7F800000, v, rb.view(F32))
+
+
 def _e2m1(v, mode, e2m1_params, rand_k, key):
-    """E2M1 rounding of the clamped v (|v| <= 6 or NaN)."""
+    """E2M1 rounding of the clamped v (|v| <= 6 or NaN) in rounding mode ``mode`` (a MODE_CODE)."""
     if mode == 0:
         return _rn(v, 1, 0)
+    if mode == 5:
+        return _e2m1_sr(v, rand_k, key)
     man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm = e2m1_params
     return fast_kernels.round_f32(v, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm,
                                   mode=mode, rand_k=rand_k, key=key,
@@ -61,30 +90,48 @@ def _e2m1(v, mode, e2m1_params, rand_k, key):
 
 
 def block_amax(g):
-    """max |finite value| per row of g (rows, R), keepdim (non-finite elements count as 0)."""
-    return torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
+    """(a_b, A): max |g| per row of g (rows, R), keepdim, and its max, NaN/Inf included (one cheap pass; inductor
+    vectorizes a masked row reduction several times slower); ``block_amax_finite`` when A is not finite."""
+    a_b = g.abs().amax(dim=-1, keepdim=True)
+    return a_b, a_b.amax()
 
 
-def te_into(out, g, a_b, c2688, e2m1_params, *, mode: int = 0, rand_k=None, key=None):
-    """TE order (``nvfp4.py``): out = fl32((e2m1(clamp(g·e_b, ±6))·d_b)·s_dec), non-finite g passed through."""
-    big_a = a_b.amax()
+def block_amax_finite(g):
+    """(a_b, A) with non-finite elements counted as 0 (the reference's ``tiles.block_amax``)."""
+    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
+    return a_b, a_b.amax()
+
+
+def te_scales(a_b, big_a, c2688):
+    """TE order, per row: (e_b, d_b) and the tensor's s_dec (``nvfp4.py``), in one vectorized pass over the rows
+    (kept out of the rounding graph, where inductor would compute them per row in scalar code)."""
     s_enc = torch.clamp(c2688 / big_a, max=FLT_MAX)
     s_enc = torch.where(s_enc == 0, torch.ones_like(s_enc), s_enc)
     s_dec = torch.reciprocal(s_enc)
     d = torch.clamp(a_b * (s_enc * INV6), max=FLT_MAX)
     d_b = _rn(torch.clamp(d, max=448.0), 3, -6)
     e_b = torch.clamp(torch.reciprocal(d_b * s_dec), max=FLT_MAX)
+    return e_b, d_b, s_dec
+
+
+def torchao_scales(a_b, big_a, c2688, c6):
+    """torchao order, per row: (fl32(s_dec·d_b), d_b) and s_dec."""
+    s_dec = big_a / c2688
+    d_b = _rn(torch.clamp((a_b / c6) / s_dec, min=2.0**-6, max=448.0), 3, -6)
+    return s_dec * d_b, d_b, s_dec
+
+
+def te_into(out, g, e_b, d_b, s_dec, e2m1_params, *, mode: int = 0, rand_k=None, key=None):
+    """TE order (``nvfp4.py``): out = fl32((e2m1(clamp(g·e_b, ±6))·d_b)·s_dec), non-finite g passed through."""
     q = _e2m1(torch.clamp(g * e_b, -6.0, 6.0), mode, e2m1_params, rand_k, key)
     y = (q * d_b) * s_dec
     out.copy_(torch.where(torch.isfinite(g), y, g))
 
 
-def torchao_into(out, g, a_b, c2688, c6, e2m1_params, *, mode: int = 0, rand_k=None, key=None):
-    """torchao order (``nvfp4.py``); a tensor whose s_dec is 0 gives ±0, a zero element stays 0."""
-    big_a = a_b.amax()
-    s_dec = big_a / c2688
-    d_b = _rn(torch.clamp((a_b / c6) / s_dec, min=2.0**-6, max=448.0), 3, -6)
-    v = g / (s_dec * d_b)
+def torchao_into(out, g, m_b, d_b, s_dec, e2m1_params, *, mode: int = 0, rand_k=None, key=None):
+    """torchao order (``nvfp4.py``), m_b = fl32(s_dec·d_b); a tensor whose s_dec is 0 gives ±0, a zero element
+    stays 0."""
+    v = g / m_b
     v = torch.where(g == 0, g, v)
     q = _e2m1(torch.clamp(v, -6.0, 6.0), mode, e2m1_params, rand_k, key)
     y = (q * d_b) * s_dec
@@ -92,7 +139,8 @@ def torchao_into(out, g, a_b, c2688, c6, e2m1_params, *, mode: int = 0, rand_k=N
     out.copy_(torch.where(torch.isfinite(g), y, g))
 
 
-_FNS = {"amax": block_amax, "te": te_into, "torchao": torchao_into}
+_FNS = {"amax": block_amax, "amax_finite": block_amax_finite, "te_scales": te_scales,
+        "torchao_scales": torchao_scales, "te": te_into, "torchao": torchao_into}
 _lock = threading.Lock()
 _cache: dict[tuple[str, str | None], object] = {}
 
@@ -172,11 +220,14 @@ def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out
     direct = inv is None
     flat, target, direct = fast._operands(g, out if direct else None, rl)
     dev = flat.device
-    a_b = _compiled("amax")(flat)
-    args = [target, flat, a_b, _const(2688.0, dev)]
+    a_b, big_a = _compiled("amax")(flat)
+    if not bool(torch.isfinite(big_a)):  # a NaN or Inf in x: the amax over finite elements (host check, as eager)
+        a_b, big_a = _compiled("amax_finite")(flat)
     if fmt.order == "torchao":
-        args.append(_const(6.0, dev))
-    args.append(_e2m1_params(dev))
+        m_b, d_b, s_dec = _compiled("torchao_scales")(a_b, big_a, _const(2688.0, dev), _const(6.0, dev))
+    else:
+        m_b, d_b, s_dec = _compiled("te_scales")(a_b, big_a, _const(2688.0, dev))
+    args = [target, flat, m_b, d_b, s_dec, _e2m1_params(dev)]
     kwargs = {}
     if rounding == "stochastic":
         kwargs = {"rand_k": fast._on(fast._RANDK_T[rand_bits], dev), "key": fast._on(draw_key(generator), dev)}

@@ -64,6 +64,14 @@ def test_adversarial_blocks_bit_identical(name, mode, kw, monkeypatch):
     check(monkeypatch, adversarial(), name, mode, **kw)
 
 
+@pytest.mark.parametrize("rand_bits", [1, 8, 22, 23, 24, 25, 31])
+def test_stochastic_every_random_bit_width(rand_bits, monkeypatch):
+    """The random-bit widths around E2M1's 22 dropped bits (normal range) and float32's 24-bit significand."""
+    x = adversarial(seed=rand_bits)
+    for name in NAMES[:2]:
+        check(monkeypatch, x, name, "stochastic", rand_bits=rand_bits)
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("shape", [(5, 7), (3, 40), (37, 50), (70,), (), (2, 3, 17, 33)])
 def test_short_rows_padding_and_ranks(name, shape, monkeypatch):
