@@ -241,6 +241,10 @@ def mx_fast_ok(x: torch.Tensor, fmt) -> bool:
 
 
 def mx_dispatch(x, fmt, rounding, rand_bits, generator, out):
+    from . import mx_compiled
+
+    if mx_compiled.supported(fmt, rounding):  # floor scales, nearest or stochastic: the two-pass kernels
+        return mx_compiled.quantize(x, fmt, rounding, rand_bits, generator, out)
     el = fmt.element
     p = _params32(el.kernel_params(torch.float32))
     # one graph per block size (a symbolic block length costs ~3x); the shared exponents first, in their own graph

@@ -24,8 +24,8 @@ import threading
 
 import torch
 
-from ..rounding import draw_key, hash_bits32
-from . import fast, fast_kernels, short_paths
+from ..rounding import draw_key
+from . import fast, fast_kernels, grid_kernels, short_paths
 
 I32, F32 = torch.int32, torch.float32
 HALVES = (torch.bfloat16, torch.float16)
@@ -35,54 +35,12 @@ INV6 = float(torch.tensor(1.0 / 6.0, dtype=torch.float32))  # fl32(1/6), TE's ``
 
 # ---- kernels (plain torch functions, compiled lazily by ``_compiled``) ------------------------------------------
 
-def _rn(v: torch.Tensor, man: int, emin: int) -> torch.Tensor:
-    """v rounded to nearest-even on the float grid with ``man`` mantissa bits and smallest normal 2^emin
-    (subnormals kept), for float32 v with |v| <= the grid's max or NaN (no overflow case: callers clamp first);
-    ``short_paths``'s nearest rounding."""
-    sh = 23 - man
-    u = v.view(I32)
-    mag = u & 0x7FFFFFFF
-    a = mag.view(F32)
-    rn = ((mag + (((1 << (sh - 1)) - 1) + ((mag >> sh) & 1))) & -(1 << sh)).view(F32)
-    magic = 2.0 ** (emin - man + 23)
-    r = torch.where(a < 2.0**emin, (a + magic) - magic, rn)
-    rb = r.view(I32) | (u & -(1 << 31))
-    return torch.where(mag > 0x7F800000, v, rb.view(F32))
-
-
-def _e2m1_sr(v, rand_k, key):
-    """E2M1 stochastic rounding of the clamped v (|v| <= 6 or NaN) with the general kernel's rule and random bits
-    (``fast_kernels.round_f32``, mode 5: carry iff H + R >= 2^32 for the masked 32-bit hash word H and the dropped
-    remainder R aligned below the kept bit, as unsigned words), written for E2M1's two ranges:
-    |v| >= 1 (quantum 2^(e-1)): ``short_paths``'s add of the hash's top bits below the kept bit, then the mask;
-    |v| < 1 (quantum 1/2): on the grid 2|v| = q + f, R = floor(f·2^32) built exactly from two 16-bit halves."""
-    u = v.view(I32)
-    mag = u & 0x7FFFFFFF
-    a = mag.view(F32)
-    k = rand_k.to(I32)
-    hmask = torch.full_like(k, -1) << (32 - k)
-    idx = torch.arange(v.numel(), dtype=I32, device=v.device).view(v.shape)
-    h = hash_bits32(idx, key) & hmask
-    cut = torch.full_like(k, -1) << torch.clamp(22 - k, min=0)
-    rn = (((mag & cut) + ((h >> 10) & 0x3FFFFF)) & -(1 << 22)).view(F32)
-    a_s = a * 2.0
-    qf = torch.floor(a_s)
-    f16 = (a_s - qf) * 65536.0
-    hi = torch.floor(f16)
-    lo = torch.floor((f16 - hi) * 65536.0)
-    rword = ((hi.to(I32) << 16) | lo.to(I32)) & hmask
-    up = (h ^ fast_kernels.INT32_MIN) > (rword ^ fast_kernels.INT32_MAX)
-    r = torch.where(a < 1.0, (qf + up.to(F32)) * 0.5, rn)
-    rb = r.view(I32) | (u & -(1 << 31))
-    return torch.where(mag > 0x7F800000, v, rb.view(F32))
-
-
 def _e2m1(v, mode, e2m1_params, rand_k, key):
     """E2M1 rounding of the clamped v (|v| <= 6 or NaN) in rounding mode ``mode`` (a MODE_CODE)."""
     if mode == 0:
-        return _rn(v, 1, 0)
+        return grid_kernels.rn(v, 1, 0)
     if mode == 5:
-        return _e2m1_sr(v, rand_k, key)
+        return grid_kernels.sr(v, 1, 0, rand_k, key)
     man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm = e2m1_params
     return fast_kernels.round_f32(v, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm,
                                   mode=mode, rand_k=rand_k, key=key,
@@ -108,8 +66,8 @@ def te_scales(a_b, big_a, c2688):
     s_enc = torch.clamp(c2688 / big_a, max=FLT_MAX)
     s_enc = torch.where(s_enc == 0, torch.ones_like(s_enc), s_enc)
     s_dec = torch.reciprocal(s_enc)
-    d = torch.clamp(a_b * (s_enc * INV6), max=FLT_MAX)
-    d_b = _rn(torch.clamp(d, max=448.0), 3, -6)
+    d = torch.clamp(a_b * (s_enc * 0.1666666716337204), max=FLT_MAX)  # fl32(1/6) as a literal (INV6)
+    d_b = grid_kernels.rn(torch.clamp(d, max=448.0), 3, -6)
     e_b = torch.clamp(torch.reciprocal(d_b * s_dec), max=FLT_MAX)
     return e_b, d_b, s_dec
 
@@ -117,7 +75,7 @@ def te_scales(a_b, big_a, c2688):
 def torchao_scales(a_b, big_a, c2688, c6):
     """torchao order, per row: (fl32(s_dec·d_b), d_b) and s_dec."""
     s_dec = big_a / c2688
-    d_b = _rn(torch.clamp((a_b / c6) / s_dec, min=2.0**-6, max=448.0), 3, -6)
+    d_b = grid_kernels.rn(torch.clamp((a_b / c6) / s_dec, min=2.0**-6, max=448.0), 3, -6)
     return s_dec * d_b, d_b, s_dec
 
 
