@@ -2,7 +2,8 @@
 
 The compiled paths are used for float32 tensors of at least ``FAST_MIN_NUMEL`` elements when ``LOWP_COMPILE`` is
 not "0": every FloatFormat (``fast_kernels.round_f32``, int32 arithmetic), MX with a float element along the last
-axis of a tensor whose last dim is a multiple of the block (``mx_scale`` then ``mx_round_into``), and per-tensor
+axis of a tensor whose last dim is a multiple of the block (floor scales with nearest or stochastic rounding:
+``mx_compiled.py``, the element's constants baked in; otherwise ``mx_scale`` then ``mx_round_into``), and per-tensor
 IntFormat (``int_scale`` then ``int_round_into``).
 They give the same bits as the eager references (tests check it). They are compiled lazily on first use (never at
 import), on flattened tensors with dynamic shapes and with every format parameter passed as a 0-d tensor, so one

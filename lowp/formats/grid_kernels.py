@@ -41,9 +41,10 @@ def rn(v: torch.Tensor, man: int, emin: int) -> torch.Tensor:
     return _finish(v, u, mag, r)
 
 
-def sr(v: torch.Tensor, man: int, emin: int, rand_k: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+def sr(v: torch.Tensor, man: int, emin: int, rand_k: torch.Tensor, key: torch.Tensor,
+       idx: torch.Tensor | None = None) -> torch.Tensor:
     """v rounded stochastically on the grid with ``rand_k`` (0-d int) random bits per element under ``key``; the
-    random bits of element i are those of flat index i of v (module docstring)."""
+    random bits of an element are those of its ``idx`` (int32, v's shape; default: its flat index in v)."""
     sh = 23 - man
     u = v.view(I32)
     mag = u & 0x7FFFFFFF
@@ -51,7 +52,8 @@ def sr(v: torch.Tensor, man: int, emin: int, rand_k: torch.Tensor, key: torch.Te
     a = mag.view(F32)
     k = rand_k.to(I32)
     hmask = torch.full_like(k, -1) << (32 - k)
-    idx = torch.arange(v.numel(), dtype=I32, device=v.device).view(v.shape)
+    if idx is None:
+        idx = torch.arange(v.numel(), dtype=I32, device=v.device).view(v.shape)
     h = hash_bits32(idx, key) & hmask
     cut = torch.full_like(k, -1) << torch.clamp(sh - k, min=0)
     normal = (((magc & cut) + ((h >> (32 - sh)) & ((1 << sh) - 1))) & -(1 << sh)).view(F32)

@@ -4,19 +4,23 @@ The eager reference (``nvfp4.py``) makes several passes over the tensor and its 
 block amax, E4M3 and E2M1 rounding, the decode, the NaN/Inf restore). Here the tensor is laid out as the rows of
 the reference's ``tile_view`` (a view of x when the blocks run along the last, contiguous axis and fill it exactly;
 else one transposed / zero-padded copy, so every element keeps its position and, under stochastic rounding, its
-random bits) and two compiled graphs do the work:
+random bits) and three compiled graphs do the work:
 
-  ``block_amax``   a_b = max |finite g| per row (rows of 16, or 256 for a 16×16 tile)            one read of x
-  ``te_into`` / ``torchao_into``   A = max a_b; the per-tensor and per-block scales of the module docstring of
-                   ``nvfp4.py`` (same float32 operations in the same order, divisors passed as 0-d tensors so that
-                   no backend turns a division into a multiplication); E2M1 rounding; out = fl32((q·d_b)·s_dec),
-                   non-finite elements passed through                                        one read, one write
+  ``block_amax``   a_b = max |g| per row (rows of 16, or 256 for a 16×16 tile) and A = max a_b, NaN/Inf
+                   included (a plain vectorized reduction: inductor runs a masked one ~2.5x slower); only when A
+                   is not finite (a host check, as the reference's) ``block_amax_finite`` recomputes both over the
+                   finite elements                                                                 one read of x
+  ``te_scales`` / ``torchao_scales``   the per-tensor and per-block scales of ``nvfp4.py``'s docstring (same
+                   float32 operations in the same order; divisors passed as 0-d tensors, so that no backend turns
+                   a division into a multiplication), vectorized over the rows          a pass over a_b (1/16)
+  ``te_into`` / ``torchao_into``   E2M1 rounding; out = fl32((q·d_b)·s_dec), non-finite elements passed through
+                                                                                             one read, one write
 
-E4M3 (scales) and E2M1 (elements, round to nearest) use the add-and-mask / magic-number rounding of
-``short_paths.py`` with the formats' constants as literals; any other rounding of the elements (stochastic with
-``rand_bits``, directed) runs ``fast_kernels.round_f32``, the int32 twin of the general kernel (its random bits
-are the hash of the element's position in the tile view under one key drawn from ``generator``, as the reference).
-One graph per (order, rounding) and row length; shapes are dynamic (rows), so no shape or rank recompiles.
+E4M3 (scales) and E2M1 (elements, nearest and stochastic) use ``grid_kernels`` (the short paths' add-and-mask /
+magic-number rounding with the formats' constants as literals, and the general kernel's stochastic rule with its
+random bits: the hash of the element's position in the tile view under one key drawn from ``generator``, as the
+reference); the directed roundings run ``fast_kernels.round_f32``, the int32 twin of the general kernel.
+One graph per (kernel, rounding) and row length; shapes are dynamic (rows), so no shape or rank recompiles.
 """
 from __future__ import annotations
 
@@ -27,10 +31,9 @@ import torch
 from ..rounding import draw_key
 from . import fast, fast_kernels, grid_kernels, short_paths
 
-I32, F32 = torch.int32, torch.float32
+F32 = torch.float32
 HALVES = (torch.bfloat16, torch.float16)
 FLT_MAX = torch.finfo(torch.float32).max
-INV6 = float(torch.tensor(1.0 / 6.0, dtype=torch.float32))  # fl32(1/6), TE's ``torch.reciprocal(6.0)``
 
 
 # ---- kernels (plain torch functions, compiled lazily by ``_compiled``) ------------------------------------------
@@ -40,7 +43,11 @@ def _e2m1(v, mode, e2m1_params, rand_k, key):
     if mode == 0:
         return grid_kernels.rn(v, 1, 0)
     if mode == 5:
-        return grid_kernels.sr(v, 1, 0, rand_k, key)
+        idx = None
+        if v.dim() == 4:  # 16x16 tiles seen in x's layout (nr, 16, nc, 16): the random bits of the tile-view order
+            nr, r, nc, c = v.shape
+            idx = torch.arange(v.numel(), dtype=torch.int32, device=v.device).view(nr, nc, r, c).permute(0, 2, 1, 3)
+        return grid_kernels.sr(v, 1, 0, rand_k, key, idx)
     man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm = e2m1_params
     return fast_kernels.round_f32(v, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm,
                                   mode=mode, rand_k=rand_k, key=key,
@@ -60,13 +67,24 @@ def block_amax_finite(g):
     return a_b, a_b.amax()
 
 
+def tile_amax(g):
+    """``block_amax`` for 16x16 tiles seen in x's own layout, g = (nr, 16, nc, 16): a_b shaped (nr, 1, nc, 1)."""
+    a_b = g.abs().amax(dim=(1, 3), keepdim=True)
+    return a_b, a_b.amax()
+
+
+def tile_amax_finite(g):
+    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=(1, 3), keepdim=True)
+    return a_b, a_b.amax()
+
+
 def te_scales(a_b, big_a, c2688):
     """TE order, per row: (e_b, d_b) and the tensor's s_dec (``nvfp4.py``), in one vectorized pass over the rows
     (kept out of the rounding graph, where inductor would compute them per row in scalar code)."""
     s_enc = torch.clamp(c2688 / big_a, max=FLT_MAX)
     s_enc = torch.where(s_enc == 0, torch.ones_like(s_enc), s_enc)
     s_dec = torch.reciprocal(s_enc)
-    d = torch.clamp(a_b * (s_enc * 0.1666666716337204), max=FLT_MAX)  # fl32(1/6) as a literal (INV6)
+    d = torch.clamp(a_b * (s_enc * 0.1666666716337204), max=FLT_MAX)  # fl32(1/6), TE's reciprocal(6.0)
     d_b = grid_kernels.rn(torch.clamp(d, max=448.0), 3, -6)
     e_b = torch.clamp(torch.reciprocal(d_b * s_dec), max=FLT_MAX)
     return e_b, d_b, s_dec
@@ -97,7 +115,8 @@ def torchao_into(out, g, m_b, d_b, s_dec, e2m1_params, *, mode: int = 0, rand_k=
     out.copy_(torch.where(torch.isfinite(g), y, g))
 
 
-_FNS = {"amax": block_amax, "amax_finite": block_amax_finite, "te_scales": te_scales,
+_FNS = {"amax": block_amax, "amax_finite": block_amax_finite, "tile_amax": tile_amax,
+        "tile_amax_finite": tile_amax_finite, "te_scales": te_scales,
         "torchao_scales": torchao_scales, "te": te_into, "torchao": torchao_into}
 _lock = threading.Lock()
 _cache: dict[tuple[str, str | None], object] = {}
@@ -174,6 +193,8 @@ def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out
     """``fmt.quantize(x, rounding, ...)`` by the compiled kernels (same bits as the reference)."""
     if x.dtype in HALVES:  # the reference rounds x.float() and casts the result back
         return quantize(x.float(), fmt, rounding, rand_bits, generator, None).to(x.dtype)
+    if _tiles_in_place(x, fmt):
+        return _quantize_tiles(x, fmt, rounding, rand_bits, generator, out)
     g, rl, inv = _layout(x, fmt)
     direct = inv is None
     flat, target, direct = fast._operands(g, out if direct else None, rl)
@@ -181,6 +202,36 @@ def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out
     a_b, big_a = _compiled("amax")(flat)
     if not bool(torch.isfinite(big_a)):  # a NaN or Inf in x: the amax over finite elements (host check, as eager)
         a_b, big_a = _compiled("amax_finite")(flat)
+    return _scale_and_round(x, fmt, rounding, rand_bits, generator, out, flat, target, direct, inv, a_b, big_a)
+
+
+def _tiles_in_place(x, fmt) -> bool:
+    """16x16 tiles over a contiguous x whose last two dims are multiples of 16: the kernels read x's own layout
+    (a (nr, 16, nc, 16) view, leading dims folded into the rows) rather than a tile-view copy."""
+    return (fmt.block == (16, 16) and x.dim() >= 2 and x.shape[-1] % 16 == 0 and x.shape[-2] % 16 == 0
+            and x.is_contiguous())
+
+
+def _view4(t: torch.Tensor, cols: int) -> torch.Tensor:
+    v = t.reshape(-1, 16, cols // 16, 16).detach()
+    torch._dynamo.mark_static(v, 1)
+    torch._dynamo.mark_static(v, 3)
+    return v
+
+
+def _quantize_tiles(x, fmt, rounding, rand_bits, generator, out):
+    cols = x.shape[-1]
+    g4 = _view4(x, cols)
+    direct = out is not None and out.is_contiguous()
+    target = _view4(out if direct else torch.empty_like(x), cols)
+    a_b, big_a = _compiled("tile_amax")(g4)
+    if not bool(torch.isfinite(big_a)):
+        a_b, big_a = _compiled("tile_amax_finite")(g4)
+    return _scale_and_round(x, fmt, rounding, rand_bits, generator, out, g4, target, direct, None, a_b, big_a)
+
+
+def _scale_and_round(x, fmt, rounding, rand_bits, generator, out, flat, target, direct, inv, a_b, big_a):
+    dev = flat.device
     if fmt.order == "torchao":
         m_b, d_b, s_dec = _compiled("torchao_scales")(a_b, big_a, _const(2688.0, dev), _const(6.0, dev))
     else:
