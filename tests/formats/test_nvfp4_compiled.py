@@ -73,9 +73,10 @@ def test_stochastic_every_random_bit_width(rand_bits, monkeypatch):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("shape", [(5, 7), (3, 40), (37, 50), (70,), (), (2, 3, 17, 33)])
+@pytest.mark.parametrize("shape", [(5, 7), (3, 40), (37, 50), (70,), (), (2, 3, 17, 33), (2, 32, 48)])
 def test_short_rows_padding_and_ranks(name, shape, monkeypatch):
-    """Rows shorter than a block, lengths that are not a multiple of 16 (zero padding), vectors, a scalar, rank 4."""
+    """Rows shorter than a block, lengths that are not a multiple of 16 (zero padding), vectors, a scalar, rank 4;
+    (2, 32, 48): 16x16 tiles read in place with the leading dim folded into the rows."""
     g = torch.Generator().manual_seed(len(shape) + sum(shape))
     x = torch.randn(shape, generator=g) * 7.0
     if x.numel() > 3:
