@@ -5,7 +5,8 @@ median time of ``lowp.quantize`` allocating a fresh result and writing into a pr
 ``torch.add(x, 0, out=y)`` (the bandwidth bound: one read, one write) and to ``x.clone()`` (which also pays for a
 fresh allocation), plus GB/s counting 8 bytes (read + write) per element. torch's native round trips
 (``x.to(dtype).float()``) run in the same process as the reference. Round-to-nearest of a float format takes the
-format's compiled short path (``lowp/formats/round_short_compiled.py``).
+format's compiled short path (``lowp/formats/round_short_compiled.py``); MX and NVFP4 their compiled kernels
+(``mx_compiled.py``, ``nvfp4_compiled.py``). The tensor is 2^k/4096 rows of 4096 (2-D tiles need rows).
 Targets: nearest ``out=`` <= 2x add for every float format; stochastic <= 3x; MX and NVFP4 <= 3x; int8 per tensor
 <= 2x; allocating <= 1.2x clone.
 
@@ -51,7 +52,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[24, 26], help="log2 of the element counts")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--formats", nargs="+", default=["bf16", "fp16", "e4m3", "e5m2", "e2m1", "fp8-152", "mxfp8_e4m3",
-                                                     "mxfp4_e2m1", "nvfp4", "int8"])
+                                                     "mxfp4_e2m1", "nvfp4", "nvfp4-torchao", "nvfp4-16x16", "int8"])
     ap.add_argument("--roundings", nargs="+", default=["nearest", "stochastic"])
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (a GPU: ratios to the device's own add/clone)")
     add_json_arg(ap)
@@ -65,7 +66,7 @@ def main() -> None:
     records = []
     for lg in args.sizes:
         n = 1 << lg
-        x = torch.randn(n, device=dev) * 3.0
+        x = torch.randn(n // 4096, 4096, device=dev) * 3.0  # rows of 4096: whole blocks and 16x16 tiles
         y = torch.empty_like(x)
         t_add = timeit(lambda: torch.add(x, 0, out=y), args.repeats)
         t_clone = timeit(lambda: x.clone(), args.repeats)

@@ -2,7 +2,8 @@
 
 The compiled paths are used for float32 tensors of at least ``FAST_MIN_NUMEL`` elements when ``LOWP_COMPILE`` is
 not "0": every FloatFormat (``round_compiled.round_f32``, int32 arithmetic), MX with a float element along the last
-axis of a tensor whose last dim is a multiple of the block (``mx_scale`` then ``mx_round_into``), and per-tensor
+axis of a tensor whose last dim is a multiple of the block (floor scales with nearest or stochastic rounding:
+``mx_compiled.py``, the element's constants baked in; otherwise ``mx_scale`` then ``mx_round_into``), and per-tensor
 IntFormat (``int_scale`` then ``int_round_into``).
 They give the same bits as the eager references (tests check it). They are compiled lazily on first use (never at
 import), on flattened tensors with dynamic shapes and with every format parameter passed as a 0-d tensor, so one
@@ -209,6 +210,10 @@ def mx_fast_ok(x: torch.Tensor, fmt) -> bool:
 
 
 def mx_dispatch(x, fmt, rounding, rand_bits, generator, out):
+    from . import mx_compiled
+
+    if mx_compiled.supported(fmt, rounding):  # floor scales, nearest or stochastic: the two-pass kernels
+        return mx_compiled.quantize(x, fmt, rounding, rand_bits, generator, out)
     el = fmt.element
     p = _params32(el.kernel_params(torch.float32))
     # one graph per block size (a symbolic block length costs ~3x); the shared exponents first, in their own graph

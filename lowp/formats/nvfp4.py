@@ -97,6 +97,10 @@ class NVFP4Format(Format):
         return q, d_b, s_dec, g, inv, finite
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
+        from . import nvfp4_compiled
+
+        if nvfp4_compiled.usable(x):  # the compiled twin of the code below (same bits)
+            return nvfp4_compiled.quantize(x, self, rounding, rand_bits, generator, out)
         q, d_b, s_dec, g, inv, finite = self._encode(x, rounding, rand_bits, generator)
         y = (q * d_b) * s_dec
         if self.order == "torchao" and float(s_dec) == 0.0:

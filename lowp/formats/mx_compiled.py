@@ -1,0 +1,111 @@
+"""Compiled MX kernels for float elements with the OCP ``floor`` scale, round to nearest or stochastic: the bits of
+``block.MXFormat`` (the eager reference) in two passes over the tensor, for rows of one block each (``dispatch.py``
+lays the tensor out as the reference's ``group_view``):
+
+  ``amax``   a_b = max |g| per block and its max A (NaN/Inf included: a plain vectorized reduction; only when A
+             is not finite, ``amax_finite`` takes the reference's amax over finite elements)       one read
+  ``scales`` E = clamp(floor(log2 a_b) - emax, -127, 127) (-127 for a zero block) as 2^-E and 2^E per row
+  ``round``  v = g·2^-E in float32;
+             r = Q(v) on the element grid (``grid_kernels``, the element's constants baked in), saturated at ±max
+             (flushed below the smallest normal for formats without subnormals, -0 -> +0 for fnuz);
+             out = r·2^E, non-finite g passed through                                        one read, one write
+
+Exactness of the float32 scaling, where the reference divides in float64: g·2^-E is exact unless it falls below
+2^-126; then |g/2^E| < 2^-126 lies below a quarter of the element's smallest quantum 2^(emin - m) (we require
+emin - m >= -125), so the exact and the float32 product both round to ±0 to nearest, and both have a stochastic
+remainder word floor(f·2^32) = 0. r·2^E is exact in float64, so one float32 rounding of it (r·2^E in float32) is the
+reference's ``(e·scale).to(float32)``. Directed roundings (whose decision sees any nonzero remainder) and the other
+scale roundings keep the general kernel (``round_compiled.mx_round_into``).
+One graph per (element, rounding) and block length, shapes dynamic.
+"""
+from __future__ import annotations
+
+
+import torch
+
+from ..rounding import draw_key
+from . import compiling, dispatch, grid_kernels
+from .round_compiled import floor_log2_f32, pow2_f32
+
+I32 = torch.int32
+
+
+def block_amax(g):
+    """(a_b, A): max |g| per row (keepdim), NaN/Inf included, and its max."""
+    a_b = g.abs().amax(dim=-1, keepdim=True)
+    return a_b, a_b.amax()
+
+
+def block_amax_finite(g):
+    """(a_b, A) with non-finite elements counted as 0 (the reference's amax)."""
+    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
+    return a_b, a_b.amax()
+
+
+def scales(a_b, *, emax: int = 8):
+    """(2^-E, 2^E) per row: E = clamp(floor(log2 a_b) - emax, -127, 127), -127 for a zero block (a vectorized pass
+    over the rows, kept out of the rounding graph, where inductor would compute it per row in scalar code)."""
+    e = torch.where(a_b > 0, floor_log2_f32(a_b) - emax, torch.full_like(a_b, -127, dtype=I32))
+    e = torch.clamp(e, -127, 127)
+    return pow2_f32(-e), pow2_f32(e)
+
+
+def round_into(out, g, s_down, s_up, rand_k=None, key=None, *, mode: int = 0, man: int = 3, emin: int = -6,
+               maxval: float = 448.0, minnorm: float = 2.0**-6, subnormals: bool = True, fnuz: bool = False):
+    """out = MX(g) per row of g, with the rows' 2^-E and 2^E (module docstring); the element's constants are
+    keywords (each compiled copy bakes its own: ``_kernel``)."""
+    v = g * s_down
+    r = grid_kernels.rn(v, man, emin) if mode == 0 else grid_kernels.sr(v, man, emin, rand_k, key)
+    r = torch.clamp(r, -maxval, maxval)
+    if not subnormals:
+        r = torch.where(r.abs() < minnorm, r * 0.0, r)
+    if fnuz:
+        r = torch.where(r == 0, torch.zeros_like(r), r)
+    y = r * s_up
+    out.copy_(torch.where(torch.isfinite(g), y, g))
+
+
+def supported(fmt, rounding: str) -> bool:
+    """Whether the kernels here serve MXFormat ``fmt`` (module docstring)."""
+    from .float import FloatFormat
+
+    el = fmt.element
+    return (rounding in ("nearest", "stochastic") and fmt.scale_rounding == "floor" and isinstance(el, FloatFormat)
+            and el.man <= 22 and el.emin - el.man >= -125)
+
+
+def _kernel(fn, tag: str, **consts):
+    """``fn`` compiled (``compiling.compiled``, the package's one cache) with the keywords ``consts`` (Python ints,
+    floats, bools) written as literals into a wrapper of its own (``{fn}_{tag}``): dynamo inlines ``fn`` with
+    constant arguments, so they are baked into the graph rather than made symbolic, and it caches and counts graphs
+    per wrapper. Cached per (fn, tag)."""
+    key = ("mx_compiled", fn.__name__, tag)
+    k = compiling.cached(key)
+    if k is None:
+        name = f"{fn.__name__}_{tag}"
+        kw = ", ".join(f"{n}={v!r}" for n, v in consts.items())
+        src = f"def {name}(*args):\n    return fn(*args, {kw})\n"
+        ns = {"fn": fn}
+        exec(compile(src, f"<lowp mx kernel {name}>", "exec"), ns)  # noqa: S102 - our constants only
+        k = compiling.compiled(ns[name], key, what=f"MX {name}")
+    return k
+
+
+def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out: torch.Tensor | None):
+    """MX quantization of float32 x whose last axis is the block axis and a multiple of the block."""
+    el = fmt.element
+    flat, target, direct = dispatch._operands(x, out, fmt.block)
+    a_b, big_a = _kernel(block_amax, "mx")(flat)
+    if not bool(torch.isfinite(big_a)):  # a NaN or Inf in x: the amax over finite elements, as the reference
+        a_b, big_a = _kernel(block_amax_finite, "mx")(flat)
+    mode = 0 if rounding == "nearest" else 5
+    tag = f"{el.name}_{el.exp}_{el.man}_{el.bias}_{el.special}_{int(el.subnormals)}_{rounding}".replace("-", "_")
+    s_down, s_up = _kernel(scales, f"emax{el.emax}".replace("-", "m"), emax=el.emax)(a_b)
+    k = _kernel(round_into, tag, mode=mode, man=el.man, emin=el.emin, maxval=float(el.max),
+                minnorm=float(el.min_normal), subnormals=bool(el.subnormals), fnuz=el.special == "fnuz")
+    args = [target, flat, s_down, s_up]
+    if mode == 5:
+        args += [dispatch._on(dispatch._RANDK_T[rand_bits], flat.device), dispatch._on(draw_key(generator), flat.device)]
+    k(*args)
+    dispatch.compiled_calls += 1
+    return dispatch._result(x, out, target, direct)

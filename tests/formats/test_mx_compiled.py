@@ -1,0 +1,90 @@
+"""The MX kernels with element constants baked in (lowp.formats.mx_compiled) give the eager reference's bits
+(block.MXFormat, itself tested against exact references) on adversarial blocks, for nearest and stochastic rounding
+(every random-bit width class), elements with and without subnormals and fnuz; directed roundings and other scale
+roundings keep the general kernel; shapes do not recompile. (Each kernel compiles once per process: seconds.)"""
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import lowp
+from lowp.formats import FloatFormat, MXFormat, compiling, dispatch, mx_compiled
+
+
+def same_bits(a, b):
+    return a.shape == b.shape and bool(
+        ((a.view(torch.int32) == b.view(torch.int32)) | (torch.isnan(a) & torch.isnan(b))).all())
+
+
+def adversarial(rows=64, cols=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, cols, generator=g) * torch.exp2(torch.randint(-60, 60, (rows, cols), generator=g).float())
+    x[0, :32] = 0.0  # a zero block: E = -127
+    x[1, 3], x[1, 40], x[1, 41] = float("nan"), float("inf"), -float("inf")
+    x[2, :32] *= 2.0**-100  # float32 subnormals
+    x[3, :32] = torch.randn(32, generator=g) * 2.0**-140  # a subnormal block amax
+    x[4, :32] = torch.randn(32, generator=g) * 1e-30
+    x[4, 0] = 2.0**100  # one huge value: the others fall below 2^-126 once scaled by 2^-E (the float32 underflow)
+    x[5, :32] = 3.0e38 * torch.rand(32, generator=g)  # amax near FLT_MAX
+    x[5, 0] = torch.finfo(torch.float32).max
+    x[6, :32] = 448.0 * 1.0351562  # just above the largest e4m3 value times 2^0: rounds up past max, saturates
+    x[7, :32] = -0.0
+    x[8, 32:64] = torch.linspace(-1.0, 1.0, 32) * 2.0**-126  # the float32 normal/subnormal boundary
+    return x
+
+
+def eager(monkeypatch, x, fmt, mode, **kw):
+    monkeypatch.setenv("LOWP_COMPILE", "0")
+    try:
+        return lowp.quantize(x, fmt, mode, **kw)
+    finally:
+        monkeypatch.setenv("LOWP_COMPILE", "1")
+
+
+def check(monkeypatch, x, fmt, mode, **kw):
+    a = eager(monkeypatch, x, fmt, mode, generator=torch.Generator().manual_seed(3), **kw)
+    before = dispatch.compiled_calls
+    with compiling.compiled_at_any_size():
+        b = lowp.quantize(x, fmt, mode, generator=torch.Generator().manual_seed(3), **kw)
+    assert dispatch.compiled_calls == before + 1
+    assert same_bits(a, b), (fmt, mode, kw)
+
+
+NO_SUB_FNUZ = MXFormat(FloatFormat(4, 3, bias=8, special="fnuz", subnormals=False, name="e4m3fnuz-nosub"))
+
+
+@pytest.mark.parametrize("fmt", ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp4_e2m1", NO_SUB_FNUZ],
+                         ids=["e4m3", "e5m2", "e3m2", "e2m1", "nosub-fnuz"])
+def test_adversarial_blocks_bit_identical(fmt, monkeypatch):
+    assert mx_compiled.supported(lowp.get_format(fmt) if isinstance(fmt, str) else fmt, "nearest")
+    x = adversarial()
+    check(monkeypatch, x, fmt, "nearest")
+    for k in (32, 25, 24, 8, 1):
+        check(monkeypatch, x, fmt, "stochastic", rand_bits=k)
+
+
+def test_directed_and_other_scale_roundings_keep_the_general_kernel(monkeypatch):
+    """"up" sees any nonzero remainder, which the float32 scaling can lose below 2^-126 (the block with one huge
+    value): that mode and the non-floor scales keep the general kernel, with the eager bits."""
+    assert not mx_compiled.supported(lowp.get_format("mxfp8_e4m3"), "up")
+    assert not mx_compiled.supported(MXFormat(lowp.get_format("e4m3"), scale_rounding="rceil"), "nearest")
+    assert not mx_compiled.supported(MXFormat(lowp.get_format("bf16")), "nearest")  # emin - man < -125
+    x = adversarial(seed=1)
+    check(monkeypatch, x, "mxfp8_e4m3", "up")
+    check(monkeypatch, x, MXFormat(lowp.get_format("e4m3"), scale_rounding="rceil"), "nearest")
+
+
+def test_no_recompiles_across_shapes_and_ranks(monkeypatch):
+    shapes = [(32,), (4, 64), (48, 96), (3, 5, 64), (2, 2, 3, 32), (33, 32), (1, 32), (7, 160), (9, 320)]
+    assert len(shapes) > torch._dynamo.config.recompile_limit
+    with compiling.compiled_at_any_size():
+        for mode in ("nearest", "stochastic"):
+            for shape in [(32,), (8, 32)]:
+                lowp.quantize(torch.randn(shape), "mxfp8_e4m3", mode)
+        graphs = counters["stats"]["unique_graphs"]
+        for i, shape in enumerate(shapes):
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(i)) * 3.0
+            for mode in ("nearest", "stochastic"):
+                y = lowp.quantize(x, "mxfp8_e4m3", mode, generator=torch.Generator().manual_seed(i))
+                assert same_bits(y, eager(monkeypatch, x, "mxfp8_e4m3", mode,
+                                          generator=torch.Generator().manual_seed(i))), (shape, mode)
+    assert counters["stats"]["unique_graphs"] == graphs
