@@ -10,7 +10,6 @@ the lowest quantization SQNR; the table gives the worst (layer, role) of each.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Sequence
 

@@ -8,6 +8,8 @@ Every torch.compile'd kernel of lowp — the float32 rounding kernels (``round_c
 * ``compile_enabled()``: ``LOWP_COMPILE`` is not "0", and no user ``TorchFunctionMode`` / ``TorchDispatchMode``
   (``FlopCounterMode``, a profiler's mode, ...) is active: a compiled function called under one raises or traces
   the mode, and the eager kernels give the same bits.
+* ``eager_only()``: within it (this thread / context only), ``compile_enabled()`` is false, as under
+  ``LOWP_COMPILE=0``: every kernel runs its eager reference (tests compare the two; debugging).
 * ``compiled_at_any_size()``: within it, the compiled kernels serve tensors of every size (emulated training, where
   each tensor role is rounded every step and the one-off compilation always pays; tests), not only those of
   ``FAST_MIN_NUMEL`` elements or more (for the accumulation: ``MIN_WORK`` multiply-adds). ``worth_it(n)`` decides.
@@ -34,16 +36,27 @@ FAST_MIN_NUMEL = 1 << 16  # elements from which a compiled kernel is used outsid
 _lock = threading.Lock()
 _cache: dict[Hashable, "Compiled"] = {}
 _FORCED = contextvars.ContextVar("lowp_compiled_forced", default=False)
+_EAGER = contextvars.ContextVar("lowp_eager_only", default=False)
 
 
 def compile_enabled() -> bool:
     """Whether compiled kernels may run now (see the module docstring)."""
-    return os.environ.get("LOWP_COMPILE", "1") != "0" and not _user_mode()
+    return os.environ.get("LOWP_COMPILE", "1") != "0" and not _EAGER.get() and not _user_mode()
 
 
 def _user_mode() -> bool:
     """Whether a TorchFunctionMode or TorchDispatchMode is active."""
     return bool(torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack())
+
+
+@contextlib.contextmanager
+def eager_only():
+    """Within: the eager reference kernels only (``compile_enabled()`` is false, as under ``LOWP_COMPILE=0``)."""
+    token = _EAGER.set(True)
+    try:
+        yield
+    finally:
+        _EAGER.reset(token)
 
 
 @contextlib.contextmanager

@@ -194,7 +194,6 @@ def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out
     g, rl, inv = _layout(x, fmt)
     direct = inv is None
     flat, target, direct = dispatch._operands(g, out if direct else None, rl)
-    dev = flat.device
     a_b, big_a = _compiled("amax")(flat)
     if not bool(torch.isfinite(big_a)):  # a NaN or Inf in x: the amax over finite elements (host check, as eager)
         a_b, big_a = _compiled("amax_finite")(flat)

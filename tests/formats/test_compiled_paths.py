@@ -21,7 +21,6 @@ so no test here recompiles past dynamo's limit.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import pytest
 import torch
@@ -76,18 +75,7 @@ def same_bits(a: torch.Tensor, b: torch.Tensor, what) -> None:
                               f"{ia[bad[0]].item():#x} vs {ib[bad[0]].item():#x}")
 
 
-@contextlib.contextmanager
-def eager_only():
-    """The eager reference kernels (the package's compile switch off)."""
-    old = os.environ.get("LOWP_COMPILE")
-    os.environ["LOWP_COMPILE"] = "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["LOWP_COMPILE"]
-        else:
-            os.environ["LOWP_COMPILE"] = old
+eager_only = compiling.eager_only  # the eager reference kernels (the package's compile switch off)
 
 
 @contextlib.contextmanager

@@ -77,3 +77,21 @@ def test_a_failed_probe_means_eager():
         c = compiling.compiled(_double_plus_one, ("test", "probe"), probe=lambda k: False)
     assert not c.ok
     assert torch.equal(c(torch.ones(2)), torch.full((2,), 3.0))
+
+
+def test_eager_only_turns_the_switch_off_within(monkeypatch):
+    """``eager_only()``: compile_enabled() is false inside (no compiled call is taken), as before after."""
+    import lowp
+    from lowp.formats import dispatch
+
+    monkeypatch.delenv("LOWP_COMPILE", raising=False)
+    x = torch.randn(64)
+    assert compiling.compile_enabled()
+    before = dispatch.compiled_calls
+    with compiling.eager_only(), compiling.compiled_at_any_size():
+        assert not compiling.compile_enabled()
+        lowp.quantize(x, "e4m3", "away")
+    assert dispatch.compiled_calls == before and compiling.compile_enabled()
+    with compiling.compiled_at_any_size():
+        lowp.quantize(x, "e4m3", "away")
+    assert dispatch.compiled_calls == before + 1  # the same call outside takes the compiled path

@@ -37,17 +37,15 @@ def adversarial(rows=48, cols=80, seed=0):
     return x
 
 
-def eager(monkeypatch, x, fmt, mode, **kw):
-    monkeypatch.setenv("LOWP_COMPILE", "0")
-    try:
+def eager(x, fmt, mode, **kw):
+    """The eager reference's result."""
+    with compiling.eager_only():
         return lowp.quantize(x, fmt, mode, **kw)
-    finally:
-        monkeypatch.setenv("LOWP_COMPILE", "1")
 
 
 def check(monkeypatch, x, fmt, mode="nearest", out=None, **kw):
     """Compiled (forced at any size) against eager, for one (x, format, rounding); the compiled path is taken."""
-    a = eager(monkeypatch, x, fmt, mode, generator=torch.Generator().manual_seed(5), **kw)
+    a = eager(x, fmt, mode, generator=torch.Generator().manual_seed(5), **kw)
     before = dispatch.compiled_calls
     with compiling.compiled_at_any_size():
         b = lowp.quantize(x, fmt, mode, generator=torch.Generator().manual_seed(5), out=out, **kw)
@@ -127,7 +125,7 @@ def test_out_and_half_inputs(monkeypatch):
 
 def test_large_tensor_takes_the_compiled_path_without_forcing(monkeypatch):
     x = adversarial(compiling.FAST_MIN_NUMEL // 256, 256, seed=6)
-    a = eager(monkeypatch, x, "nvfp4", "nearest")
+    a = eager(x, "nvfp4", "nearest")
     before = dispatch.compiled_calls
     assert same_bits(lowp.quantize(x, "nvfp4"), a)
     assert dispatch.compiled_calls == before + 1
@@ -139,7 +137,7 @@ def test_falls_back_to_eager_under_a_dispatch_mode_or_lowp_compile_0(monkeypatch
             return func(*args, **(kwargs or {}))
 
     x = adversarial(seed=8)
-    ref = eager(monkeypatch, x, "nvfp4", "nearest")
+    ref = eager(x, "nvfp4", "nearest")
     before = dispatch.compiled_calls
     with compiling.compiled_at_any_size():
         with Passthrough():
@@ -168,7 +166,7 @@ def test_no_recompiles_across_shapes_and_ranks(monkeypatch):
             for name in NAMES:
                 for mode in ("nearest", "stochastic"):
                     y = lowp.quantize(x, name, mode, generator=torch.Generator().manual_seed(i))
-                    assert same_bits(y, eager(monkeypatch, x, name, mode,
+                    assert same_bits(y, eager(x, name, mode,
                                               generator=torch.Generator().manual_seed(i))), (shape, name, mode)
     assert dispatch.compiled_calls == calls + len(shapes) * len(NAMES) * 2
     assert counters["stats"]["unique_graphs"] == graphs

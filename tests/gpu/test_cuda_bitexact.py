@@ -22,7 +22,6 @@ What is compared, and how exactly:
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 
@@ -48,19 +47,10 @@ SIZES = (32 * 256, 512 * 256)  # below and above compiling.FAST_MIN_NUMEL (rows 
 _INT = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 
 
-@contextlib.contextmanager
 def _eager():
-    """CPU references by the eager kernels (LOWP_COMPILE=0: no CPU compilation on the GPU machine; the compiled CPU
-    kernels are checked against them in tests/formats); the device side keeps its compiled kernels."""
-    old = os.environ.get("LOWP_COMPILE")
-    os.environ["LOWP_COMPILE"] = "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["LOWP_COMPILE"]
-        else:
-            os.environ["LOWP_COMPILE"] = old
+    """CPU references by the eager kernels (no CPU compilation on the GPU machine; the compiled CPU kernels are
+    checked against them in tests/formats)."""
+    return compiling.eager_only()
 
 
 @pytest.fixture(autouse=True)
