@@ -202,6 +202,8 @@ def validate(s: PTQSettings) -> tuple[Task, TaskData, list]:
         raise ValueError(f"--seed must be an integer in 0..{MAX_SEED}, got {s.seed}")
     if s.calib_samples < 1:
         raise ValueError(f"--calib-samples must be positive, got {s.calib_samples}")
+    if s.exec_repeats < 1:
+        raise ValueError(f"--exec-repeats must be positive, got {s.exec_repeats}")
     if s.edge_bits != 0 and not 2 <= s.edge_bits <= 16:
         raise ValueError(f"--edge-bits must be 0 (ternary too) or in 2..16, got {s.edge_bits}")
     confs = configurations(s)

@@ -139,7 +139,7 @@ def usable(x: torch.Tensor, *, force: str | None = None) -> bool:
         return False
     if force == "compiled":
         return compiling.compile_enabled()
-    return (compiling.FAST_MIN_NUMEL <= x.numel() or compiling.at_any_size()) and compiling.compile_enabled()
+    return compiling.worth_it(x.numel())
 
 
 def _layout(x: torch.Tensor, fmt):

@@ -56,6 +56,13 @@ def test_fp32_model_is_the_plain_sgd_loops_bit_for_bit():
     assert not torch.equal(other.state_dict()["1.weight"], sd_ref["1.weight"])
 
 
+def test_exec_repeats_must_be_positive(tmp_path):
+    from lowp.experiments.ptq import validate
+
+    with pytest.raises(ValueError, match="--exec-repeats must be positive, got 0"):
+        validate(PTQSettings(method="int8", out=str(tmp_path), execute=True, exec_repeats=0))
+
+
 def test_settings_validate_and_default_groups():
     with pytest.raises(ValueError, match="unknown PTQ method 'int9'"):
         PTQSettings(method="int9", out="x")
