@@ -13,8 +13,8 @@ Every torch.compile'd kernel of lowp — the float32 rounding kernels (``round_c
 * ``compiled_at_any_size()``: within it, the compiled kernels serve tensors of every size (emulated training, where
   each tensor role is rounded every step and the one-off compilation always pays; tests), not only those of
   ``FAST_MIN_NUMEL`` elements or more (for the accumulation: ``MIN_WORK`` multiply-adds). ``worth_it(n)`` decides.
-* ``compiled(fn, key)``: ``torch.compile(fn, dynamic=True, fullgraph=True)``, made on the first request (never at
-  import), cached under ``key`` (one entry per key for the process), run under no_grad (its inputs never need grad,
+* ``compiled(fn, key)``: ``torch.compile(fn, dynamic=True, fullgraph=True)`` with ``_OPTIONS`` (below), made on the
+  first request (never at import), cached under ``key`` (one entry per key for the process), run under no_grad (its inputs never need grad,
   and a graph guarded on one grad mode would be compiled again for the other). If compiling or running the
   compiled twin raises (no C++ compiler, an unsupported backend, ...) while ``fn`` itself runs, or if the optional
   ``probe`` finds the twin differing from ``fn``, it warns once (RuntimeWarning) and runs ``fn`` eagerly from then
@@ -32,6 +32,14 @@ from typing import Any, Callable, Hashable
 import torch
 
 FAST_MIN_NUMEL = 1 << 16  # elements from which a compiled kernel is used outside ``compiled_at_any_size``
+
+#: inductor options of every lowp kernel. ``cpp.min_chunk_size`` 1: every CPU loop gets its OpenMP parallel scope.
+#: Inductor otherwise decides serial vs parallel from the sizes of the first call's tensors (under 512 elements a
+#: thread: serial), and the dynamic-shape graph, reused at every later size and kept by the on-disk FX graph cache
+#: across processes, then runs 2^26 elements on one thread (measured: e4m3 round to nearest at 2^24 took 2.2x the add
+#: bound instead of 1.2x after a first call on 64 elements). (``cpp.dynamic_threads`` also forces the scope but
+#: made 2^17..2^19-element calls ~20% slower.)
+_OPTIONS = {"cpp.min_chunk_size": 1}
 
 _lock = threading.Lock()
 _cache: dict[Hashable, "Compiled"] = {}
@@ -87,7 +95,7 @@ class Compiled:
 
     def __init__(self, fn: Callable, what: str) -> None:
         self.fn, self.what, self.ok = fn, what, True
-        self._twin = torch.compile(fn, dynamic=True, fullgraph=True)
+        self._twin = torch.compile(fn, dynamic=True, fullgraph=True, options=_OPTIONS)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with torch.no_grad():

@@ -95,3 +95,25 @@ def test_eager_only_turns_the_switch_off_within(monkeypatch):
     with compiling.compiled_at_any_size():
         lowp.quantize(x, "e4m3", "away")
     assert dispatch.compiled_calls == before + 1  # the same call outside takes the compiled path
+
+
+def _scaled_round(out, x):  # a kernel of the package's shape: a pointwise pass written into ``out``
+    out.copy_(torch.round(x * 3.0) / 3.0)
+
+
+def test_a_kernel_first_called_on_a_small_tensor_is_still_parallel():
+    """Inductor picks serial or OpenMP-parallel loops from the first call's sizes, and the dynamic-shape graph then
+    serves every size (and sits in the on-disk FX cache): ``compiling._OPTIONS`` must give every loop its parallel
+    scope even when the first call sees a handful of elements."""
+    from torch._inductor.utils import run_and_get_code
+
+    if not torch._C.has_openmp:
+        pytest.skip("this torch build has no OpenMP")
+    fn = compiling.compiled(_scaled_round, ("test", "parallel after a small first call"))
+    x = torch.randn(8)
+    out = torch.empty_like(x)
+    _, codes = run_and_get_code(fn, out, x)
+    assert torch.equal(out, torch.round(x * 3.0) / 3.0)
+    code = "\n".join(codes)
+    assert "kernel(" in code, "no generated CPU kernel captured"
+    assert "#pragma omp parallel" in code, "the kernel compiled on 8 elements runs serially at every size"
