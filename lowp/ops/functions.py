@@ -368,18 +368,19 @@ def emulated_conv(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     return role_q(y, opctx, "output", "grad_output", 1, 1)
 
 
-_CAUSAL: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+_CAUSAL: dict[tuple[int, int, torch.device, torch.dtype], torch.Tensor] = {}
 
 
-def _above_diagonal(L: int, S: int, device: torch.device) -> torch.Tensor:
-    """The (L, S) boolean mask of j > i (what a top-left causal mask removes), built once per shape and device
-    (read-only: only ever passed to masked_fill)."""
-    key = (L, S, device)
+def _causal_bias(L: int, S: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The (L, S) additive causal mask, -inf where j > i and 0 elsewhere (what torch's math attention adds), built
+    once per shape, device and dtype (read-only: only ever an operand)."""
+    key = (L, S, device, dtype)
     m = _CAUSAL.get(key)
     if m is None:
         if len(_CAUSAL) > 64:
             _CAUSAL.clear()
-        m = _CAUSAL[key] = ~torch.ones(L, S, dtype=torch.bool, device=device).tril()
+        above = ~torch.ones(L, S, dtype=torch.bool, device=device).tril()
+        m = _CAUSAL[key] = torch.zeros(L, S, dtype=dtype, device=device).masked_fill_(above, float("-inf"))
     return m
 
 
@@ -392,8 +393,8 @@ def emulated_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_qk: OpC
 
     each product emulated by ``emulated_matmul`` with its own context (q, kᵀ, P, v take their context's ``input``/
     ``weight`` roles; the scale and masks are applied in FP32 after the rounded product, where FP8 attention
-    kernels apply them). ``is_causal`` masks j > i (top-left aligned, as torch); a boolean ``attn_mask`` keeps
-    True, a float one is added; a row with every key masked gives zeros (torch's ``_safe_softmax``). A context of
+    kernels apply them). ``is_causal`` adds -inf where j > i (top-left aligned; additive, as torch's math attention,
+    so a NaN score stays NaN); a boolean ``attn_mask`` keeps True, a float one is added; a row with every key masked gives zeros (torch's ``_safe_softmax``). A context of
     None computes that product in FP32. Dropout is applied to P when ``dropout_p > 0`` (as torch, regardless of
     training mode)."""
     e = q.shape[-1]
@@ -403,12 +404,13 @@ def emulated_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_qk: OpC
         k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)
     kt = k.transpose(-2, -1)
     s = emulated_matmul(q, kt, ctx_qk) if ctx_qk is not None else torch.matmul(q, kt)
-    s = s * scale
     may_mask_a_row = False
-    if is_causal:
+    if is_causal:  # s·scale + (0 | -inf) in one pass (adding an exact 0 or -inf: the bits of s·scale, then the mask)
         L, S = q.shape[-2], k.shape[-2]
-        s.masked_fill_(_above_diagonal(L, S, q.device), float("-inf"))  # s is this function's own fresh tensor
+        s = torch.add(_causal_bias(L, S, s.device, s.dtype), s, alpha=scale)
         may_mask_a_row = S == 0  # top-left causal keeps key 0 in every row
+    else:
+        s = s * scale
     if attn_mask is not None:
         s = s.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else s + attn_mask
         may_mask_a_row = True

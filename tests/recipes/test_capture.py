@@ -182,7 +182,9 @@ def _sdpa_oracle(q, k, v, mask=None, causal=False, scale=None):
     e = q.shape[-1]
     s = Y(A_in(q) @ A_w(k.transpose(-2, -1))) * (scale if scale is not None else e ** -0.5)
     if causal:
-        s = s.masked_fill(~torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril(), float("-inf"))
+        # additive, as torch's math attention: -inf above the diagonal, 0 elsewhere
+        s = s + torch.zeros(q.shape[-2], k.shape[-2]).masked_fill(~torch.ones(q.shape[-2], k.shape[-2],
+                                                                               dtype=torch.bool).tril(), float("-inf"))
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
     p = torch._safe_softmax(s, -1)
