@@ -241,7 +241,11 @@ def targets(res: dict) -> list[tuple[str, float | None, float, str]]:
                  "launch of the compiled graph, fresh result tensors) is most of the difference"),
                 ("default compare: first-use compilation, all recipes, ≤ 15 s",
                  sum(first.values()) if first else None, 15.0,
-                 f"{slow} alone takes {first[slow]:.1f} s (its kernels are compiled on first use)" if slow else "")]
+                 (f"{slow} alone takes {first[slow]:.1f} s (its kernels are compiled on first use)" if slow else "")
+                 + (f"; with an empty compile cache torch's own first compilation (a one-line function, timed alone) "
+                    f"takes {c['torch_first_compile_s']:.1f} s on this machine (C++ compiler and vector-ISA probes, a "
+                    "precompiled header), paid by the first recipe that compiles"
+                    if c.get("torch_first_compile_s") else ""))]
     s = res.get("stats")
     if s:
         by = {r["every"]: r for r in s["records"]}

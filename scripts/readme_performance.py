@@ -82,6 +82,7 @@ def read_compare(folder: str) -> dict | None:
         return None
     d = json.loads(res.read_text())
     stamp = pathlib.Path(folder, ".readme_wall_s")
+    first = pathlib.Path(folder, ".torch_first_compile_s")  # torch's own first compilation, timed alone
     keys = ("recipe", "first_use_s", "step_s", "step_ratio", "wall_s")
     if not d.get("aggregate"):
         return None
@@ -89,6 +90,7 @@ def read_compare(folder: str) -> dict | None:
             "reference": d.get("reference"),
             "date": time.strftime("%Y-%m-%d", time.gmtime(res.stat().st_mtime)),
             "wall_s": float(stamp.read_text()) if stamp.is_file() else None,
+            "torch_first_compile_s": float(first.read_text()) if first.is_file() else None,
             "aggregate": [{k: a.get(k) for k in keys} for a in d["aggregate"]]}
 
 

@@ -335,6 +335,7 @@ def _check_runs(the_task, resolved, settings: RunSettings, cfg: CompareConfig) -
     transform is a one-line error before anything is written instead of a failed run after training."""
     import torch
 
+    from ..formats import compiling
     from ..recipes.extensions import techniques_of
     from .data import TrainSource
     from .train import apply_recipe
@@ -356,7 +357,9 @@ def _check_runs(the_task, resolved, settings: RunSettings, cfg: CompareConfig) -
                 if not t.supports_data_parallel:
                     raise ValueError(f"recipe {name!r}: technique {t.name!r} cannot run data-parallel yet "
                                      "(nproc 1 only)")
-        with torch.random.fork_rng(devices=[]):
+        # eager kernels (the same bits): the kernels are compiled in the runs' first steps, where first_use_s counts
+        # them, not in this check
+        with torch.random.fork_rng(devices=[]), compiling.eager_only():
             try:
                 model = the_task.build_model()
                 _check_exempt(name, recipe, model, cfg.task)

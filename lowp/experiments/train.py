@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..formats import compiling
 from .data import TaskData, TrainSource, batch_len, eval_batches, first_inputs, head
 from .tasks import Task, call_model, get_task, model_logits
 
@@ -95,7 +96,7 @@ class RunResult:
     bytes_per_step: float | None = None
     compression_ratio: float | None = None
     gemm_emulated: float | None = None  # share of one step's GEMM FLOPs the recipe emulates (lowp.coverage)
-    first_use_s: float | None = None  # first-use compilation / warm-up time of the first steps (see step_timing)
+    first_use_s: float | None = None  # first-use compilation / warm-up time (see step_timing)
     step_s: float | None = None  # steady-state training step time (median, see step_timing)
     peak_rss_mb: float | None = None  # the process's peak resident set size at the end of the run (ru_maxrss)
 
@@ -274,6 +275,7 @@ class LoopState:
     technique_details: dict[str, list] = dataclasses.field(default_factory=dict)
     numerics: tuple[dict, ...] | None = None
     step_times: list[float] = dataclasses.field(default_factory=list)
+    step_compile_s: list[float] = dataclasses.field(default_factory=list)  # kernel first calls within each step
 
 
 def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.Module, opt: Any, base: Any, *,
@@ -316,7 +318,7 @@ def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.M
                     n = batch_len(y)
                     if sample is None:
                         sample = head(x)
-                t_step = time.perf_counter()
+                t_step, c_step = time.perf_counter(), compiling.first_call_seconds()
                 opt.zero_grad()
                 loss = task.forward(forward, x, y)[1]
                 lv = parallel.global_loss(loss, n)
@@ -326,6 +328,7 @@ def train_epochs(task: Task, data: Any, settings: RunSettings, model: torch.nn.M
                 opt.backward(loss)
                 opt.step()
                 state.step_times.append(time.perf_counter() - t_step)
+                state.step_compile_s.append(compiling.first_call_seconds() - c_step)
                 state.steps += 1
                 loss_sum, loss_n = loss_sum + lv, loss_n + 1
                 if on_step is not None:
@@ -400,25 +403,28 @@ def train_run(task: Task | str, recipe: Any, settings: RunSettings, *, progress:
         history=tuple(_json_safe(h) for h in history), skipped_steps=int(getattr(opt, "skipped_steps", 0) or 0),
         wall_s=round(wall, 3), steps=state.steps, settings=settings.to_dict(),
         recipe_spec=json.loads(json.dumps(recipe.to_dict())), diverged_at=state.diverged_at, loss_scale=_scale(opt),
-        error=error, numerics=state.numerics, gemm_emulated=gemm, **step_timing(state.step_times),
+        error=error, numerics=state.numerics, gemm_emulated=gemm,
+        **step_timing(state.step_times, state.step_compile_s),
         peak_rss_mb=peak_rss_mb(), extras=_json_safe(run_extras(model, state)))
 
 
 WARM_STEPS = 3  # steps that may pay first-use costs (kernel compilation, allocator and cache warm-up)
 
 
-def step_timing(times: list[float]) -> dict[str, float | None]:
+def step_timing(times: list[float], compile_s: list[float] | None = None) -> dict[str, float | None]:
     """Split training-step times (zero_grad, forward, backward, optimizer step; evaluation excluded) into the
     steady-state step time ``step_s``, the median of the steps after the first ``WARM_STEPS`` (of all steps when
     there are no more), and the first-use time ``first_use_s`` = (time of the first ``WARM_STEPS`` steps) −
-    ``WARM_STEPS`` · ``step_s``, at least 0: what compilation and warm-up added on top of steady steps."""
+    ``WARM_STEPS`` · ``step_s``, at least 0 (what compilation and warm-up added on top of steady steps), plus the
+    kernel compilation (``compile_s``: per step, the time in first calls of compiled kernels) of later steps."""
     import statistics
 
     if not times:
         return {"first_use_s": None, "step_s": None}
     k = min(WARM_STEPS, len(times))
     steady = statistics.median(times[k:] if len(times) > k else times)
-    return {"first_use_s": round(max(0.0, sum(times[:k]) - k * steady), 4), "step_s": round(steady, 6)}
+    later = sum((compile_s or [])[k:])
+    return {"first_use_s": round(max(0.0, sum(times[:k]) - k * steady) + later, 4), "step_s": round(steady, 6)}
 
 
 def peak_rss_mb() -> float | None:
@@ -436,7 +442,8 @@ def peak_rss_mb() -> float | None:
 def gemm_share(model: torch.nn.Module, recipe: Any, data: Any, batch_size: int) -> float | None:
     """The share of one training step's GEMM FLOPs that ``recipe`` emulates on ``model`` (``lowp.coverage`` on a
     copy, on the first training inputs, with the RNG state kept: the run itself is unaffected); None if it cannot
-    be measured."""
+    be measured. It runs the eager kernels (``compiling.eager_only``, the same bits): compilation then happens in the
+    first training steps, where ``first_use_s`` counts it."""
     import copy
 
     from ..recipes import coverage
@@ -447,7 +454,8 @@ def gemm_share(model: torch.nn.Module, recipe: Any, data: Any, batch_size: int) 
         # 8 samples of in-memory data; a stream's first batch (a stream yields whole batches)
         example = first_inputs(data, 8 if isinstance(data, TaskData) else batch_size)
         args, kwargs = ((), dict(example)) if isinstance(example, Mapping) else ((example,), {})
-        return round(coverage(copy.deepcopy(model), *args, recipe=recipe, **kwargs).emulated_fraction, 6)
+        with compiling.eager_only():
+            return round(coverage(copy.deepcopy(model), *args, recipe=recipe, **kwargs).emulated_fraction, 6)
     except Exception:  # noqa: BLE001 - a diagnostic; the run goes on without it
         return None
 

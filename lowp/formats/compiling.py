@@ -13,6 +13,8 @@ Every torch.compile'd kernel of lowp — the float32 rounding kernels (``round_c
 * ``compiled_at_any_size()``: within it, the compiled kernels serve tensors of every size (emulated training, where
   each tensor role is rounded every step and the one-off compilation always pays; tests), not only those of
   ``FAST_MIN_NUMEL`` elements or more (for the accumulation: ``MIN_WORK`` multiply-adds). ``worth_it(n)`` decides.
+* ``first_call_seconds()``: the seconds spent so far in the first call of each compiled kernel (compilation,
+  mostly): run timings count it as first use wherever it happens.
 * ``compiled(fn, key)``: ``torch.compile(fn, dynamic=True, fullgraph=True)`` with ``_OPTIONS`` (below), made on the
   first request (never at import), cached under ``key`` (one entry per key for the process), run under no_grad (its inputs never need grad,
   and a graph guarded on one grad mode would be compiled again for the other). If compiling or running the
@@ -26,6 +28,7 @@ import contextlib
 import contextvars
 import os
 import threading
+import time
 import warnings
 from typing import Any, Callable, Hashable
 
@@ -42,6 +45,7 @@ FAST_MIN_NUMEL = 1 << 16  # elements from which a compiled kernel is used outsid
 _OPTIONS = {"cpp.min_chunk_size": 1}
 
 _lock = threading.Lock()
+_first_call_s = 0.0  # seconds spent in first calls of compiled kernels (``first_call_seconds``)
 _cache: dict[Hashable, "Compiled"] = {}
 _FORCED = contextvars.ContextVar("lowp_compiled_forced", default=False)
 _EAGER = contextvars.ContextVar("lowp_eager_only", default=False)
@@ -91,13 +95,24 @@ def worth_it(size: int, min_size: int = FAST_MIN_NUMEL) -> bool:
 class Compiled:
     """``fn`` and its lazily compiled twin (see the module docstring); call it as ``fn``."""
 
-    __slots__ = ("fn", "what", "ok", "_twin")
+    __slots__ = ("fn", "what", "ok", "_twin", "_called")
 
     def __init__(self, fn: Callable, what: str) -> None:
-        self.fn, self.what, self.ok = fn, what, True
+        self.fn, self.what, self.ok, self._called = fn, what, True, False
         self._twin = torch.compile(fn, dynamic=True, fullgraph=True, options=_OPTIONS)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._called:  # the first call compiles: its time goes to first_call_seconds
+            global _first_call_s
+            self._called = True
+            t0 = time.perf_counter()
+            try:
+                return self._call(*args, **kwargs)
+            finally:
+                _first_call_s += time.perf_counter() - t0
+        return self._call(*args, **kwargs)
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
         with torch.no_grad():
             if self.ok:
                 try:
@@ -115,6 +130,11 @@ class Compiled:
             self.ok = False
             warnings.warn(f"lowp: {self.what}: {why}; running it eagerly (same results, slower)", RuntimeWarning,
                           stacklevel=3)
+
+
+def first_call_seconds() -> float:
+    """Seconds spent so far (this process) in the first call of each compiled kernel: compilation, mostly."""
+    return _first_call_s
 
 
 def cached(key: Hashable) -> "Compiled | None":

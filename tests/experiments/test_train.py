@@ -93,3 +93,17 @@ def test_train_epochs_parallel_plug():
     model, opt, base = apply_recipe(model, recipe, lambda p: task.make_optimizer(p, s.lr))
     assert train_epochs(task, data, s, model, opt, base).history == list(train_run(_tiny(), "fp32", s,
                                                                                    progress=False).history)
+
+
+def test_step_timing_counts_compilation_of_later_steps_as_first_use():
+    from lowp.experiments.train import WARM_STEPS, step_timing
+
+    times = [5.0, 1.0, 1.0] + [1.0] * 10
+    times[7] = 4.0  # a kernel first needed at step 7 compiled for 3 s
+    compile_s = [4.0, 0.0, 0.0] + [0.0] * 10
+    compile_s[7] = 3.0
+    t = step_timing(times, compile_s)
+    assert WARM_STEPS == 3 and t["step_s"] == 1.0
+    assert t["first_use_s"] == (5.0 + 1.0 + 1.0 - 3 * 1.0) + 3.0  # warm-up of the first steps + later compilation
+    assert step_timing(times)["first_use_s"] == 4.0  # without compile times: the first steps only
+    assert step_timing([]) == {"first_use_s": None, "step_s": None}

@@ -117,3 +117,19 @@ def test_a_kernel_first_called_on_a_small_tensor_is_still_parallel():
     code = "\n".join(codes)
     assert "kernel(" in code, "no generated CPU kernel captured"
     assert "#pragma omp parallel" in code, "the kernel compiled on 8 elements runs serially at every size"
+
+
+def _triple(x):
+    return x * 3
+
+
+def test_first_call_seconds_counts_only_first_calls():
+    fn = compiling.compiled(_triple, ("test", "first call seconds"))
+    before = compiling.first_call_seconds()
+    x = torch.randn(16)
+    assert torch.equal(fn(x), x * 3)
+    after_first = compiling.first_call_seconds()
+    assert after_first > before  # the first call compiled (or loaded) the kernel, and was timed
+    fn(x)
+    fn(torch.randn(32))
+    assert compiling.first_call_seconds() == after_first

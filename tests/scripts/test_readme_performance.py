@@ -114,6 +114,7 @@ def test_render_spans_and_targets(tmp_path):
     (folder / "results.json").write_text(json.dumps({"task": "t", "seeds": [0, 1], "epochs": 3,
                                                      "reference": "fp32", "aggregate": agg}))
     (folder / ".readme_wall_s").write_text("42.0\n")
+    (folder / ".torch_first_compile_s").write_text("21.5\n")
     block = P.render({"quantize": q, "compare": R.read_compare(str(folder))}, "STAMP")
     lines = block.splitlines()
     row = next(ln for ln in lines if ln.startswith("| `quantize` to a float format (bf16, e4m3)"))
@@ -130,5 +131,6 @@ def test_render_spans_and_targets(tmp_path):
     assert "fp8-hybrid steady step ≤ 2× FP32*: 1.50×" in met
     assert sorted(ln.split("*")[1].split(" ≤")[0] for ln in unmet) == [
         "allocating", "default compare: first-use compilation, all recipes,", "float formats, nearest into `out=`"]
-    assert any("20.0 s; fp8-hybrid alone takes 20.0 s" in ln for ln in unmet)
+    assert any("20.0 s; fp8-hybrid alone takes 20.0 s" in ln and "torch's own first compilation" in ln
+               and "takes 21.5 s" in ln for ln in unmet)
     assert "STAMP" in lines
