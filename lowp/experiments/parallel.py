@@ -65,7 +65,8 @@ def _dp_worker(rank: int, nproc: int, task_name: str, recipe: Any, settings: dic
             "skipped_steps": int(opt.skipped_steps), "loss_scale": _scale(opt),
             "recipe_spec": json.loads(json.dumps(recipe.to_dict())), "recipe": recipe.name,
             "replica_max_abs_diff": float((hi - lo).abs().max()), "comm": comm, "numerics": loop.numerics,
-            **step_timing(loop.step_times, loop.step_compile_s), "peak_rss_mb": peak_rss_mb(), "extras": run_extras(model, loop)}
+            **step_timing(loop.step_times, loop.step_compile_s), "peak_rss_mb": peak_rss_mb(),
+            "extras": run_extras(model, loop)}
 
 
 def run_data_parallel(task: str, recipe: Any, settings: Any, nproc: int = 2, hook: str = "none", *,

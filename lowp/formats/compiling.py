@@ -16,11 +16,11 @@ Every torch.compile'd kernel of lowp — the float32 rounding kernels (``round_c
 * ``first_call_seconds()``: the seconds spent so far in the first call of each compiled kernel (compilation,
   mostly): run timings count it as first use wherever it happens.
 * ``compiled(fn, key)``: ``torch.compile(fn, dynamic=True, fullgraph=True)`` with ``_OPTIONS`` (below), made on the
-  first request (never at import), cached under ``key`` (one entry per key for the process), run under no_grad (its inputs never need grad,
-  and a graph guarded on one grad mode would be compiled again for the other). If compiling or running the
-  compiled twin raises (no C++ compiler, an unsupported backend, ...) while ``fn`` itself runs, or if the optional
-  ``probe`` finds the twin differing from ``fn``, it warns once (RuntimeWarning) and runs ``fn`` eagerly from then
-  on; ``.ok`` tells which.
+  first request (never at import), cached under ``key`` (one entry per key for the process), run under no_grad (its
+  inputs never need grad, and a graph guarded on one grad mode would be compiled again for the other). If compiling
+  or running the compiled twin raises (no C++ compiler, an unsupported backend, ...) while ``fn`` itself runs, or if
+  the optional ``probe`` finds the twin differing from ``fn``, it warns once (RuntimeWarning) and runs ``fn``
+  eagerly from then on; ``.ok`` tells which.
 """
 from __future__ import annotations
 

@@ -394,9 +394,9 @@ def emulated_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx_qk: OpC
     each product emulated by ``emulated_matmul`` with its own context (q, kᵀ, P, v take their context's ``input``/
     ``weight`` roles; the scale and masks are applied in FP32 after the rounded product, where FP8 attention
     kernels apply them). ``is_causal`` adds -inf where j > i (top-left aligned; additive, as torch's math attention,
-    so a NaN score stays NaN); a boolean ``attn_mask`` keeps True, a float one is added; a row with every key masked gives zeros (torch's ``_safe_softmax``). A context of
-    None computes that product in FP32. Dropout is applied to P when ``dropout_p > 0`` (as torch, regardless of
-    training mode)."""
+    so a NaN score stays NaN); a boolean ``attn_mask`` keeps True, a float one is added; a row with every key masked
+    gives zeros (torch's ``_safe_softmax``). A context of None computes that product in FP32. Dropout is applied to P
+    when ``dropout_p > 0`` (as torch, regardless of training mode)."""
     e = q.shape[-1]
     scale = 1.0 / math.sqrt(e) if scale is None else scale
     if enable_gqa and k.dim() >= 3 and k.shape[-3] != q.shape[-3]:
