@@ -16,7 +16,9 @@ emin - m >= -125), so the exact and the float32 product both round to ±0 to nea
 remainder word floor(f·2^32) = 0. r·2^E is exact in float64, so one float32 rounding of it (r·2^E in float32) is the
 reference's ``(e·scale).to(float32)``. Directed roundings (whose decision sees any nonzero remainder) and the other
 scale roundings keep the general kernel (``round_compiled.mx_round_into``).
-One graph per (element, rounding) and block length, shapes dynamic.
+One graph per (element, rounding) and block length, shapes dynamic. Below ``FUSED_MAX`` elements the three run as
+one graph (``fused``: one compiled call instead of three and no host sync, which is most of the cost at the sizes
+of emulated training; at 2^24 elements the separate passes are faster).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from . import compiling, dispatch, grid_kernels
 from .round_compiled import floor_log2_f32, pow2_f32
 
 I32 = torch.int32
+FUSED_MAX = 1 << 20  # elements below which ``fused`` serves (measured: 2^17 elements 144 vs 432 µs, 2^24 20.0 vs 17.5 ms)
 
 
 def block_amax(g):
@@ -65,6 +68,17 @@ def round_into(out, g, s_down, s_up, rand_k=None, key=None, *, mode: int = 0, ma
     out.copy_(torch.where(torch.isfinite(g), y, g))
 
 
+def fused(out, g, rand_k=None, key=None, *, emax: int = 8, **element):
+    """``block_amax``, ``scales`` and ``round_into`` in one graph. The amax of every block is taken over its finite
+    elements: in a block without NaN/Inf that is its plain amax, so this is the reference's amax in every case. The
+    rows' scales are materialised by a reduction over 16 copies of each (else inductor recomputes them per element
+    in scalar code)."""
+    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
+    s_down, s_up = scales(a_b, emax=emax)
+    s = torch.cat([s_down, s_up], -1).unsqueeze(-1).expand(-1, 2, 16).amax(-1)
+    round_into(out, g, s[:, :1], s[:, 1:], rand_k, key, **element)
+
+
 def supported(fmt, rounding: str) -> bool:
     """Whether the kernels here serve MXFormat ``fmt`` (module docstring)."""
     from .float import FloatFormat
@@ -95,17 +109,20 @@ def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out
     """MX quantization of float32 x whose last axis is the block axis and a multiple of the block."""
     el = fmt.element
     flat, target, direct = dispatch._operands(x, out, fmt.block)
+    mode = 0 if rounding == "nearest" else 5
+    tag = f"{el.name}_{el.exp}_{el.man}_{el.bias}_{el.special}_{int(el.subnormals)}_{rounding}".replace("-", "_")
+    element = dict(mode=mode, man=el.man, emin=el.emin, maxval=float(el.max), minnorm=float(el.min_normal),
+                   subnormals=bool(el.subnormals), fnuz=el.special == "fnuz")
+    rand = ([dispatch._on(dispatch._RANDK_T[rand_bits], flat.device), dispatch._on(draw_key(generator), flat.device)]
+            if mode == 5 else [])
+    if flat.numel() < FUSED_MAX:
+        _kernel(fused, f"{tag}_emax{el.emax}".replace("-", "m"), emax=el.emax, **element)(target, flat, *rand)
+        dispatch.compiled_calls += 1
+        return dispatch._result(x, out, target, direct)
     a_b, big_a = _kernel(block_amax, "mx")(flat)
     if not bool(torch.isfinite(big_a)):  # a NaN or Inf in x: the amax over finite elements, as the reference
         a_b, big_a = _kernel(block_amax_finite, "mx")(flat)
-    mode = 0 if rounding == "nearest" else 5
-    tag = f"{el.name}_{el.exp}_{el.man}_{el.bias}_{el.special}_{int(el.subnormals)}_{rounding}".replace("-", "_")
     s_down, s_up = _kernel(scales, f"emax{el.emax}".replace("-", "m"), emax=el.emax)(a_b)
-    k = _kernel(round_into, tag, mode=mode, man=el.man, emin=el.emin, maxval=float(el.max),
-                minnorm=float(el.min_normal), subnormals=bool(el.subnormals), fnuz=el.special == "fnuz")
-    args = [target, flat, s_down, s_up]
-    if mode == 5:
-        args += [dispatch._on(dispatch._RANDK_T[rand_bits], flat.device), dispatch._on(draw_key(generator), flat.device)]
-    k(*args)
+    _kernel(round_into, tag, **element)(target, flat, s_down, s_up, *rand)
     dispatch.compiled_calls += 1
     return dispatch._result(x, out, target, direct)

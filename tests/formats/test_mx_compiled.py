@@ -50,9 +50,12 @@ def check(monkeypatch, x, fmt, mode, **kw):
 NO_SUB_FNUZ = MXFormat(FloatFormat(4, 3, bias=8, special="fnuz", subnormals=False, name="e4m3fnuz-nosub"))
 
 
+@pytest.mark.parametrize("passes", ["fused", "separate"])
 @pytest.mark.parametrize("fmt", ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp4_e2m1", NO_SUB_FNUZ],
                          ids=["e4m3", "e5m2", "e3m2", "e2m1", "nosub-fnuz"])
-def test_adversarial_blocks_bit_identical(fmt, monkeypatch):
+def test_adversarial_blocks_bit_identical(fmt, passes, monkeypatch):
+    """Both forms of the kernels: one graph (``fused``, small tensors) and the three passes (large ones)."""
+    monkeypatch.setattr(mx_compiled, "FUSED_MAX", 1 << 40 if passes == "fused" else 0)
     assert mx_compiled.supported(lowp.get_format(fmt) if isinstance(fmt, str) else fmt, "nearest")
     x = adversarial()
     check(monkeypatch, x, fmt, "nearest")
