@@ -30,7 +30,7 @@ from . import compiling, dispatch, grid_kernels
 from .round_compiled import floor_log2_f32, pow2_f32
 
 I32 = torch.int32
-FUSED_MAX = 1 << 20  # elements below which ``fused`` serves (measured: 2^17 elements 144 vs 432 µs, 2^24 20.0 vs 17.5 ms)
+FUSED_MAX = 1 << 20  # elements below which ``fused`` serves (measured at 2^17: 144 vs 432 µs; 2^24: 20.0 vs 17.5 ms)
 
 
 def block_amax(g):

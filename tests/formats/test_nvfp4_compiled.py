@@ -11,6 +11,14 @@ import lowp
 from lowp.formats import NVFP4Format, compiling, dispatch, nvfp4_compiled
 
 NAMES = ["nvfp4", "nvfp4-torchao", "nvfp4-16x16", "nvfp4-torchao-16x16"]
+
+
+@pytest.fixture(autouse=True, params=["fused", "separate"])
+def passes(request, monkeypatch):
+    """Every test runs both forms of the 16x16-tile kernels: one graph (``fused``, small tensors) and the three
+    passes."""
+    monkeypatch.setattr(nvfp4_compiled, "FUSED_MAX", 1 << 40 if request.param == "fused" else 0)
+    return request.param
 ROUNDINGS = [("nearest", {}), ("stochastic", {}), ("stochastic", {"rand_bits": 3}), ("down", {})]
 
 
