@@ -184,8 +184,9 @@ ROWS = {"quantize": quantize_rows, "emulate": emulate_rows, "compare": compare_r
 # ---- targets -------------------------------------------------------------------------------------------------
 
 def _q_max(doc, fmts, rnd, variant, key):
+    """The worst ratio over the formats and every size measured (the targets hold at each size)."""
     q = Quantize(doc)
-    v = q.vals(max(q.sizes), fmts(q), rnd, variant, key) if q.sizes else []
+    v = [r for lg in q.sizes for r in q.vals(lg, fmts(q), rnd, variant, key)]
     return max(v) if v else None
 
 
@@ -196,37 +197,38 @@ def _emu(doc, task, recipe):
 
 def targets(res: dict) -> list[tuple[str, float | None, float, str]]:
     """(target, measured worst case, bound, what bounds it) for each of the project's speed targets whose benchmark ran.
-    Quantize targets are read at the largest size measured."""
+    Quantize targets are the worst case over every size measured."""
     out = []
     q = res.get("quantize")
     if q:
         lg = max(Quantize(q).sizes)
+        at = ", ".join(_size(s) for s in Quantize(q).sizes)
         add_clone = Quantize(q).rec.get((lg, "clone", "-", "alloc"), {}).get("x_add")
         out += [
-            (f"float formats, nearest into `out=` ≤ 2× add (2^{lg})",
+            (f"float formats, nearest into `out=` ≤ 2× add ({at})",
              _q_max(q, lambda q_: q_.floats(), "nearest", "out=", "x_add"), 2.0,
              "the compiled short path reads and writes each element once; what remains is the add-and-mask work"),
-            (f"float formats, stochastic into `out=` ≤ 3× add (2^{lg})",
+            (f"float formats, stochastic into `out=` ≤ 3× add ({at})",
              _q_max(q, lambda q_: q_.floats(), "stochastic", "out=", "x_add"), 3.0,
              "a counter-based hash draws 32 random bits per element, and torch 2.13's inductor writes every "
              "float↔int bitcast on the CPU as a scalar loop through a stack buffer: the kernel is compute-bound"),
-            (f"allocating ≤ 1.2× `clone()` (2^{lg})",
+            (f"allocating ≤ 1.2× `clone()` ({at})",
              _q_max(q, lambda q_: q_.floats(), "nearest", "alloc", "x_clone"), 1.2,
-             f"`clone()` itself is {ratio(add_clone)}× the add bound here (page faults on the fresh result); the "
+             f"`clone()` itself is {ratio(add_clone)}× the add bound at 2^{lg} (page faults on the fresh result); the "
              "rounding adds its own pass over memory. Pass `out=` (or reuse a buffer) in hot loops"),
-            (f"MX and NVFP4 ≤ 3× add (2^{lg})",
+            (f"MX and NVFP4 ≤ 3× add ({at})",
              _q_max(q, lambda q_: q_.of(lambda f: f.startswith(("mx", "nvfp4"))), "nearest", "out=", "x_add"), 3.0,
              "two passes over the input (the block scales, then the rounding); MX rounds with the general kernel and "
              "a per-element exponent, NVFP4 also computes a second level of scales"),
-            (f"int8 per tensor ≤ 2× add (2^{lg})",
+            (f"int8 per tensor ≤ 2× add ({at})",
              _q_max(q, lambda q_: q_.of(lambda f: f.startswith("int")), "nearest", "out=", "x_add"), 2.0,
              "two passes (the tensor's amax, then the rounding), and the division runs in float64 to match the "
              "reference bit for bit")]
     e = res.get("emulate")
     if e:
         expl = ("the emulation's own cost per GEMM (autograd functions, a compiled call per rounding, fresh result "
-                "tensors) at these small sizes: each compiled call pays 40–50 µs in torch.compile's wrappers, and at "
-                "2^17–2^19 elements the kernels run at about half of aten's add throughput")
+                "tensors) at these small sizes: each compiled call pays 40–50 µs in torch.compile's wrappers, "
+                "and at 2^17–2^19 elements the kernels run at about half of aten's add throughput")
         out += [("emulated fp8-hybrid step ≤ 1.25× FP32, MLP", _emu(e, "mlp", "fp8-hybrid"), 1.25, expl),
                 ("emulated fp8-hybrid step ≤ 1.25× FP32, CNN", _emu(e, "cnn", "fp8-hybrid"), 1.25, expl),
                 ("emulated fp8-hybrid step ≤ 1.5× FP32, LM", _emu(e, "lm", "fp8-hybrid"), 1.5,

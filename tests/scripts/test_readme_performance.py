@@ -125,12 +125,21 @@ def test_render_spans_and_targets(tmp_path):
     assert "42 s wall" in cmp_row and "fp8-hybrid 20.0 s" in cmp_row and "fp8-hybrid 1.50" in cmp_row
     met = next(ln for ln in lines if ln.startswith("**Targets met**"))
     unmet = [ln for ln in lines if ln.startswith("- *")]
-    # at the largest size (2^22): float nearest 2.5 > 2 (not met), MX 2.75 <= 3 (met), int8 1.9 <= 2 (met),
+    # worst over both sizes: float nearest 2.5 > 2 (not met), MX 2.75 <= 3 (met), int8 1.9 <= 2 (met),
     # allocating 2.25 > 1.2 (not met); compare: step 1.5 <= 2 (met), compilation 20 s > 15 s (not met)
-    assert "MX and NVFP4 ≤ 3× add (2^22)*: 2.75×" in met and "int8 per tensor ≤ 2× add (2^22)*: 1.90×" in met
+    assert "MX and NVFP4 ≤ 3× add (2^20, 2^22)*: 2.75×" in met
+    assert "int8 per tensor ≤ 2× add (2^20, 2^22)*: 1.90×" in met
     assert "fp8-hybrid steady step ≤ 2× FP32*: 1.50×" in met
     assert sorted(ln.split("*")[1].split(" ≤")[0] for ln in unmet) == [
         "allocating", "default compare: first-use compilation, all recipes,", "float formats, nearest into `out=`"]
     assert any("20.0 s; fp8-hybrid alone takes 20.0 s" in ln and "torch's own first compilation" in ln
                and "takes 21.5 s" in ln for ln in unmet)
     assert "STAMP" in lines
+
+
+def test_quantize_targets_take_the_worst_size():
+    """A target holds at every size measured: a miss at the smaller size is a miss."""
+    q = quantize_doc({(20, "e4m3", "nearest"): 2.5, (22, "e4m3", "nearest"): 1.5})
+    lines = P.render({"quantize": q}, "STAMP").splitlines()
+    unmet = [ln for ln in lines if ln.startswith("- *float formats, nearest")]
+    assert len(unmet) == 1 and "(2^20, 2^22)*: 2.50×" in unmet[0]
