@@ -91,12 +91,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Pre-norm transformer block: x + attn(LN(x)); x + MLP(LN(x))."""
+    """Pre-norm transformer block: x + attn(LN(x)); x + W2 GELU(W1 LN(x)) (hidden width 4d). ``attention``: the
+    causal self-attention module class, built as ``attention(d, heads)``."""
 
-    def __init__(self, d: int, heads: int) -> None:
+    def __init__(self, d: int, heads: int, attention: type[nn.Module] | None = None) -> None:
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = CausalSelfAttention(d, heads)
+        self.attn = (CausalSelfAttention if attention is None else attention)(d, heads)
         self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

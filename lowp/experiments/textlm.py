@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .data import StreamData
+from .models import DecoderBlock
 from .tasks import Task, token_loss_counts
 
 VOCAB = 256            # byte-level
@@ -102,20 +103,6 @@ class SDPAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 
-class GPTBlock(nn.Module):
-    """Pre-norm GPT block: ``x + attn(LN(x))``, then ``x + W2 GELU(W1 LN(x))`` (hidden width 4d)."""
-
-    def __init__(self, d: int, heads: int) -> None:
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = SDPAttention(d, heads)
-        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
-
-
 class TinyGPT(nn.Module):
     """Decoder-only transformer (GPT-2 layout): token + learned position embeddings, ``layers`` pre-norm blocks,
     final LayerNorm, linear head to ``vocab`` logits. Weights N(0, 0.02), biases 0, LayerNorm (1, 0) as GPT-2
@@ -126,7 +113,7 @@ class TinyGPT(nn.Module):
         super().__init__()
         self.context = context
         self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(context, d)
-        self.blocks = nn.Sequential(*[GPTBlock(d, heads) for _ in range(layers)])
+        self.blocks = nn.Sequential(*[DecoderBlock(d, heads, SDPAttention) for _ in range(layers)])
         self.ln = nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab)
         for m in self.modules():
