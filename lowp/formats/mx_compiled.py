@@ -71,12 +71,11 @@ def round_into(out, g, s_down, s_up, rand_k=None, key=None, *, mode: int = 0, ma
 def fused(out, g, rand_k=None, key=None, *, emax: int = 8, **element):
     """``block_amax``, ``scales`` and ``round_into`` in one graph. The amax of every block is taken over its finite
     elements: in a block without NaN/Inf that is its plain amax, so this is the reference's amax in every case. The
-    rows' scales are materialised by a reduction over 16 copies of each (else inductor recomputes them per element
-    in scalar code)."""
+    rows' scales are materialised (``compiling.materialised``; else inductor recomputes them per element in scalar
+    code)."""
     a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
     s_down, s_up = scales(a_b, emax=emax)
-    s = torch.cat([s_down, s_up], -1).unsqueeze(-1).expand(-1, 2, 16).amax(-1)
-    round_into(out, g, s[:, :1], s[:, 1:], rand_k, key, **element)
+    round_into(out, g, compiling.materialised(s_down), compiling.materialised(s_up), rand_k, key, **element)
 
 
 def supported(fmt, rounding: str) -> bool:

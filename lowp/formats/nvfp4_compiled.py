@@ -119,12 +119,6 @@ def torchao_into(out, g, m_b, d_b, s_dec, e2m1_params, *, mode: int = 0, rand_k=
     out.copy_(torch.where(torch.isfinite(g), y, g))
 
 
-def _materialised(t):
-    """t itself, as the max of 16 copies: inductor then writes it to a buffer once instead of recomputing it (per
-    row, in scalar code) inside the loop that reads it."""
-    return t.unsqueeze(0).expand(16, *t.shape).amax(0)
-
-
 def fused(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, *, order: str = "te", mode: int = 0):
     """``tile_amax``, the scales and the rounding in one graph, for 16x16 tiles in x's own layout (g = (nr, 16, nc,
     16)). The tile and tensor amaxes are taken over finite elements: in a tile without NaN/Inf that is its plain
@@ -138,8 +132,8 @@ def fused(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, *, order: str =
     else:
         m_b, d_b, s_dec = te_scales(a_b, big_a, c2688)
         into = te_into
-    into(out, g, _materialised(m_b), _materialised(d_b), _materialised(s_dec), e2m1_params, mode=mode,
-         rand_k=rand_k, key=key)
+    mat = compiling.materialised
+    into(out, g, mat(m_b), mat(d_b), mat(s_dec), e2m1_params, mode=mode, rand_k=rand_k, key=key)
 
 
 _FNS = {"amax": block_amax, "amax_finite": block_amax_finite, "tile_amax": tile_amax,

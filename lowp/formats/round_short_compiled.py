@@ -78,15 +78,14 @@ _DECIDE_I64 = "    up = (fk.to(torch.int64) + ((h.to(torch.int64) & 0xFFFFFFFF) 
 _PRE = {
     "plain": ("", "    v = x", ""),
     "scaled": (", s", "    v = x * s", " / s"),
-    # the scale is computed once: its float32 value goes through a small reduction (the max of 16 copies of
-    # itself, a buffer inductor materialises) before the rounding loop reads it; read from ``s`` or from the
-    # pointwise expression, inductor inlines the float64 arithmetic into every vector of that loop (a third of
-    # the kernel's time at 2^17 elements)
+    # the scale is computed once: ``compiling.materialised`` (the max of 16 copies of itself, a buffer inductor
+    # writes) before the rounding loop reads it; read from ``s`` or from the pointwise expression, inductor inlines
+    # the float64 arithmetic into every vector of that loop (a third of the kernel's time at 2^17 elements)
     "current": (", s", "    a0 = x.abs().amax().to(torch.float64)\n"
                        "    sc = torch.clamp(({fmt_max!r} / a0) / {pow_margin!r}, max=2.0 ** 127)\n"
                        "    sf = torch.where(torch.isfinite(a0) & (a0 > 0), sc, torch.ones_like(sc)).to(F32)\n"
                        "    s.copy_(sf)\n"
-                       "    sf = sf.expand(16).amax()\n"
+                       "    sf = materialised(sf)\n"
                        "    v = x * sf", " / sf"),
 }
 
@@ -170,7 +169,8 @@ def kernel(fmt: FloatFormat, saturate: bool, variant: str = "plain", margin: int
                 name, src = source(fmt, saturate, variant, key[4], rounding, rand_bits)
                 filename = f"<lowp short path {name}>"
                 linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-                ns = {"torch": torch, "I32": torch.int32, "F32": torch.float32, "hash_bits32": hash_bits32}
+                ns = {"torch": torch, "I32": torch.int32, "F32": torch.float32, "hash_bits32": hash_bits32,
+                      "materialised": _compiling.materialised}
                 exec(compile(src, filename, "exec"), ns)  # noqa: S102 - our own template, format constants only
                 fn = _kernels[key] = ns[name]
     return fn
