@@ -132,6 +132,23 @@ class Compiled:
                           stacklevel=3)
 
 
+def with_constants(fn: Callable, tag: str, what: str, **consts: Any) -> Compiled:
+    """``fn`` compiled (``compiled``) with the keywords ``consts`` (Python ints, floats, bools, strings) written as
+    literals into a wrapper of its own, ``{fn}_{tag}`` (``tag``: letters, digits, underscores): dynamo inlines
+    ``fn`` with constant arguments, so they are baked into the graph rather than made symbolic, and it caches and
+    counts graphs per wrapper. Cached per (fn, tag); ``what`` prefixes the kernel's name in warnings."""
+    key = ("with constants", fn.__module__, fn.__qualname__, tag)
+    c = _cache.get(key)
+    if c is None:
+        name = f"{fn.__name__}_{tag}"
+        kw = "".join(f"{n}={v!r}, " for n, v in consts.items())
+        src = f"def {name}(*args, **kwargs):\n    return fn(*args, {kw}**kwargs)\n"
+        ns = {"fn": fn}
+        exec(compile(src, f"<lowp kernel {name}>", "exec"), ns)  # noqa: S102 - our own constants only
+        c = compiled(ns[name], key, what=f"{what} {name}")
+    return c
+
+
 def materialised(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself, as the max of 16 copies (inside a compiled kernel): inductor then writes it to a buffer once
     instead of recomputing it, in scalar code, inside the loop that reads it (per-row or per-tensor scales)."""

@@ -56,7 +56,7 @@ def scales(a_b, *, emax: int = 8):
 def round_into(out, g, s_down, s_up, rand_k=None, key=None, *, mode: int = 0, man: int = 3, emin: int = -6,
                maxval: float = 448.0, minnorm: float = 2.0**-6, subnormals: bool = True, fnuz: bool = False):
     """out = MX(g) per row of g, with the rows' 2^-E and 2^E (module docstring); the element's constants are
-    keywords (each compiled copy bakes its own: ``_kernel``)."""
+    keywords (each compiled copy bakes its own: ``compiling.with_constants``)."""
     v = g * s_down
     r = grid_kernels.rn(v, man, emin) if mode == 0 else grid_kernels.sr(v, man, emin, rand_k, key)
     r = torch.clamp(r, -maxval, maxval)
@@ -87,23 +87,6 @@ def supported(fmt, rounding: str) -> bool:
             and el.man <= 22 and el.emin - el.man >= -125)
 
 
-def _kernel(fn, tag: str, **consts):
-    """``fn`` compiled (``compiling.compiled``, the package's one cache) with the keywords ``consts`` (Python ints,
-    floats, bools) written as literals into a wrapper of its own (``{fn}_{tag}``): dynamo inlines ``fn`` with
-    constant arguments, so they are baked into the graph rather than made symbolic, and it caches and counts graphs
-    per wrapper. Cached per (fn, tag)."""
-    key = ("mx_compiled", fn.__name__, tag)
-    k = compiling.cached(key)
-    if k is None:
-        name = f"{fn.__name__}_{tag}"
-        kw = ", ".join(f"{n}={v!r}" for n, v in consts.items())
-        src = f"def {name}(*args):\n    return fn(*args, {kw})\n"
-        ns = {"fn": fn}
-        exec(compile(src, f"<lowp mx kernel {name}>", "exec"), ns)  # noqa: S102 - our constants only
-        k = compiling.compiled(ns[name], key, what=f"MX {name}")
-    return k
-
-
 def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out: torch.Tensor | None):
     """MX quantization of float32 x whose last axis is the block axis and a multiple of the block."""
     el = fmt.element
@@ -115,13 +98,14 @@ def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out
     rand = ([dispatch._on(dispatch._RANDK_T[rand_bits], flat.device), dispatch._on(draw_key(generator), flat.device)]
             if mode == 5 else [])
     if flat.numel() < FUSED_MAX:
-        _kernel(fused, f"{tag}_emax{el.emax}".replace("-", "m"), emax=el.emax, **element)(target, flat, *rand)
+        k = compiling.with_constants(fused, f"{tag}_emax{el.emax}".replace("-", "m"), "MX", emax=el.emax, **element)
+        k(target, flat, *rand)
         dispatch.compiled_calls += 1
         return dispatch._result(x, out, target, direct)
-    a_b, big_a = _kernel(block_amax, "mx")(flat)
+    a_b, big_a = compiling.with_constants(block_amax, "mx", "MX")(flat)
     if not bool(torch.isfinite(big_a)):  # a NaN or Inf in x: the amax over finite elements, as the reference
-        a_b, big_a = _kernel(block_amax_finite, "mx")(flat)
-    s_down, s_up = _kernel(scales, f"emax{el.emax}".replace("-", "m"), emax=el.emax)(a_b)
-    _kernel(round_into, tag, **element)(target, flat, s_down, s_up, *rand)
+        a_b, big_a = compiling.with_constants(block_amax_finite, "mx", "MX")(flat)
+    s_down, s_up = compiling.with_constants(scales, f"emax{el.emax}".replace("-", "m"), "MX", emax=el.emax)(a_b)
+    compiling.with_constants(round_into, tag, "MX", **element)(target, flat, s_down, s_up, *rand)
     dispatch.compiled_calls += 1
     return dispatch._result(x, out, target, direct)

@@ -139,20 +139,6 @@ def fused(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, *, order: str =
 _FNS = {"amax": block_amax, "amax_finite": block_amax_finite, "tile_amax": tile_amax,
         "tile_amax_finite": tile_amax_finite, "te_scales": te_scales,
         "torchao_scales": torchao_scales, "te": te_into, "torchao": torchao_into}
-def _fused(order: str, rounding: str):
-    """``fused`` compiled for one (order, rounding), its constants baked into a wrapper of its own."""
-    key = ("nvfp4_compiled", "fused", order, rounding)
-    fn = compiling.cached(key)
-    if fn is None:
-        name = f"fused_tiles_{order}_{rounding}"
-        src = (f"def {name}(*args, **kwargs):\n"
-               f"    return fn(*args, order={order!r}, mode={MODE_CODE[rounding]!r}, **kwargs)\n")
-        ns = {"fn": fused}
-        exec(compile(src, f"<lowp nvfp4 kernel {name}>", "exec"), ns)  # noqa: S102 - our constants only
-        fn = compiling.compiled(ns[name], key, what=f"NVFP4 {name}")
-    return fn
-
-
 def _compiled(which: str, mode: str | None = None):
     """Kernel ``which`` compiled (``compiling.compiled``: dynamic shapes, full graph, no grad, the package's one
     cache); with ``mode``, a copy of its own code object for that rounding mode (dynamo caches and counts graphs per
@@ -265,8 +251,9 @@ def _quantize_tiles(x, fmt, rounding, rand_bits, generator, out):
 
 def _fused_tiles(x, fmt, rounding, rand_bits, generator, out, g4, target, direct):
     dev = g4.device
-    _fused(fmt.order, rounding)(target, g4, _const(2688.0, dev), _const(6.0, dev), _e2m1_params(dev),
-                                **_random(rounding, rand_bits, generator, dev))
+    k = compiling.with_constants(fused, f"{fmt.order}_{rounding}", "NVFP4", order=fmt.order, mode=MODE_CODE[rounding])
+    k(target, g4, _const(2688.0, dev), _const(6.0, dev), _e2m1_params(dev), **_random(rounding, rand_bits, generator,
+                                                                                     dev))
     return _finish(x, out, target, direct, None)
 
 

@@ -133,3 +133,17 @@ def test_first_call_seconds_counts_only_first_calls():
     fn(x)
     fn(torch.randn(32))
     assert compiling.first_call_seconds() == after_first
+
+
+def _affine(x, *, a: float = 1.0, b: float = 0.0):
+    return x * a + b
+
+
+def test_with_constants_bakes_keywords_and_caches_per_tag():
+    k = compiling.with_constants(_affine, "a2_b1", "test", a=2.0, b=1.0)
+    assert compiling.with_constants(_affine, "a2_b1", "test", a=2.0, b=1.0) is k
+    x = torch.randn(8)
+    assert torch.equal(k(x), x * 2.0 + 1.0)
+    other = compiling.with_constants(_affine, "a3", "test", a=3.0)
+    assert other is not k and torch.equal(other(x), x * 3.0)
+    assert k.fn.__name__ == "_affine_a2_b1" and "test _affine_a2_b1" == k.what
