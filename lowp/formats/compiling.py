@@ -62,23 +62,22 @@ def _user_mode() -> bool:
 
 
 @contextlib.contextmanager
+def _set(flag: contextvars.ContextVar):
+    token = flag.set(True)
+    try:
+        yield
+    finally:
+        flag.reset(token)
+
+
 def eager_only():
     """Within: the eager reference kernels only (``compile_enabled()`` is false, as under ``LOWP_COMPILE=0``)."""
-    token = _EAGER.set(True)
-    try:
-        yield
-    finally:
-        _EAGER.reset(token)
+    return _set(_EAGER)
 
 
-@contextlib.contextmanager
 def compiled_at_any_size():
     """Within: the compiled kernels serve tensors of every size, not only large ones."""
-    token = _FORCED.set(True)
-    try:
-        yield
-    finally:
-        _FORCED.reset(token)
+    return _set(_FORCED)
 
 
 def at_any_size() -> bool:
