@@ -15,12 +15,24 @@ Every torch.compile'd kernel of lowp — the float32 rounding kernels (``round_c
   ``FAST_MIN_NUMEL`` elements or more (for the accumulation: ``MIN_WORK`` multiply-adds). ``worth_it(n)`` decides.
 * ``first_call_seconds()``: the seconds spent so far in the first call of each compiled kernel (compilation,
   mostly): run timings count it as first use wherever it happens.
-* ``compiled(fn, key)``: ``torch.compile(fn, dynamic=True, fullgraph=True)`` with ``_OPTIONS`` (below), made on the
-  first request (never at import), cached under ``key`` (one entry per key for the process), run under no_grad (its
-  inputs never need grad, and a graph guarded on one grad mode would be compiled again for the other). If compiling
-  or running the compiled twin raises (no C++ compiler, an unsupported backend, ...) while ``fn`` itself runs, or if
-  the optional ``probe`` finds the twin differing from ``fn``, it warns once (RuntimeWarning) and runs ``fn``
-  eagerly from then on; ``.ok`` tells which.
+* ``compiled(fn, key)``: ``fn`` compiled by inductor with ``_OPTIONS`` (below) and dynamic sizes, made on the first
+  request (never at import), cached under ``key`` (one entry per key for the process), run under no_grad (its
+  inputs never need grad). If compiling or running the compiled twin raises (no C++ compiler, an unsupported
+  backend, ...) while ``fn`` itself runs, or if the optional ``probe`` finds the twin differing from ``fn``, it warns
+  once (RuntimeWarning) and runs ``fn`` eagerly from then on; ``.ok`` tells which.
+* ``graphs_compiled()``: how many graphs lowp has had compiled so far (tests check that shapes do not recompile).
+
+How a kernel is compiled (``_Direct``): per *argument signature* — the nesting of the arguments (tuples, lists,
+dicts), each tensor's dtype, device, rank, its sizes 0 and 1 and its dims marked static
+(``torch._dynamo.mark_static``) as themselves and its other sizes only as which of them are equal (over all the
+tensors), contiguity (else the strides), and the value of every non-tensor argument — ``fn`` is traced once with
+symbolic sizes (``make_fx``) and compiled by inductor (``compile_fx``); later calls with that signature call the
+compiled graph straight away. That is the graph ``torch.compile`` builds too, less dynamo's frame evaluation, guard
+checks and wrappers: about 40 us less a call on this CPU, where a small kernel costs 50-150 us in all. Size
+guards that the trace records (``s0 % 16 == 0``, ...) are compiled into one Python expression, checked on every
+call of that graph. A function that cannot be traced (a data-dependent branch, ...), a call that breaks a recorded
+guard, or a kernel's signatures beyond ``_MAX_SIGNATURES``: ``torch.compile(fn, dynamic=True, fullgraph=True)``
+(dynamo, with its own guards) serves it instead.
 """
 from __future__ import annotations
 
@@ -44,7 +56,11 @@ FAST_MIN_NUMEL = 1 << 16  # elements from which a compiled kernel is used outsid
 #: made 2^17..2^19-element calls ~20% slower.)
 _OPTIONS = {"cpp.min_chunk_size": 1}
 
+_MAX_SIGNATURES = 16  # traced graphs per kernel; beyond, dynamo's guarded twin serves new signatures
+
+
 _lock = threading.Lock()
+_graphs = 0  # graphs traced and compiled by ``_Direct`` (``graphs_compiled``)
 _first_call_s = 0.0  # seconds spent in first calls of compiled kernels (``first_call_seconds``)
 _cache: dict[Hashable, "Compiled"] = {}
 _FORCED = contextvars.ContextVar("lowp_compiled_forced", default=False)
@@ -91,13 +107,132 @@ def worth_it(size: int, min_size: int = FAST_MIN_NUMEL) -> bool:
     return (size >= min_size or _FORCED.get()) and compile_enabled()
 
 
+def _flatten(obj: Any, leaves: list) -> Any:
+    """Append the leaves of ``obj`` (tuples, lists and dicts opened) to ``leaves``; return its structure."""
+    if isinstance(obj, (tuple, list)):
+        return type(obj), tuple(_flatten(o, leaves) for o in obj)
+    if isinstance(obj, dict):
+        return dict, tuple(obj), tuple(_flatten(v, leaves) for v in obj.values())
+    leaves.append(obj)
+    return None
+
+
+def _unflatten(struct: Any, leaves: Any) -> Any:
+    """``_flatten``'s inverse (``leaves``: an iterator)."""
+    if struct is None:
+        return next(leaves)
+    if struct[0] is dict:
+        return {k: _unflatten(s, leaves) for k, s in zip(struct[1], struct[2])}
+    return struct[0](_unflatten(s, leaves) for s in struct[1])
+
+
+def _signature(args: tuple, kwargs: dict) -> tuple[list, tuple | None]:
+    """(leaves, signature) of a call: its arguments flattened, and the part of them that a traced graph is
+    specialised on (see the module docstring), which starts with their structure; signature None for a leaf that
+    is neither a tensor nor a plain constant."""
+    leaves: list = []
+    sig: list = [_flatten((args, kwargs), leaves)]
+    sizes: dict[int, int] = {}
+    for a in leaves:
+        if isinstance(a, torch.Tensor):
+            static = getattr(a, "_dynamo_static_indices", ())  # torch._dynamo.mark_static: dims traced as constants
+            shape = tuple(n if n <= 1 or i in static else -1 - sizes.setdefault(n, len(sizes))
+                          for i, n in enumerate(a.shape))
+            sig.append((a.dtype, a.device, shape, True if a.is_contiguous() else a.stride()))
+        elif a is None or isinstance(a, (bool, int, float, str)):
+            sig.append((type(a), a))
+        else:
+            return leaves, None
+    return leaves, tuple(sig)
+
+
+class _Direct:
+    """``fn`` traced and compiled by inductor per argument signature, called without dynamo (module docstring)."""
+
+    __slots__ = ("fn", "graphs", "_lock")
+
+    _DYNAMO = object()  # a signature served by dynamo's twin
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn, self.graphs, self._lock = fn, {}, threading.Lock()
+
+    def lookup(self, args: tuple, kwargs: dict) -> tuple[list, Any]:
+        """The call's flattened arguments, and the compiled graph for its signature (made on first sight) or
+        ``_DYNAMO``."""
+        leaves, sig = _signature(args, kwargs)
+        if sig is None:
+            return leaves, self._DYNAMO
+        g = self.graphs.get(sig)
+        if g is None:
+            with self._lock:
+                g = self.graphs.get(sig)
+                if g is None:
+                    g = self.graphs[sig] = (self._compile(leaves, sig[0])
+                                            if len(self.graphs) < _MAX_SIGNATURES else self._DYNAMO)
+        return leaves, g
+
+    def _compile(self, leaves: list, spec: Any) -> Any:
+        global _graphs
+        from torch._inductor.compile_fx import compile_fx
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.proxy_tensor import make_fx
+        from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP, DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+        fn = self.fn
+        slots = [i for i, a in enumerate(leaves) if isinstance(a, torch.Tensor)]
+        template = [None if isinstance(a, torch.Tensor) else a for a in leaves]  # holds no tensor of this call
+
+        def flat(*tensors: torch.Tensor) -> Any:  # the tensors as inputs, every other argument a constant
+            full = list(template)
+            for i, t in zip(slots, tensors):
+                full[i] = t
+            args, kwargs = _unflatten(spec, iter(full))
+            return fn(*args, **kwargs)
+
+        try:
+            fake_mode = FakeTensorMode(shape_env=ShapeEnv())
+
+            def fake(t: torch.Tensor) -> torch.Tensor:  # sizes symbolic (equal ones alike), marked-static dims not
+                static = getattr(t, "_dynamo_static_indices", ())
+                dims = [DimDynamic.STATIC if i in static else DimDynamic.DUCK for i in range(t.dim())]
+                return fake_mode.from_tensor(t, symbolic_context=StatelessSymbolicContext(dynamic_sizes=dims))
+
+            gm = make_fx(flat, tracing_mode="symbolic")(*(fake(leaves[i]) for i in slots))
+            fakes = [n.meta["val"] for n in gm.graph.nodes if n.op == "placeholder"]
+            with fake_mode:
+                graph = compile_fx(gm, fakes, config_patches=_OPTIONS)
+        except Exception:  # noqa: BLE001  (not traceable: dynamo's twin tries, and fails loudly if it must)
+            return self._DYNAMO
+        guards = None  # the trace's size guards as one compiled Python expression over t0, t1, ...
+        shape_env = fake_mode.shape_env
+        if shape_env.guards:
+            expr = shape_env.produce_guards_expression(fakes)
+            guards = compile(expr, "<lowp kernel size guards>", "eval") if expr else None
+        _graphs += 1
+
+        def call(leaves: list) -> Any:
+            ts = [a for a in leaves if isinstance(a, torch.Tensor)]
+            if guards is not None and not eval(guards, SYMPY_INTERP,  # noqa: S307 - torch's own guard expression
+                                                {"L": {f"t{i}": t for i, t in enumerate(ts)}}):
+                raise _Unforeseen
+            return graph(*ts)
+
+        call.guarded = guards is not None
+        return call
+
+
+class _Unforeseen(Exception):
+    """A call whose sizes break a guard of the traced graph: dynamo's twin serves it."""
+
+
 class Compiled:
     """``fn`` and its lazily compiled twin (see the module docstring); call it as ``fn``."""
 
-    __slots__ = ("fn", "what", "ok", "_twin", "_called")
+    __slots__ = ("fn", "what", "ok", "_twin", "_direct", "_called")
 
     def __init__(self, fn: Callable, what: str) -> None:
         self.fn, self.what, self.ok, self._called = fn, what, True, False
+        self._direct = _Direct(fn)
         self._twin = torch.compile(fn, dynamic=True, fullgraph=True, options=_OPTIONS)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -115,6 +250,12 @@ class Compiled:
         with torch.no_grad():
             if self.ok:
                 try:
+                    leaves, graph = self._direct.lookup(args, kwargs)
+                    if graph is not _Direct._DYNAMO:
+                        try:
+                            return graph(leaves)
+                        except (_Unforeseen, AssertionError):  # sizes/strides the signature did not capture
+                            pass
                     return self._twin(*args, **kwargs)
                 except Exception as e:  # noqa: BLE001  (no C++ compiler, unsupported backend, ...)
                     y = self.fn(*args, **kwargs)  # an error of the call itself raises again here, eagerly
@@ -152,6 +293,13 @@ def materialised(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself, as the max of 16 copies (inside a compiled kernel): inductor then writes it to a buffer once
     instead of recomputing it, in scalar code, inside the loop that reads it (per-row or per-tensor scales)."""
     return t.unsqueeze(0).expand(16, *t.shape).amax(0)
+
+
+def graphs_compiled() -> int:
+    """Graphs compiled so far in this process: lowp's traced graphs plus dynamo's (its twins' recompilations)."""
+    from torch._dynamo.utils import counters
+
+    return _graphs + counters["stats"]["unique_graphs"]
 
 
 def first_call_seconds() -> float:

@@ -147,3 +147,74 @@ def test_with_constants_bakes_keywords_and_caches_per_tag():
     other = compiling.with_constants(_affine, "a3", "test", a=3.0)
     assert other is not k and torch.equal(other(x), x * 3.0)
     assert k.fn.__name__ == "_affine_a2_b1" and "test _affine_a2_b1" == k.what
+
+
+def _pair_into(outs, xs, *, scales):
+    for o, x, s in zip(outs, xs, scales):
+        o.copy_(x * s)
+
+
+def _by_length(x):
+    if x.shape[0] > 8:  # a size branch: the trace records the guard s0 > 8
+        return x * 2
+    return x * 3
+
+
+def _dynamo_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_kernels_run_without_dynamo_one_graph_for_every_size():
+    """A kernel is traced and compiled once per argument signature and then called directly: dynamo compiles
+    nothing, and tensors of other sizes and equal-size patterns reuse the graph."""
+    fn = compiling.compiled(_scaled_round, ("test", "direct"))
+    dynamo, graphs = _dynamo_graphs(), compiling.graphs_compiled()
+    for n in (8, 1000, 1 << 16, 3):
+        x = torch.randn(n)
+        out = torch.empty_like(x)
+        fn(out, x)
+        assert torch.equal(out, torch.round(x * 3.0) / 3.0)
+    assert compiling.graphs_compiled() == graphs + 1 and _dynamo_graphs() == dynamo
+    x = torch.randn(6, 5).t()  # not contiguous: a signature of its own, the right values
+    out = torch.empty(5, 6)
+    fn(out, x)
+    assert torch.equal(out, torch.round(x * 3.0) / 3.0) and compiling.graphs_compiled() == graphs + 2
+
+
+def test_nested_arguments_constants_and_size_patterns():
+    """Tuples, lists and dict keywords are opened; non-tensor leaves are constants of the graph (a new value, a new
+    graph); inputs whose sizes were equal at the first call may differ later (another size pattern)."""
+    fn = compiling.compiled(_pair_into, ("test", "direct pair"))
+    graphs = compiling.graphs_compiled()
+    for (na, nb), scales in [((64, 64), (2.0, 0.5)), ((64, 100), (2.0, 0.5)), ((7, 9), (3.0, 0.25))]:
+        xs = (torch.randn(na), torch.randn(nb))
+        outs = [torch.empty_like(x) for x in xs]
+        fn(outs, xs, scales=list(scales))
+        assert all(torch.equal(o, x * s) for o, x, s in zip(outs, xs, scales)), (na, nb, scales)
+    assert compiling.graphs_compiled() == graphs + 3  # equal sizes, unequal sizes, other constants
+
+
+def test_a_call_that_breaks_a_size_guard_of_the_trace_is_still_right():
+    fn = compiling.compiled(_by_length, ("test", "size guard"))
+    for n in (16, 4, 32, 2):
+        x = torch.randn(n)
+        assert torch.equal(fn(x), x * (2 if n > 8 else 3)), n
+    assert fn.ok
+
+
+def _times(x, a):
+    return x * a
+
+
+def test_signatures_beyond_the_cap_go_to_dynamo(monkeypatch):
+    monkeypatch.setattr(compiling, "_MAX_SIGNATURES", 2)
+    fn = compiling.compiled(_times, ("test", "cap"))
+    x = torch.randn(32)
+    graphs, dynamo = compiling.graphs_compiled(), _dynamo_graphs()
+    for a in (2.0, 3.0):
+        assert torch.equal(fn(x, a), x * a)
+    assert compiling.graphs_compiled() == graphs + 2 and _dynamo_graphs() == dynamo
+    assert torch.equal(fn(x, 5.0), x * 5.0) and _dynamo_graphs() > dynamo  # a third constant: dynamo's twin
+    assert len(fn._direct.graphs) == 3 and fn.ok
