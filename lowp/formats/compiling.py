@@ -230,9 +230,9 @@ class Compiled:
 
     __slots__ = ("fn", "what", "ok", "_twin", "_direct", "_called")
 
-    def __init__(self, fn: Callable, what: str) -> None:
+    def __init__(self, fn: Callable, what: str, direct: bool = True) -> None:
         self.fn, self.what, self.ok, self._called = fn, what, True, False
-        self._direct = _Direct(fn)
+        self._direct = _Direct(fn) if direct else None
         self._twin = torch.compile(fn, dynamic=True, fullgraph=True, options=_OPTIONS)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -250,7 +250,7 @@ class Compiled:
         with torch.no_grad():
             if self.ok:
                 try:
-                    leaves, graph = self._direct.lookup(args, kwargs)
+                    leaves, graph = self._direct.lookup(args, kwargs) if self._direct else (None, _Direct._DYNAMO)
                     if graph is not _Direct._DYNAMO:
                         try:
                             return graph(leaves)
@@ -313,17 +313,19 @@ def cached(key: Hashable) -> "Compiled | None":
 
 
 def compiled(fn: Callable, key: Hashable = None, *, probe: Callable[[Compiled], bool] | None = None,
-             what: str | None = None) -> Compiled:
+             what: str | None = None, direct: bool = True) -> Compiled:
     """The compiled twin of ``fn`` cached under ``key`` (default: ``fn`` itself). ``probe(c)`` (run once, when the
     entry is made) returns whether ``c`` gives the eager bits on inputs built to catch a miscompilation; ``what``
-    names the kernel in the warning."""
+    names the kernel in the warning. ``direct=False``: dynamo's twin only (kernels whose calls are long enough
+    that the per-call saving does not matter, but whose arguments take many size patterns, each a graph of its
+    own when traced directly: the GEMM accumulation)."""
     c = _cache.get(fn if key is None else key)
     if c is None:
         with _lock:
             key = fn if key is None else key
             c = _cache.get(key)
             if c is None:
-                c = Compiled(fn, what or getattr(fn, "__name__", repr(fn)))
+                c = Compiled(fn, what or getattr(fn, "__name__", repr(fn)), direct)
                 if probe is not None:
                     try:
                         if not probe(c):

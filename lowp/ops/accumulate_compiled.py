@@ -115,9 +115,9 @@ def _get_kernels():
     """(steps, sums) compiled, or None where compiling failed or a probe found a difference (then the float64
     reference path runs: the float32 kernels are only worth it compiled)."""
     steps = cached("accumulate steps") or compiled(_steps, "accumulate steps", probe=_probe_steps,
-                                                   what="lowp.matmul accumulation kernel")
+                                                   what="lowp.matmul accumulation kernel", direct=False)
     sums = cached("accumulate sums") or compiled(_sums, "accumulate sums", probe=_probe_sums,
-                                                 what="lowp.matmul accumulation kernel (chunk sums)")
+                                                 what="lowp.matmul accumulation kernel (chunk sums)", direct=False)
     return (steps, sums) if steps.ok and sums.ok else None
 
 
