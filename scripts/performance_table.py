@@ -229,7 +229,9 @@ def targets(res: dict) -> list[tuple[str, float | None, float, str]]:
         expl = ("the emulation's own cost per GEMM (autograd functions, a compiled call per rounding, fresh result "
                 "tensors) at these small sizes: a compiled call costs about 25 µs even on a few hundred elements "
                 "(lowp calls inductor's graphs directly; through torch.compile's wrappers it was 55–75 µs), and at "
-                "2^17–2^19 elements the kernels run at about half of aten's add throughput")
+                "2^17–2^19 elements a rounding with current scaling takes 3–5× an add: it is compute-bound (an amax "
+                "pass, some 30 vector operations per element, float↔int bitcasts that inductor writes as scalar "
+                "loops)")
         out += [("emulated fp8-hybrid step ≤ 1.25× FP32, MLP", _emu(e, "mlp", "fp8-hybrid"), 1.25, expl),
                 ("emulated fp8-hybrid step ≤ 1.25× FP32, CNN", _emu(e, "cnn", "fp8-hybrid"), 1.25, expl),
                 ("emulated fp8-hybrid step ≤ 1.5× FP32, LM", _emu(e, "lm", "fp8-hybrid"), 1.5,

@@ -1,4 +1,4 @@
-"""Dispatch between the eager reference kernels and their torch.compile'd twins.
+"""Dispatch between the eager reference kernels and their compiled twins (``compiling.py``).
 
 The compiled paths are used for float32 tensors of at least ``FAST_MIN_NUMEL`` elements when ``LOWP_COMPILE`` is
 not "0": every FloatFormat (``round_compiled.round_f32``, int32 arithmetic), MX with a float element along the last
