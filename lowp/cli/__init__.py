@@ -31,6 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt_in(e: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the causes of ``e`` (Python wraps one raised in some places, e.g. as
+    the RuntimeError of a failed ``__set_name__``)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -38,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        except Exception as e:  # Ctrl-C inside code that wraps it (a class's __set_name__ while matplotlib imports)
+            if _interrupt_in(e):
+                raise KeyboardInterrupt from e
+            raise
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         import os
 

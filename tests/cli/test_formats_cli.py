@@ -38,3 +38,31 @@ def test_help_and_bad_option():
     with pytest.raises(SystemExit) as e:
         main(["formats", "--nope"])
     assert e.value.code == 2
+
+
+def test_an_interrupt_wrapped_by_python_still_reads_as_an_interrupt(monkeypatch, capsys):
+    """Ctrl-C while a class is created (matplotlib's import during the report) reaches the CLI as the RuntimeError
+    of a failed ``__set_name__`` caused by KeyboardInterrupt: still "lowp: interrupted", exit status 130."""
+    import lowp.cli.formats as formats_cli
+
+    def interrupted(args):
+        class Descriptor:
+            def __set_name__(self, owner, name):
+                raise KeyboardInterrupt
+
+        type("Owner", (), {"d": Descriptor()})  # Python raises RuntimeError from the KeyboardInterrupt
+
+    monkeypatch.setattr(formats_cli, "run", interrupted)
+    assert main(["formats"]) == 130
+    assert capsys.readouterr().err == "lowp: interrupted\n"
+
+
+def test_other_errors_are_not_taken_for_interrupts(monkeypatch):
+    import lowp.cli.formats as formats_cli
+
+    def broken(args):
+        raise RuntimeError("not an interrupt")
+
+    monkeypatch.setattr(formats_cli, "run", broken)
+    with pytest.raises(RuntimeError, match="not an interrupt"):
+        main(["formats"])
