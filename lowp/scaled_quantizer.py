@@ -186,12 +186,13 @@ class ScaledQuantizer:
 _pair_names = itertools.count()
 
 
-def _pair_source(ka: Callable, kb: Callable) -> Callable:
-    def pair(oa, a, ra, ob, b, rb):
-        KA(oa, a, *ra)  # noqa: F821 - bound in the globals of each copy
-        KB(ob, b, *rb)  # noqa: F821
+def _pair_source(ka: Callable, kb: Callable, na: int) -> Callable:
+    """``pair(*t)``: ``ka(*t[:na])`` then ``kb(*t[na:])`` (tensors only: the cheapest call to a compiled kernel)."""
+    def pair(*t):
+        KA(*t[:NA])  # noqa: F821 - bound in the globals of each copy
+        KB(*t[NA:])  # noqa: F821
     code = pair.__code__.replace(co_name=f"pair_{next(_pair_names)}")  # a code object of its own: dynamo caches per code
-    return types.FunctionType(code, {"KA": ka, "KB": kb, "__builtins__": __builtins__}, code.co_name)
+    return types.FunctionType(code, {"KA": ka, "KB": kb, "NA": na, "__builtins__": __builtins__}, code.co_name)
 
 
 def quantize_pair(qa: ScaledQuantizer, a: torch.Tensor, qb: ScaledQuantizer,
@@ -203,13 +204,13 @@ def quantize_pair(qa: ScaledQuantizer, a: torch.Tensor, qb: ScaledQuantizer,
             or a.numel() < 2 or b.numel() < 2:  # sizes 0 and 1 would each compile a graph of their own
         return None
     key = ("scaled_quantizer.pair", qa._key, qb._key)
-    fn = compiling.cached(key)
-    if fn is None:
-        ka, kb = (round_short_compiled.kernel(k[0], k[1], k[2], k[3], compiled=False, rounding=k[4], rand_bits=k[5])
-                  for k in key[1:])
-        fn = compiling.compiled(_pair_source(ka, kb), key, what="quantize_pair")
     oa, ra = qa._operands(a)
     ob, rb = qb._operands(b)
-    fn(ra[0], ra[1], tuple(ra[2:]), rb[0], rb[1], tuple(rb[2:]))
+    fn = compiling.cached(key)
+    if fn is None:  # len(ra) follows from qa's key
+        ka, kb = (round_short_compiled.kernel(k[0], k[1], k[2], k[3], compiled=False, rounding=k[4], rand_bits=k[5])
+                  for k in key[1:])
+        fn = compiling.compiled(_pair_source(ka, kb, len(ra)), key, what="quantize_pair")
+    fn(*ra, *rb)
     dispatch.compiled_calls += 1
     return oa.view(a.shape), ob.view(b.shape)

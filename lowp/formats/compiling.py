@@ -110,9 +110,9 @@ def worth_it(size: int, min_size: int = FAST_MIN_NUMEL) -> bool:
 def _flatten(obj: Any, leaves: list) -> Any:
     """Append the leaves of ``obj`` (tuples, lists and dicts opened) to ``leaves``; return its structure."""
     if isinstance(obj, (tuple, list)):
-        return type(obj), tuple(_flatten(o, leaves) for o in obj)
+        return type(obj), tuple([_flatten(o, leaves) for o in obj])
     if isinstance(obj, dict):
-        return dict, tuple(obj), tuple(_flatten(v, leaves) for v in obj.values())
+        return dict, tuple(obj), tuple([_flatten(v, leaves) for v in obj.values()])
     leaves.append(obj)
     return None
 
@@ -130,8 +130,11 @@ def _signature(args: tuple, kwargs: dict) -> tuple[list, tuple | None]:
     """(leaves, signature) of a call: its arguments flattened, and the part of them that a traced graph is
     specialised on (see the module docstring), which starts with their structure; signature None for a leaf that
     is neither a tensor nor a plain constant."""
-    leaves: list = []
-    sig: list = [_flatten((args, kwargs), leaves)]
+    if not kwargs and all(isinstance(a, torch.Tensor) for a in args):  # the common call: tensors only
+        leaves, sig = list(args), [len(args)]
+    else:
+        leaves = []
+        sig = [_flatten((args, kwargs), leaves)]
     sizes: dict[int, int] = {}
     for a in leaves:
         if isinstance(a, torch.Tensor):
@@ -186,6 +189,8 @@ class _Direct:
             full = list(template)
             for i, t in zip(slots, tensors):
                 full[i] = t
+            if isinstance(spec, int):  # tensors only (``_signature``)
+                return fn(*full)
             args, kwargs = _unflatten(spec, iter(full))
             return fn(*args, **kwargs)
 
