@@ -222,7 +222,6 @@ class _Direct:
                 raise _Unforeseen
             return graph(*ts)
 
-        call.guarded = guards is not None
         return call
 
 

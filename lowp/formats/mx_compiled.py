@@ -73,7 +73,7 @@ def fused(out, g, rand_k=None, key=None, *, emax: int = 8, **element):
     elements: in a block without NaN/Inf that is its plain amax, so this is the reference's amax in every case. The
     rows' scales are materialised (``compiling.materialised``; else inductor recomputes them per element in scalar
     code)."""
-    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
+    a_b, _ = block_amax_finite(g)
     s_down, s_up = scales(a_b, emax=emax)
     round_into(out, g, compiling.materialised(s_down), compiling.materialised(s_up), rand_k, key, **element)
 

@@ -32,6 +32,7 @@ import torch
 
 from ..rounding import draw_key
 from . import compiling, dispatch, grid_kernels, round_compiled
+from .mx_compiled import block_amax, block_amax_finite  # (a_b, A) per row of 16, as for MX blocks
 from .round_reference import MODE_CODE
 
 F32 = torch.float32
@@ -56,19 +57,6 @@ def _e2m1(v, mode, e2m1_params, rand_k, key):
     return round_compiled.round_f32(v, man, emin, maxval, over_inf, saturate, subnormals, no_negzero, minnorm,
                                   mode=mode, rand_k=rand_k, key=key,
                                   base=torch.zeros((), dtype=torch.int64, device=v.device))
-
-
-def block_amax(g):
-    """(a_b, A): max |g| per row of g (rows, R), keepdim, and its max, NaN/Inf included (one cheap pass; inductor
-    vectorizes a masked row reduction several times slower); ``block_amax_finite`` when A is not finite."""
-    a_b = g.abs().amax(dim=-1, keepdim=True)
-    return a_b, a_b.amax()
-
-
-def block_amax_finite(g):
-    """(a_b, A) with non-finite elements counted as 0 (the reference's ``tiles.block_amax``)."""
-    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
-    return a_b, a_b.amax()
 
 
 def tile_amax(g):
@@ -124,8 +112,7 @@ def fused(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, *, order: str =
     16)). The tile and tensor amaxes are taken over finite elements: in a tile without NaN/Inf that is its plain
     amax, so they are the reference's in every case (the separate kernels check A on the host to pick the cheaper
     pass)."""
-    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=(1, 3), keepdim=True)
-    big_a = a_b.amax()
+    a_b, big_a = tile_amax_finite(g)
     if order == "torchao":
         m_b, d_b, s_dec = torchao_scales(a_b, big_a, c2688, c6)
         into = torchao_into
