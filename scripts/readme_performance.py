@@ -43,6 +43,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "inference": ("bench_inference.py", [], ["--sizes", "256,512,256", "--repeats", "2"]),
     "ktanh": ("bench_ktanh.py", [], ["--log2n", "16", "--reps", "2"]),
     "stats": ("bench_stats.py", [], ["--steps", "4", "--rounds", "1"]),
+    "bounds": ("bench_bounds.py", [], ["--rounds", "1"]),
 }
 COMPARE_DIR = "/tmp/lowp-readme-compare"  # scripts/readme_compare.py's default --out
 

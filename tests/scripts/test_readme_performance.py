@@ -143,3 +143,36 @@ def test_quantize_targets_take_the_worst_size():
     lines = P.render({"quantize": q}, "STAMP").splitlines()
     unmet = [ln for ln in lines if ln.startswith("- *float formats, nearest")]
     assert len(unmet) == 1 and "(2^20, 2^22)*: 2.50×" in unmet[0]
+
+
+def bounds_doc() -> dict:
+    recs = [{"row": "call", "what": w, "elements": 256, "us": us}
+            for w, us in (("whole call", 41.0), ("signature lookup", 8.0), ("inductor's callable", 24.0),
+                          ("ATen add", 6.0))]
+    recs += [{"row": "kernels", "what": w, "log2n": lg, "x_add": x, "add_us": 100.0}
+             for w, lg, x in (("compiled copy", 19, 1.5), ("amax", 19, 1.0), ("e5m2 nearest", 19, 2.25),
+                              ("e5m2 nearest, current scaling", 19, 3.5), ("hash (32 random bits) alone", 24, 1.25),
+                              ("e4m3 nearest", 24, 1.3), ("e4m3 stochastic (32 bits)", 24, 2.6))]
+    recs += [{"row": "attention", "what": w, "shape": "32x4x64x16 causal", "fwd_bwd_ms": ms}
+             for w, ms in (("fused SDPA (FP32 step)", 3.4), ("math SDPA (FP32, unfused)", 5.4),
+                           ("lowp captured attention, fp8-hybrid", 7.9))]
+    return {"bench": "bounds", "args": {}, "records": recs}
+
+
+def test_bounds_rows_and_the_unmet_targets_cite_them():
+    emu = {"bench": "emulate",
+           "records": [{"task": "lm tiny-gpt", "recipe": "fp8-hybrid", "ratio": 1.8, "fp32_ms": 20.0},
+                       {"task": "mlp 784", "recipe": "fp8-hybrid", "ratio": 1.3, "fp32_ms": 12.0}]}
+    q = quantize_doc({(22, "e4m3", "stochastic"): 3.5})
+    lines = P.render({"quantize": q, "emulate": emu, "bounds": bounds_doc()}, "STAMP").splitlines()
+    assert any(ln.startswith("| what bounds it") and "| 41 µs / 8 µs / 24 µs / 6 µs |" in ln for ln in lines)
+    assert any("1.50× / 1.00× / 2.25× / 3.50× the add" in ln for ln in lines)
+    lm = next(ln for ln in lines if ln.startswith("- *emulated fp8-hybrid step ≤ 1.5× FP32, LM*"))
+    assert "1.80×" in lm and "7.9 ms a layer" in lm and "3.4 ms for the fused SDPA" in lm and "5.4 ms in FP32" in lm
+    assert "41 µs a call" in lm and "3.50×" in lm and "bench_bounds.py" in lm
+    st = next(ln for ln in lines if ln.startswith("- *float formats, stochastic"))
+    assert "alone 1.25× the add at 2^24" in st and "stochastic rounding 2.60×" in st
+    # without the bounds benchmark the texts say what bounds them without figures
+    lines = P.render({"emulate": emu}, "STAMP").splitlines()
+    lm = next(ln for ln in lines if ln.startswith("- *emulated fp8-hybrid step ≤ 1.5× FP32, LM*"))
+    assert "fused SDPA kernel" in lm and "µs" not in lm
