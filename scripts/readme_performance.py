@@ -11,7 +11,7 @@ keep every number in docs/results/performance.json, and replace the README block
 sizes and few repeats: a smoke run, marked as such in the README, not figures to publish. The default comparison's
 timings are not measured here: they are read from ``scripts/readme_compare.py``'s run folder (results.json and the
 wall time it stamps) when it exists, and left out otherwise (the readme_compare block above the table has them).
-Benchmark names: quantize, emulate, accumulate, inference, ktanh, stats.
+Benchmark names: quantize, emulate, accumulate, inference, ktanh, stats, bounds.
 """
 from __future__ import annotations
 
