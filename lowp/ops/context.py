@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..formats import FloatFormat, Format, get_format
+from ..formats import FloatFormat, Format, get_format, layout
 from ..scaled_quantizer import ScaledQuantizer, quantize_pair
 from . import observe
 
@@ -126,7 +126,16 @@ class OpContext:
                 x2, ax = x.reshape(shape[0], -1), -1
             else:
                 x2, ax = x, block_axis
-            q = quantizer.round(x2, fmt=self._block_fmt(role, fmt, ax)).reshape(shape)
+            if fmt.info.block is not None and len(fmt.info.block) == 1 and x2.dim() >= 2:
+                # 1-D blocks: rounded along the last axis of a contiguous copy with the block axis last (the layout
+                # the format builds itself, so the same blocks and random bits); the result in x's order is a view
+                # for a matrix (the GEMM takes it strided), a copy beyond (flattened to rows for the weight
+                # gradient); both copies are the compiled transposition where they can be (layout.py)
+                q = quantizer.round(layout.axis_last(x2, ax), fmt=self._block_fmt(role, fmt, -1))
+                q = q.movedim(-1, ax % x2.dim())
+                q = (layout.contiguous(q) if q.dim() > 2 else q).reshape(shape)
+            else:
+                q = quantizer.round(x2, fmt=self._block_fmt(role, fmt, ax)).reshape(shape)
             if observe.OBSERVERS:
                 observe.notify(self.name, role, x, q, fmt)
             return q
