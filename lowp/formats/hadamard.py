@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from . import layout
+
 TE_WGRAD_SIGNS = (1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1)
 
 
@@ -79,8 +81,7 @@ class RandomHadamard:
             x, length = torch.nn.functional.pad(x, widths), length + self.block - length % self.block
         if length % self.block:
             raise ValueError(f"RandomHadamard: the axis length {length} is not a multiple of the block {self.block}")
-        xt = x.movedim(axis, -1)
-        shape = xt.shape
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        y = xt.to(work).reshape(-1, self.block) @ self.matrix(work).to(x.device)
-        return y.reshape(shape).movedim(-1, axis).to(x.dtype).contiguous()
+        xt = layout.axis_last(x.to(work), axis)  # a compiled transposition where it can be (layout.py)
+        y = xt.reshape(-1, self.block) @ self.matrix(work).to(x.device)
+        return layout.contiguous(y.reshape(xt.shape).movedim(-1, axis)).to(x.dtype)

@@ -49,6 +49,10 @@ def resolve_accumulator(name: Any) -> Any:
     return get_format(name)
 
 
+def _square(block) -> bool:
+    return block is not None and len(block) == 2 and block[0] == block[1]
+
+
 class OpContext:
     """What one emulated layer needs: resolved role specs and formats, accumulator, scaling state, its name."""
 
@@ -134,6 +138,13 @@ class OpContext:
                 q = quantizer.round(layout.axis_last(x2, ax), fmt=self._block_fmt(role, fmt, -1))
                 q = q.movedim(-1, ax % x2.dim())
                 q = (layout.contiguous(q) if q.dim() > 2 else q).reshape(shape)
+            elif (_square(fmt.info.block) and quantizer.rounding == "nearest" and x2.dim() >= 2
+                  and not x2.is_contiguous() and x2.transpose(-1, -2).is_contiguous()):
+                # square tiles of a transposed contiguous tensor (Wᵀ of a linear layer): its tiles are the
+                # transposes of the contiguous tensor's, the same sets of elements, so rounded to nearest they take
+                # the same scales and values; rounded in place there, no tile-view copy in or out
+                q = quantizer.round(x2.transpose(-1, -2), fmt=self._block_fmt(role, fmt, ax))
+                q = q.transpose(-1, -2).reshape(shape)
             else:
                 q = quantizer.round(x2, fmt=self._block_fmt(role, fmt, ax)).reshape(shape)
             if observe.OBSERVERS:

@@ -1,0 +1,53 @@
+"""The emulated ops round a block-format operand along its GEMM's reduction axis on a layout of their own
+(ops/context.py, formats/layout.py): 1-D blocks on a contiguous copy with the axis last (a compiled transposition),
+square tiles of a transposed tensor on the contiguous tensor itself. Oracle: ``lowp.quantize`` with the format's
+``axis`` set, on the tensor as given — the same bits, random bits included, with compilation on."""
+import dataclasses
+
+import pytest
+import torch
+
+import lowp
+from lowp.formats import compiling, layout
+from lowp.ops import OpContext
+
+
+def oriented(name, axis):
+    return dataclasses.replace(lowp.get_format(name), axis=axis)
+
+
+def spiky(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g) * torch.logspace(-3, 3, shape[-2])[:, None]
+    x.view(-1)[11] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("name,rounding", [("mxfp8_e4m3", "nearest"), ("mxfp4_e2m1", "stochastic"),
+                                           ("nvfp4", "stochastic"), ("fp8-1x128", "nearest")])
+@pytest.mark.parametrize("shape,axis", [((256, 96), 0), ((4, 64, 96), -2), ((96, 256), -1)])
+def test_1d_blocks_along_any_axis_equal_the_format_quantizer(name, rounding, shape, axis):
+    x = spiky(*shape)
+    src = x.t() if axis == -1 else x  # a transposed view along its last axis (Wᵀ of a linear layer)
+    ctx = OpContext(lowp.Recipe(name="r", input=lowp.TensorSpec(name, rounding=rounding)))
+    with compiling.compiled_at_any_size():
+        torch.manual_seed(5)
+        got = ctx.quantize("input", src, axis, axis)
+        torch.manual_seed(5)
+        want = lowp.quantize(src, oriented(name, axis), rounding)
+    assert got.shape == src.shape
+    assert torch.equal(got.contiguous().view(torch.int32), want.contiguous().view(torch.int32))
+    if len(shape) == 2 and axis == 0 and x.numel() >= 2:
+        assert compiling.cached(layout._transposed) is not None  # the compiled transposition made the copy
+
+
+@pytest.mark.parametrize("rows,cols", [(128, 96), (40, 72)])
+def test_square_tiles_of_a_transposed_weight_equal_the_format_quantizer(rows, cols):
+    w = spiky(rows, cols, seed=1)
+    wt = w.t()  # not contiguous; its transpose is
+    ctx = OpContext(lowp.Recipe(name="r", weight="nvfp4-16x16"))
+    with compiling.compiled_at_any_size():
+        got = ctx.quantize("weight", wt, -2, -2)
+        want = lowp.quantize(wt.contiguous(), oriented("nvfp4-16x16", -2))
+    assert got.shape == wt.shape
+    assert torch.equal(got.contiguous().view(torch.int32), want.view(torch.int32))
