@@ -18,6 +18,7 @@ lowp's ops treat a reduction that is not a multiple of the block (e.g. a last or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -83,5 +84,11 @@ class RandomHadamard:
             raise ValueError(f"RandomHadamard: the axis length {length} is not a multiple of the block {self.block}")
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
         xt = layout.axis_last(x.to(work), axis)  # a compiled transposition where it can be (layout.py)
-        y = xt.reshape(-1, self.block) @ self.matrix(work).to(x.device)
+        y = xt.reshape(-1, self.block) @ _matrix_on(self, work, x.device)
         return layout.contiguous(y.reshape(xt.shape).movedim(-1, axis)).to(x.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _matrix_on(rht: RandomHadamard, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``rht.matrix(dtype)`` on ``device``, built once (apply's hot path; read only: never handed to a caller)."""
+    return rht.matrix(dtype).to(device)
