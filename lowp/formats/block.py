@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from . import layout
 from .base import Format, FormatInfo
 from .dfp import floor_log2
 from .float import FloatFormat
@@ -96,11 +97,12 @@ class MXFormat(Format):
             # layout the eager code below builds (axis moved last, zero-padded), so every element keeps its
             # position and its random bits
             ax = self.axis % x.dim()
-            xt = x.movedim(ax, -1)
+            xt = layout.axis_last(x, ax)  # the strided copies as compiled transpositions where they can be
             n = xt.shape[-1]
-            xt = torch.nn.functional.pad(xt, (0, (-n) % self.block)).contiguous()
+            if n % self.block:
+                xt = torch.nn.functional.pad(xt, (0, (-n) % self.block))
             y = dispatch.mx_dispatch(xt, _along_last(self), rounding, rand_bits, generator, None)
-            return y[..., :n].movedim(-1, ax).contiguous()
+            return layout.contiguous(y[..., :n].movedim(-1, ax))
         g, inv = group_view(x, self.axis, self.block)
         scale = pow2(self.shared_exponent(g), torch.float64)
         v = g.double() / scale  # exact: division by a power of two, float64 has the range

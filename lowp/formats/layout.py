@@ -21,11 +21,10 @@ def _transposed(out: torch.Tensor, base: torch.Tensor) -> None:
 def contiguous(v: torch.Tensor) -> torch.Tensor:
     """``v.contiguous()``, through the compiled transposition where v is a transpose of the last two dims of a
     contiguous float32 tensor (of ``compiling.worth_it`` size)."""
-    if v.is_contiguous():
-        return v
-    base = v.transpose(-1, -2) if v.dim() >= 2 else v
-    if (v.dim() >= 2 and base.is_contiguous() and v.dtype == torch.float32 and base.numel() > 1
-            and compiling.worth_it(base.numel())):
+    if v.is_contiguous() or v.dim() < 2:
+        return v.contiguous()
+    base = v.transpose(-1, -2)
+    if base.is_contiguous() and v.dtype == torch.float32 and compiling.worth_it(base.numel()):
         out = torch.empty(v.shape, dtype=v.dtype, device=v.device)
         compiling.compiled(_transposed)(out, base)
         return out

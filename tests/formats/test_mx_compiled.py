@@ -88,3 +88,25 @@ def test_no_recompiles_across_shapes_and_ranks(monkeypatch):
                 assert same_bits(y, eager(x, "mxfp8_e4m3", mode,
                                           generator=torch.Generator().manual_seed(i))), (shape, mode)
     assert compiling.graphs_compiled() == graphs
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+@pytest.mark.parametrize("shape,axis", [((96, 80), 0), ((70, 96), 0), ((4, 64, 40), 1)])
+def test_blocks_along_another_axis_compiled_equal_the_eager_reference(shape, axis, rounding):
+    """The compiled path moves the axis last (a compiled transposition, formats/layout.py) and back; the eager
+    reference groups along the axis itself (group_view, float64): the same bits, random bits included."""
+    import dataclasses
+
+    fmt = dataclasses.replace(lowp.get_format("mxfp8_e4m3"), axis=axis)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(*shape, generator=g) * torch.logspace(-4, 4, shape[axis]).reshape(
+        [-1 if i == axis else 1 for i in range(len(shape))])
+    x.view(-1)[5] = float("nan")
+    with compiling.compiled_at_any_size():
+        torch.manual_seed(9)
+        got = fmt.quantize(x, rounding)
+    with compiling.eager_only():
+        torch.manual_seed(9)
+        want = fmt.quantize(x, rounding)
+    assert got.is_contiguous()
+    same_bits(got, want)
