@@ -87,11 +87,24 @@ class MXFormat(Format):
         e = torch.where(a > 0, e, torch.full_like(e, E8M0_EMIN))
         return torch.clamp(e, E8M0_EMIN, E8M0_EMAX)
 
+    def rounds_in_place(self, x: torch.Tensor, axis: int, rounding: str) -> bool:
+        """Whether blocks along ``axis`` of x are rounded in x's own layout, without a transposed or padded copy in
+        or out, when the compiled kernels serve it: the last axis of a contiguous x (``mx_compiled.quantize``) or
+        another one (``mx_compiled.quantize_along``)."""
+        from . import mx_compiled
+
+        if x.dim() >= 1 and axis % x.dim() == x.dim() - 1:
+            return (x.is_contiguous() and x.dtype == torch.float32 and x.shape[-1] % self.block == 0
+                    and mx_compiled.supported(self, rounding))
+        return mx_compiled.along_layout_ok(x, self, axis, rounding)
+
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
-        from . import dispatch
+        from . import dispatch, mx_compiled
 
         if dispatch.mx_fast_ok(x, self):  # compiled twin of the code below (same bits)
             return dispatch.mx_dispatch(x, self, rounding, rand_bits, generator, out)
+        if mx_compiled.along_ok(x, self, self.axis, rounding):  # blocks along another axis, rounded in place
+            return mx_compiled.quantize_along(x, self, self.axis, rounding, rand_bits, generator, out)
         if x.dim() >= 1 and isinstance(self.element, FloatFormat) and dispatch.use_compiled(x):
             # blocks along another axis, or a length that is not a multiple of the block: the same kernel on the
             # layout the eager code below builds (axis moved last, zero-padded), so every element keeps its

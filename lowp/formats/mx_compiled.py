@@ -27,7 +27,6 @@ import torch
 
 from ..rounding import draw_key
 from . import compiling, dispatch, grid_kernels
-from .round_compiled import floor_log2_f32, pow2_f32
 
 I32 = torch.int32
 FUSED_MAX = 1 << 20  # elements below which ``fused`` serves (measured at 2^17: 144 vs 432 µs; 2^24: 20.0 vs 17.5 ms)
@@ -46,19 +45,23 @@ def block_amax_finite(g):
 
 
 def scales(a_b, *, emax: int = 8):
-    """(2^-E, 2^E) per row: E = clamp(floor(log2 a_b) - emax, -127, 127), -127 for a zero block (a vectorized pass
-    over the rows, kept out of the rounding graph, where inductor would compute it per row in scalar code)."""
-    e = torch.where(a_b > 0, floor_log2_f32(a_b) - emax, torch.full_like(a_b, -127, dtype=I32))
-    e = torch.clamp(e, -127, 127)
-    return pow2_f32(-e), pow2_f32(e)
+    """(2^-E, 2^E) per block: E = clamp(floor(log2 a_b) - emax, -127, 127), -127 for a zero block. 2^floor(log2 a_b)
+    is a_b with its significand bits cleared (exact for a normal a_b; 0 for a zero or subnormal one, whose E is
+    at most -127 - emax and clamps to -127 either way, emax >= 0), so 2^E = clamp(that · 2^-emax, 2^-127, 2^127) and
+    2^-E = 1 / 2^E, both exact: a few float operations per block instead of the exponent's bit arithmetic."""
+    p = (a_b.view(I32) & 0x7F800000).view(torch.float32)
+    s_up = torch.clamp(p * 2.0**-emax, min=2.0**-127, max=2.0**127)
+    return 1.0 / s_up, s_up
 
 
-def round_into(out, g, s_down, s_up, rand_k=None, key=None, *, mode: int = 0, man: int = 3, emin: int = -6,
-               maxval: float = 448.0, minnorm: float = 2.0**-6, subnormals: bool = True, fnuz: bool = False):
-    """out = MX(g) per row of g, with the rows' 2^-E and 2^E (module docstring); the element's constants are
-    keywords (each compiled copy bakes its own: ``compiling.with_constants``)."""
+def round_into(out, g, s_down, s_up, rand_k=None, key=None, idx=None, *, mode: int = 0, man: int = 3,
+               emin: int = -6, maxval: float = 448.0, minnorm: float = 2.0**-6, subnormals: bool = True,
+               fnuz: bool = False):
+    """out = MX(g) per block of g, with the blocks' 2^-E and 2^E broadcast over it (module docstring); ``idx``: the
+    elements' random-bit indices (default their flat index in g). The element's constants are keywords (each
+    compiled copy bakes its own: ``compiling.with_constants``)."""
     v = g * s_down
-    r = grid_kernels.rn(v, man, emin) if mode == 0 else grid_kernels.sr(v, man, emin, rand_k, key)
+    r = grid_kernels.rn(v, man, emin) if mode == 0 else grid_kernels.sr(v, man, emin, rand_k, key, idx)
     r = torch.clamp(r, -maxval, maxval)
     if not subnormals:
         r = torch.where(r.abs() < minnorm, r * 0.0, r)
@@ -78,25 +81,88 @@ def fused(out, g, rand_k=None, key=None, *, emax: int = 8, **element):
     round_into(out, g, compiling.materialised(s_down), compiling.materialised(s_up), rand_k, key, **element)
 
 
+def fused_along(out, g, rand_k=None, key=None, *, emax: int = 8, **element):
+    """``fused`` for blocks along dim 2 of g = x.view(outer, n / block, block, inner), x contiguous: the blocks of
+    ``x.movedim(axis, -1)`` rounded where they lie, out in x's layout. The amax of a block is a max over rows
+    (vectorised along ``inner``, no horizontal reduction), and no transposed copy is made in or out. Stochastic
+    rounding draws each element's bits at its flat index in the moved layout (outer, inner, n), o·inner·n + c·n + m,
+    as ``quantize`` on that copy does: the same bits."""
+    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=2, keepdim=True)
+    s_down, s_up = scales(a_b, emax=emax)
+    idx = None
+    if rand_k is not None:
+        outer, nb, block, inner = g.shape
+        n = nb * block
+        idx = (torch.arange(outer, dtype=I32, device=g.device).view(-1, 1, 1, 1) * (inner * n)
+               + torch.arange(inner, dtype=I32, device=g.device).view(1, 1, 1, -1) * n
+               + torch.arange(n, dtype=I32, device=g.device).view(1, nb, block, 1))
+    round_into(out, g, compiling.materialised(s_down), compiling.materialised(s_up), rand_k, key, idx, **element)
+
+
 def supported(fmt, rounding: str) -> bool:
     """Whether the kernels here serve MXFormat ``fmt`` (module docstring)."""
     from .float import FloatFormat
 
     el = fmt.element
     return (rounding in ("nearest", "stochastic") and fmt.scale_rounding == "floor" and isinstance(el, FloatFormat)
-            and el.man <= 22 and el.emin - el.man >= -125)
+            and el.man <= 22 and el.emin - el.man >= -125 and el.emax >= 0)
+
+
+def _element(fmt, rounding: str) -> tuple[str, dict]:
+    """(tag, keywords): the element's constants for ``round_into``, and a tag naming them."""
+    el = fmt.element
+    tag = f"{el.name}_{el.exp}_{el.man}_{el.bias}_{el.special}_{int(el.subnormals)}_{rounding}".replace("-", "_")
+    return tag, dict(mode=0 if rounding == "nearest" else 5, man=el.man, emin=el.emin, maxval=float(el.max),
+                     minnorm=float(el.min_normal), subnormals=bool(el.subnormals), fnuz=el.special == "fnuz")
+
+
+def _rand(rounding: str, rand_bits: int, generator, device) -> list:
+    if rounding == "nearest":
+        return []
+    return [dispatch._on(dispatch._RANDK_T[rand_bits], device), dispatch._on(draw_key(generator), device)]
+
+
+def along_layout_ok(x: torch.Tensor, fmt, axis: int, rounding: str) -> bool:
+    """Whether x's layout suits ``quantize_along`` for blocks along ``axis``: contiguous float32, not its last axis,
+    a length that is a multiple of the block, and a format and rounding these kernels serve."""
+    return (x.dim() >= 2 and axis % x.dim() != x.dim() - 1 and x.shape[axis] % fmt.block == 0 and x.is_contiguous()
+            and x.dtype == torch.float32 and supported(fmt, rounding))
+
+
+def along_ok(x: torch.Tensor, fmt, axis: int, rounding: str) -> bool:
+    """Whether ``quantize_along`` serves x: ``along_layout_ok`` and a compiled size (``dispatch.use_compiled``)."""
+    return along_layout_ok(x, fmt, axis, rounding) and dispatch.use_compiled(x)
+
+
+def quantize_along(x: torch.Tensor, fmt, axis: int, rounding: str, rand_bits: int, generator,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """MX quantization of x (``along_ok``) with blocks along ``axis``, in x's own layout (``fused_along``): the
+    values and random bits of rounding ``x.movedim(axis, -1)`` along its last axis, moved back."""
+    ax = axis % x.dim()
+    outer = 1
+    for d in x.shape[:ax]:
+        outer *= d
+    inner = x.numel() // (outer * x.shape[ax])
+    shape4 = (outer, x.shape[ax] // fmt.block, fmt.block, inner)
+    g = x.detach().view(shape4)
+    direct = out is not None and out.is_contiguous()
+    target = out.view(shape4) if direct else torch.empty(shape4, dtype=x.dtype, device=x.device)
+    for t in (g, target):
+        torch._dynamo.mark_static(t, 2)
+    tag, element = _element(fmt, rounding)
+    k = compiling.with_constants(fused_along, f"{tag}_emax{fmt.element.emax}".replace("-", "m"), "MX",
+                                 emax=fmt.element.emax, **element)
+    k(target, g, *_rand(rounding, rand_bits, generator, x.device))
+    dispatch.compiled_calls += 1
+    return dispatch._result(x, out, target.view(x.shape), direct)
 
 
 def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out: torch.Tensor | None):
     """MX quantization of float32 x whose last axis is the block axis and a multiple of the block."""
     el = fmt.element
     flat, target, direct = dispatch._operands(x, out, fmt.block)
-    mode = 0 if rounding == "nearest" else 5
-    tag = f"{el.name}_{el.exp}_{el.man}_{el.bias}_{el.special}_{int(el.subnormals)}_{rounding}".replace("-", "_")
-    element = dict(mode=mode, man=el.man, emin=el.emin, maxval=float(el.max), minnorm=float(el.min_normal),
-                   subnormals=bool(el.subnormals), fnuz=el.special == "fnuz")
-    rand = ([dispatch._on(dispatch._RANDK_T[rand_bits], flat.device), dispatch._on(draw_key(generator), flat.device)]
-            if mode == 5 else [])
+    tag, element = _element(fmt, rounding)
+    rand = _rand(rounding, rand_bits, generator, flat.device)
     if flat.numel() < FUSED_MAX:
         k = compiling.with_constants(fused, f"{tag}_emax{el.emax}".replace("-", "m"), "MX", emax=el.emax, **element)
         k(target, flat, *rand)

@@ -49,6 +49,15 @@ def resolve_accumulator(name: Any) -> Any:
     return get_format(name)
 
 
+def _transposed_axis(x: torch.Tensor, axis: int) -> int | None:
+    """For x a transpose of the last two dims of a contiguous tensor and ``axis`` one of those two dims: the same
+    axis in that tensor (-1 <-> -2); else None."""
+    if x.dim() < 2 or x.is_contiguous() or not x.transpose(-1, -2).is_contiguous():
+        return None
+    a = axis % x.dim() - x.dim()
+    return {-1: -2, -2: -1}.get(a)
+
+
 def _square(block) -> bool:
     return block is not None and len(block) == 2 and block[0] == block[1]
 
@@ -130,7 +139,18 @@ class OpContext:
                 x2, ax = x.reshape(shape[0], -1), -1
             else:
                 x2, ax = x, block_axis
-            if fmt.info.block is not None and len(fmt.info.block) == 1 and x2.dim() >= 2:
+            in_place = getattr(fmt, "rounds_in_place", None)
+            tax = _transposed_axis(x2, ax)
+            if in_place is not None and in_place(x2, ax, quantizer.rounding):
+                # blocks rounded where they lie, along any axis (MX: ``mx_compiled.quantize_along``)
+                q = quantizer.round(x2, fmt=self._block_fmt(role, fmt, ax)).reshape(shape)
+            elif tax is not None and in_place is not None and in_place(x2.transpose(-1, -2), tax, quantizer.rounding):
+                # a transposed contiguous tensor (Wᵀ) blocked along one of its last two axes: rounded on the
+                # contiguous tensor along the same axis, which moved last is the same layout (same blocks, same
+                # random bits); its transpose is the result, a view
+                q = quantizer.round(x2.transpose(-1, -2), fmt=self._block_fmt(role, fmt, tax))
+                q = q.transpose(-1, -2).reshape(shape)
+            elif fmt.info.block is not None and len(fmt.info.block) == 1 and x2.dim() >= 2:
                 # 1-D blocks: rounded along the last axis of a contiguous copy with the block axis last (the layout
                 # the format builds itself, so the same blocks and random bits); the result in x's order is a view
                 # for a matrix (the GEMM takes it strided), a copy beyond (flattened to rows for the weight

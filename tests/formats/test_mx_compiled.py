@@ -90,11 +90,34 @@ def test_no_recompiles_across_shapes_and_ranks(monkeypatch):
     assert compiling.graphs_compiled() == graphs
 
 
+@pytest.mark.parametrize("fmt", ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp4_e2m1", NO_SUB_FNUZ],
+                         ids=["e4m3", "e5m2", "e2m1", "nosub-fnuz"])
+@pytest.mark.parametrize("layout", ["2d", "3d"])
+def test_adversarial_blocks_along_another_axis_rounded_in_place(fmt, layout, monkeypatch):
+    """``quantize_along``: the adversarial blocks laid down a column (axis 0 of a matrix; the middle axis of a 3-D
+    tensor), rounded where they lie: the eager reference's bits (which groups along the axis in float64), random
+    bits included, and no transposed copy made."""
+    import dataclasses
+
+    base = lowp.get_format(fmt) if isinstance(fmt, str) else fmt
+    x = adversarial().t().contiguous()  # (128, 64): column c holds row c's blocks
+    x, axis = (x, 0) if layout == "2d" else (x.reshape(4, 32, 64), 1)
+    fmt = dataclasses.replace(base, axis=axis)
+    calls = []
+    monkeypatch.setattr(mx_compiled, "quantize_along",
+                        lambda *a, _f=mx_compiled.quantize_along, **k: calls.append(1) or _f(*a, **k))
+    check(monkeypatch, x, fmt, "nearest")
+    for k in (32, 24, 8, 1):
+        check(monkeypatch, x, fmt, "stochastic", rand_bits=k)
+    assert len(calls) == 5
+
+
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 @pytest.mark.parametrize("shape,axis", [((96, 80), 0), ((70, 96), 0), ((4, 64, 40), 1)])
 def test_blocks_along_another_axis_compiled_equal_the_eager_reference(shape, axis, rounding):
-    """The compiled path moves the axis last (a compiled transposition, formats/layout.py) and back; the eager
-    reference groups along the axis itself (group_view, float64): the same bits, random bits included."""
+    """The compiled path rounds the blocks where they lie (``quantize_along``; a length that is not a multiple of
+    the block: the axis moved last by a compiled transposition, padded, and back); the eager reference groups along
+    the axis itself (group_view, float64): the same bits, random bits included."""
     import dataclasses
 
     fmt = dataclasses.replace(lowp.get_format("mxfp8_e4m3"), axis=axis)

@@ -1,14 +1,14 @@
 """The emulated ops round a block-format operand along its GEMM's reduction axis on a layout of their own
-(ops/context.py, formats/layout.py): 1-D blocks on a contiguous copy with the axis last (a compiled transposition),
-square tiles of a transposed tensor on the contiguous tensor itself. Oracle: ``lowp.quantize`` with the format's
-``axis`` set, on the tensor as given — the same bits, random bits included, with compilation on."""
+(ops/context.py, formats/layout.py): MX blocks where they lie (``mx_compiled.quantize_along``; Wᵀ on W), other 1-D
+blocks on a contiguous copy with the axis last (a compiled transposition), square tiles of a transposed tensor on the
+contiguous tensor itself. Oracle: ``lowp.quantize`` with the format's ``axis`` set, on the tensor as given — the same bits, random bits included, with compilation on."""
 import dataclasses
 
 import pytest
 import torch
 
 import lowp
-from lowp.formats import compiling, layout
+from lowp.formats import compiling, layout, mx_compiled
 from lowp.ops import OpContext
 
 
@@ -26,18 +26,24 @@ def spiky(*shape, seed=0):
 @pytest.mark.parametrize("name,rounding", [("mxfp8_e4m3", "nearest"), ("mxfp4_e2m1", "stochastic"),
                                            ("nvfp4", "stochastic"), ("fp8-1x128", "nearest")])
 @pytest.mark.parametrize("shape,axis", [((256, 96), 0), ((4, 64, 96), -2), ((96, 256), -1)])
-def test_1d_blocks_along_any_axis_equal_the_format_quantizer(name, rounding, shape, axis):
+def test_1d_blocks_along_any_axis_equal_the_format_quantizer(name, rounding, shape, axis, monkeypatch):
     x = spiky(*shape)
     src = x.t() if axis == -1 else x  # a transposed view along its last axis (Wᵀ of a linear layer)
     ctx = OpContext(lowp.Recipe(name="r", input=lowp.TensorSpec(name, rounding=rounding)))
+    along = []
+    monkeypatch.setattr(mx_compiled, "quantize_along",
+                        lambda *a, _f=mx_compiled.quantize_along, **k: along.append(a[2]) or _f(*a, **k))
     with compiling.compiled_at_any_size():
         torch.manual_seed(5)
         got = ctx.quantize("input", src, axis, axis)
+        got_along = list(along)
         torch.manual_seed(5)
         want = lowp.quantize(src, oriented(name, axis), rounding)
     assert got.shape == src.shape
     assert torch.equal(got.contiguous().view(torch.int32), want.contiguous().view(torch.int32))
-    if len(shape) == 2 and axis == 0 and x.numel() >= 2:
+    if name.startswith("mx"):  # MX: rounded where the blocks lie (Wᵀ: on W), no copy in or out
+        assert got_along == [-2 if axis == -1 else axis]
+    elif len(shape) == 2 and axis == 0:
         assert compiling.cached(layout._transposed) is not None  # the compiled transposition made the copy
 
 
