@@ -96,6 +96,19 @@ class NVFP4Format(Format):
         q = E2M1.quantize(torch.clamp(v, -6.0, 6.0), rounding, rand_bits=rand_bits, generator=generator)
         return q, d_b, s_dec, g, inv, finite
 
+    def rounds_in_place(self, x: torch.Tensor, axis: int, rounding: str) -> bool:
+        """Whether 1x16 blocks along ``axis`` of x are rounded in x's own layout, without a transposed or padded
+        copy in or out, when the compiled kernels serve it: the last axis of a contiguous x, or another one
+        (``nvfp4_compiled.fused_along``). Tiles: False (the emulated ops handle their transposes)."""
+        from . import nvfp4_compiled
+
+        if isinstance(self.block, tuple) or x.dim() < 1:
+            return False
+        if axis % x.dim() == x.dim() - 1:
+            return (x.is_contiguous() and x.dtype == torch.float32 and x.shape[-1] % self.block == 0
+                    and rounding in ("nearest", "stochastic"))
+        return nvfp4_compiled.along_layout_ok(x, self, axis, rounding)
+
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
         from . import nvfp4_compiled
 

@@ -43,13 +43,13 @@ FLT_MAX = torch.finfo(torch.float32).max
 
 # ---- kernels (plain torch functions, compiled lazily by ``_compiled``) ------------------------------------------
 
-def _e2m1(v, mode, e2m1_params, rand_k, key):
-    """E2M1 rounding of the clamped v (|v| <= 6 or NaN) in rounding mode ``mode`` (a MODE_CODE)."""
+def _e2m1(v, mode, e2m1_params, rand_k, key, idx=None):
+    """E2M1 rounding of the clamped v (|v| <= 6 or NaN) in rounding mode ``mode`` (a MODE_CODE); ``idx``: the
+    elements' random-bit indices (default: the tile-view order for a 4-D v, else the flat index)."""
     if mode == 0:
         return grid_kernels.rn(v, 1, 0)
     if mode == 5:
-        idx = None
-        if v.dim() == 4:  # 16x16 tiles seen in x's layout (nr, 16, nc, 16): the random bits of the tile-view order
+        if idx is None and v.dim() == 4:  # 16x16 tiles seen in x's layout (nr, 16, nc, 16): the tile-view order
             nr, r, nc, c = v.shape
             idx = torch.arange(v.numel(), dtype=torch.int32, device=v.device).view(nr, nc, r, c).permute(0, 2, 1, 3)
         return grid_kernels.sr(v, 1, 0, rand_k, key, idx)
@@ -89,19 +89,19 @@ def torchao_scales(a_b, big_a, c2688, c6):
     return s_dec * d_b, d_b, s_dec
 
 
-def te_into(out, g, e_b, d_b, s_dec, e2m1_params, *, mode: int = 0, rand_k=None, key=None):
+def te_into(out, g, e_b, d_b, s_dec, e2m1_params, *, mode: int = 0, rand_k=None, key=None, idx=None):
     """TE order (``nvfp4.py``): out = fl32((e2m1(clamp(g·e_b, ±6))·d_b)·s_dec), non-finite g passed through."""
-    q = _e2m1(torch.clamp(g * e_b, -6.0, 6.0), mode, e2m1_params, rand_k, key)
+    q = _e2m1(torch.clamp(g * e_b, -6.0, 6.0), mode, e2m1_params, rand_k, key, idx)
     y = (q * d_b) * s_dec
     out.copy_(torch.where(torch.isfinite(g), y, g))
 
 
-def torchao_into(out, g, m_b, d_b, s_dec, e2m1_params, *, mode: int = 0, rand_k=None, key=None):
+def torchao_into(out, g, m_b, d_b, s_dec, e2m1_params, *, mode: int = 0, rand_k=None, key=None, idx=None):
     """torchao order (``nvfp4.py``), m_b = fl32(s_dec·d_b); a tensor whose s_dec is 0 gives ±0, a zero element
     stays 0."""
     v = g / m_b
     v = torch.where(g == 0, g, v)
-    q = _e2m1(torch.clamp(v, -6.0, 6.0), mode, e2m1_params, rand_k, key)
+    q = _e2m1(torch.clamp(v, -6.0, 6.0), mode, e2m1_params, rand_k, key, idx)
     y = (q * d_b) * s_dec
     y = torch.where(s_dec == 0, g * 0.0, y)
     out.copy_(torch.where(torch.isfinite(g), y, g))
@@ -121,6 +121,30 @@ def fused(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, *, order: str =
         into = te_into
     mat = compiling.materialised
     into(out, g, mat(m_b), mat(d_b), mat(s_dec), e2m1_params, mode=mode, rand_k=rand_k, key=key)
+
+
+def fused_along(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, idx=None, *, order: str = "te",
+                mode: int = 0):
+    """The amaxes, the scales and the rounding in one graph, for 1x16 blocks along dim 2 of g = x.view(outer,
+    n / 16, 16, inner), x contiguous: the blocks of ``x.movedim(axis, -1)`` rounded where they lie, out in x's
+    layout (a block amax is a max over rows, vectorised along ``inner``; no transposed copy in or out). Amaxes over
+    finite elements (the reference's, as in ``fused``); random bits at each element's flat index in the moved
+    layout (outer, inner, n), as the reference's ``group_view`` rows (``idx``: ``mx_compiled.along_index``)."""
+    a_b, big_a = tile_amax_finite_along(g)
+    if order == "torchao":
+        m_b, d_b, s_dec = torchao_scales(a_b, big_a, c2688, c6)
+        into = torchao_into
+    else:
+        m_b, d_b, s_dec = te_scales(a_b, big_a, c2688)
+        into = te_into
+    mat = compiling.materialised
+    into(out, g, mat(m_b), mat(d_b), mat(s_dec), e2m1_params, mode=mode, rand_k=rand_k, key=key, idx=idx)
+
+
+def tile_amax_finite_along(g):
+    """(a_b, A) over finite elements for blocks along dim 2 of a 4-D g: a_b shaped (outer, nb, 1, inner)."""
+    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=2, keepdim=True)
+    return a_b, a_b.amax()
 
 
 _FNS = {"amax": block_amax, "amax_finite": block_amax_finite, "tile_amax": tile_amax,
@@ -200,6 +224,8 @@ def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out
         return quantize(x.float(), fmt, rounding, rand_bits, generator, None).to(x.dtype)
     if _tiles_in_place(x, fmt):
         return _quantize_tiles(x, fmt, rounding, rand_bits, generator, out)
+    if along_layout_ok(x, fmt, fmt.axis, rounding):
+        return _quantize_along(x, fmt, rounding, rand_bits, generator, out)
     g, rl, inv = _layout(x, fmt)
     direct = inv is None
     flat, target, direct = dispatch._operands(g, out if direct else None, rl)
@@ -214,6 +240,30 @@ def _tiles_in_place(x, fmt) -> bool:
     (a (nr, 16, nc, 16) view, leading dims folded into the rows) rather than a tile-view copy."""
     return (fmt.block == (16, 16) and x.dim() >= 2 and x.shape[-1] % 16 == 0 and x.shape[-2] % 16 == 0
             and x.is_contiguous())
+
+
+def along_layout_ok(x: torch.Tensor, fmt, axis: int, rounding: str) -> bool:
+    """1x16 blocks along ``axis`` of a contiguous float32 x, not its last, of a length that is a multiple of 16,
+    rounded to nearest or stochastically: ``fused_along`` rounds them where they lie."""
+    return (isinstance(fmt.block, int) and x.dim() >= 2 and x.numel() > 0 and axis % x.dim() != x.dim() - 1
+            and x.shape[axis] % fmt.block == 0 and x.is_contiguous() and x.dtype == torch.float32
+            and rounding in ("nearest", "stochastic"))
+
+
+def _quantize_along(x, fmt, rounding, rand_bits, generator, out):
+    from .mx_compiled import along_index, along_view
+
+    g4 = along_view(x, fmt.axis, fmt.block)
+    direct = out is not None and out.is_contiguous()
+    target = along_view(out if direct else torch.empty_like(x), fmt.axis, fmt.block)
+    dev = g4.device
+    k = compiling.with_constants(fused_along, f"{fmt.order}_{rounding}", "NVFP4", order=fmt.order,
+                                 mode=MODE_CODE[rounding])
+    rand = _random(rounding, rand_bits, generator, dev)
+    if rand:
+        rand["idx"] = along_index(g4)
+    k(target, g4, _const(2688.0, dev), _const(6.0, dev), _e2m1_params(dev), **rand)
+    return _finish(x, out, target.view(x.shape), direct, None)
 
 
 def _view4(t: torch.Tensor, cols: int) -> torch.Tensor:

@@ -121,6 +121,25 @@ def test_other_axis_and_noncontiguous(axis, monkeypatch):
     check(monkeypatch, x.t(), NVFP4Format("te", (16, 16)), "nearest")
 
 
+@pytest.mark.parametrize("order", ["te", "torchao"])
+@pytest.mark.parametrize("layout", ["2d", "3d"])
+def test_adversarial_blocks_along_another_axis_rounded_in_place(order, layout, monkeypatch):
+    """1x16 blocks down the columns of a contiguous tensor (axis 0; a 3-D middle axis) are rounded where they lie
+    (``fused_along``: no transposed copy in or out): the eager reference's bits, random bits included; a directed
+    rounding keeps the general path."""
+    x = adversarial(48, 80).t().contiguous()  # (80, 48): column c holds row c's blocks
+    x, axis = (x, 0) if layout == "2d" else (x.reshape(5, 16, 48), 1)
+    calls = []
+    monkeypatch.setattr(nvfp4_compiled, "_quantize_along",
+                        lambda *a, _f=nvfp4_compiled._quantize_along, **k: calls.append(1) or _f(*a, **k))
+    fmt = NVFP4Format(order, 16, axis=axis)
+    for mode, kw in ROUNDINGS:
+        check(monkeypatch, x, fmt, mode, **kw)
+    assert len(calls) == 3  # nearest and the two stochastic ones
+    out = torch.empty_like(x)
+    assert check(monkeypatch, x, fmt, "stochastic", out=out) is out and len(calls) == 4
+
+
 def test_out_and_half_inputs(monkeypatch):
     x = adversarial(32, 64, seed=4)
     check(monkeypatch, x, "nvfp4", out=torch.empty_like(x))
