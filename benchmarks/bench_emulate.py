@@ -117,7 +117,6 @@ def main() -> None:
     for task, (model, x, y) in tasks.items():
         if not task.startswith(wanted):
             continue
-        base_step = stepper(copy.deepcopy(model), x, y)
         names = args.recipes.split(",")
         if task.startswith("lm"):
             names += [f"{n}+noattn" for n in names if lowp.get_recipe(n).attention is not None]
@@ -126,6 +125,10 @@ def main() -> None:
                 recipe = (lowp.get_recipe(name[:-len("+noattn")]).replace(attention=None)
                           if name.endswith("+noattn") else lowp.get_recipe(name))
                 step = stepper(lowp.emulate(copy.deepcopy(model), recipe), x, y)
+                # the FP32 baseline from the same initial weights, trained as many steps as the emulated copy: a
+                # baseline trained on across recipes drifted (float32 subnormals appear as the CNN fits random
+                # labels, and its step slowed from 55 to 60-79 ms)
+                base_step = stepper(copy.deepcopy(model), x, y)
             except Exception as e:  # noqa: BLE001 - report and go on (e.g. a dependency not written yet)
                 print(f"{task}: {name:<18} unavailable: {type(e).__name__}: {e}")
                 unavailable.append({"task": task, "recipe": name, "error": f"{type(e).__name__}: {e}"})

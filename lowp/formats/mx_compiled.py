@@ -1,10 +1,11 @@
 """Compiled MX kernels for float elements with the OCP ``floor`` scale, round to nearest or stochastic: the bits of
 ``block.MXFormat`` (the eager reference) in two passes over the tensor, for rows of one block each (``dispatch.py``
-lays the tensor out as the reference's ``group_view``):
+lays the tensor out as the reference's ``group_view``), or, for blocks along another axis of a contiguous tensor,
+where they lie (``quantize_along``: x viewed as (outer, n/block, block, inner), no transposed copy):
 
   ``amax``   a_b = max |g| per block and its max A (NaN/Inf included: a plain vectorized reduction; only when A
              is not finite, ``amax_finite`` takes the reference's amax over finite elements)       one read
-  ``scales`` E = clamp(floor(log2 a_b) - emax, -127, 127) (-127 for a zero block) as 2^-E and 2^E per row
+  ``scales`` E = clamp(floor(log2 a_b) - emax, -127, 127) (-127 for a zero block) as 2^-E and 2^E per block
   ``round``  v = g·2^-E in float32;
              r = Q(v) on the element grid (``grid_kernels``, the element's constants baked in), saturated at ±max
              (flushed below the smallest normal for formats without subnormals, -0 -> +0 for fnuz);
