@@ -24,6 +24,7 @@ of emulated training; at 2^24 elements the separate passes are faster).
 from __future__ import annotations
 
 import collections
+import threading
 
 import torch
 
@@ -95,6 +96,7 @@ def fused_along(out, g, rand_k=None, key=None, idx=None, *, emax: int = 8, **ele
 
 
 _IDX: "collections.OrderedDict[tuple, torch.Tensor]" = collections.OrderedDict()
+_IDX_LOCK = threading.Lock()
 IDX_CACHE_BYTES = 64 << 20  # the index tensors kept (least recently used dropped first)
 
 
@@ -105,18 +107,20 @@ def along_index(g: torch.Tensor) -> torch.Tensor:
     inductor writes that loop in scalar code (measured 3.5x slower at 2^19 elements)."""
     outer, nb, block, inner = g.shape
     key = (outer, nb, block, inner, g.device)
-    idx = _IDX.get(key)
-    if idx is None:
-        n = nb * block
-        idx = (torch.arange(g.numel(), dtype=I32, device=g.device).view(outer, inner, n).transpose(1, 2)
-               .contiguous().view(outer, nb, block, inner))
-        torch._dynamo.mark_static(idx, 2)
-        if idx.numel() * 4 <= IDX_CACHE_BYTES:
+    with _IDX_LOCK:
+        idx = _IDX.get(key)
+        if idx is not None:
+            _IDX.move_to_end(key)
+            return idx
+    n = nb * block
+    idx = (torch.arange(g.numel(), dtype=I32, device=g.device).view(outer, inner, n).transpose(1, 2)
+           .contiguous().view(outer, nb, block, inner))
+    torch._dynamo.mark_static(idx, 2)
+    if idx.numel() * 4 <= IDX_CACHE_BYTES:
+        with _IDX_LOCK:
             _IDX[key] = idx
             while sum(t.numel() * 4 for t in _IDX.values()) > IDX_CACHE_BYTES:
                 _IDX.popitem(last=False)
-    else:
-        _IDX.move_to_end(key)
     return idx
 
 

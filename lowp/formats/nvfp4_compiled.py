@@ -130,7 +130,7 @@ def fused_along(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, idx=None,
     layout (a block amax is a max over rows, vectorised along ``inner``; no transposed copy in or out). Amaxes over
     finite elements (the reference's, as in ``fused``); random bits at each element's flat index in the moved
     layout (outer, inner, n), as the reference's ``group_view`` rows (``idx``: ``mx_compiled.along_index``)."""
-    a_b, big_a = tile_amax_finite_along(g)
+    a_b, big_a = block_amax_finite_along(g)
     if order == "torchao":
         m_b, d_b, s_dec = torchao_scales(a_b, big_a, c2688, c6)
         into = torchao_into
@@ -141,7 +141,7 @@ def fused_along(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, idx=None,
     into(out, g, mat(m_b), mat(d_b), mat(s_dec), e2m1_params, mode=mode, rand_k=rand_k, key=key, idx=idx)
 
 
-def tile_amax_finite_along(g):
+def block_amax_finite_along(g):
     """(a_b, A) over finite elements for blocks along dim 2 of a 4-D g: a_b shaped (outer, nb, 1, inner)."""
     a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=2, keepdim=True)
     return a_b, a_b.amax()
