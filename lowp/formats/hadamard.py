@@ -9,8 +9,10 @@ power of 4 they are exact powers of two, otherwise 1/√n is rounded to float32 
 
 Signs: ``seed=None`` uses TE's fixed 16-entry wgrad sign vector (``get_wgrad_sign_vector`` in TE's NVFP4
 reference); an int ``seed`` draws the n signs from ``torch.Generator().manual_seed(seed)`` (reproducible);
-``signs`` gives them explicitly. The transform runs in float32 (torch.matmul of each block with H), as the
-references do. The axis length must be a multiple of n (TE refuses other lengths too), unless ``pad=True``: then the
+``signs`` gives them explicitly. The transform runs in float32 (float64 for float64 input), as the references do,
+but as a fast Walsh–Hadamard transform (``fwht``: log2(n) butterfly stages on the blocks where they lie, compiled
+at training sizes) rather than a GEMM of each block with H: the references' last bit follows their GEMM library's
+summation order; here each output is one fixed tree of adds, the same in every layout. The axis length must be a multiple of n (TE refuses other lengths too), unless ``pad=True``: then the
 axis is first zero-padded to the next multiple of n, so the result is longer. Rotating both operands of a GEMM
 that way leaves the product unchanged ((H·[a; 0])ᵀ(H·[g; 0]) = aᵀg: the padded rows add nothing), which is how
 lowp's ops treat a reduction that is not a multiple of the block (e.g. a last or dry-run batch of 2 samples).
@@ -23,7 +25,7 @@ import math
 
 import torch
 
-from . import layout
+from . import compiling
 
 TE_WGRAD_SIGNS = (1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1)
 
@@ -83,12 +85,56 @@ class RandomHadamard:
         if length % self.block:
             raise ValueError(f"RandomHadamard: the axis length {length} is not a multiple of the block {self.block}")
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        xt = layout.axis_last(x.to(work), axis)  # a compiled transposition where it can be (layout.py)
-        y = xt.reshape(-1, self.block) @ _matrix_on(self, work, x.device)
-        return layout.contiguous(y.reshape(xt.shape).movedim(-1, axis)).to(x.dtype)
+        xw = x.to(work).contiguous()  # a plain copy at most: the blocks are rotated where they lie
+        if xw.numel() == 0:
+            return xw.to(x.dtype)
+        g = _blocks(xw, axis, self.block)
+        out = torch.empty_like(xw)
+        s = _scaled_signs_on(self, work, x.device)
+        if compiling.worth_it(xw.numel()):
+            compiling.compiled(_fwht_into)(_blocks(out, axis, self.block), g, s)
+        else:
+            _fwht_into(out.view(g.shape), g, s)
+        return out.to(x.dtype)
+
+
+def _blocks(x: torch.Tensor, axis: int, n: int) -> torch.Tensor:
+    """Contiguous x viewed as (outer, L / n, n, inner) around ``axis`` (length L), the block dim static."""
+    outer = 1
+    for d in x.shape[:axis]:
+        outer *= d
+    inner = x.numel() // (outer * x.shape[axis])
+    v = x.view(outer, x.shape[axis] // n, n, inner)
+    torch._dynamo.mark_static(v, 2)
+    return v
+
+
+def fwht(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """(g ⊙ s)·H_n along dim 2 of g = (outer, nb, n, inner), s the signs times 1/√n as an (n, 1) column: the
+    Sylvester-ordered fast Walsh–Hadamard transform, log2(n) butterfly stages (a, b) -> (a + b, a - b) on the pairs
+    (i, i + h), h = 1, 2, 4, ..., written per block row so that a compiled graph is one pass (n loads, the butterfly
+    in registers, n stores; built stage by stage through whole-tensor intermediates it took 12x as long). Each
+    output is one fixed tree of float adds, so the bits do not depend on the layout or on a GEMM library's
+    summation order (for n = 4^k the scaled signs ±2^-k make every product exact)."""
+    n = g.shape[2]
+    v = [g[:, :, j, :] * s[j] for j in range(n)]
+    h = 1
+    while h < n:
+        w = list(v)
+        for base in range(0, n, 2 * h):
+            for i in range(base, base + h):
+                w[i], w[i + h] = v[i] + v[i + h], v[i] - v[i + h]
+        v, h = w, 2 * h
+    return torch.stack(v, dim=2)
+
+
+def _fwht_into(out: torch.Tensor, g: torch.Tensor, s: torch.Tensor) -> None:
+    out.copy_(fwht(g, s))
 
 
 @functools.lru_cache(maxsize=64)
-def _matrix_on(rht: RandomHadamard, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``rht.matrix(dtype)`` on ``device``, built once (apply's hot path; read only: never handed to a caller)."""
-    return rht.matrix(dtype).to(device)
+def _scaled_signs_on(rht: RandomHadamard, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The signs times 1/√n (H = diag(that)·H_n) as an (n, 1) column on ``device``, built once (apply's hot path;
+    read only: never handed to a caller)."""
+    n = rht.block
+    return (rht.sign_vector() * (1.0 / math.sqrt(n))).to(dtype).view(n, 1).to(device)

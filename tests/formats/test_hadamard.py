@@ -1,4 +1,6 @@
-"""Random Hadamard transform: orthogonal exactly, product-preserving along the reduction axis, seeded signs."""
+"""Random Hadamard transform: orthogonal exactly, product-preserving along the reduction axis, seeded signs; the
+butterfly's bits against a plain float32 loop."""
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +79,42 @@ def test_pad_zero_extends_the_axis_and_keeps_the_product():
     assert torch.equal(ar, rht.apply(padded, -2))
     torch.testing.assert_close(ar.transpose(-1, -2) @ gr, a.transpose(-1, -2) @ g, rtol=0, atol=1e-13)
     assert torch.equal(rht.apply(a[:, :16], -2, pad=True), rht.apply(a[:, :16], -2))  # a multiple: no padding
+
+
+def _butterfly_reference(x: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """The rows of x (float32, blocks of n along the last axis) rotated by a plain float32 loop: w = x·(s/√n), then
+    for h = 1, 2, 4, ...: (w[i], w[i + h]) <- (w[i] + w[i + h], w[i] - w[i + h]) for i in the low half of each pair."""
+    n = signs.size
+    scale = np.float32(1.0 / np.sqrt(n))
+    out = np.empty_like(x)
+    for r in range(x.shape[0]):
+        for b0 in range(0, x.shape[1], n):
+            w = [np.float32(x[r, b0 + j]) * np.float32(signs[j] * scale) for j in range(n)]
+            h = 1
+            while h < n:
+                for base in range(0, n, 2 * h):
+                    for i in range(base, base + h):
+                        w[i], w[i + h] = np.float32(w[i] + w[i + h]), np.float32(w[i] - w[i + h])
+                h *= 2
+            out[r, b0:b0 + n] = w
+    return out
+
+
+@pytest.mark.parametrize("block,seed", [(16, None), (16, 7), (4, 1), (32, 2)])
+def test_fwht_bits_match_a_float32_butterfly_in_every_layout(block, seed):
+    """apply is the butterfly of the module docstring, bit for bit: against a plain float32 loop, eager and
+    compiled, along the last axis, along axis 0 (the weight-gradient operands) and on a transposed view."""
+    from lowp.formats import compiling
+
+    rht = RandomHadamard(block, seed=seed)
+    g = torch.Generator().manual_seed(block)
+    x = torch.randn(6, 4 * block, generator=g) * torch.exp2(torch.randint(-30, 30, (6, 1), generator=g).float())
+    x[1, 3], x[2, :block] = float("nan"), 2.0**-149
+    want = torch.from_numpy(_butterfly_reference(x.numpy(), rht.sign_vector().numpy()))
+    got = []
+    with compiling.eager_only():
+        got.append(rht.apply(x, -1))
+    with compiling.compiled_at_any_size():
+        got += [rht.apply(x, -1), rht.apply(x.t().contiguous(), 0).t(), rht.apply(x.t(), 0).t()]
+    for y in got:
+        assert bool(((y.view(torch.int32) == want.view(torch.int32)) | (y.isnan() & want.isnan())).all())
