@@ -112,7 +112,11 @@ def fused(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, *, order: str =
     16)). The tile and tensor amaxes are taken over finite elements: in a tile without NaN/Inf that is its plain
     amax, so they are the reference's in every case (the separate kernels check A on the host to pick the cheaper
     pass)."""
-    a_b, big_a = tile_amax_finite(g)
+    _scale_and_round_in_graph(out, g, *tile_amax_finite(g), c2688, c6, e2m1_params, rand_k, key, None, order, mode)
+
+
+def _scale_and_round_in_graph(out, g, a_b, big_a, c2688, c6, e2m1_params, rand_k, key, idx, order, mode):
+    """The scales of ``order`` from the amaxes, materialised, then the rounding into out (inside one graph)."""
     if order == "torchao":
         m_b, d_b, s_dec = torchao_scales(a_b, big_a, c2688, c6)
         into = torchao_into
@@ -120,7 +124,7 @@ def fused(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, *, order: str =
         m_b, d_b, s_dec = te_scales(a_b, big_a, c2688)
         into = te_into
     mat = compiling.materialised
-    into(out, g, mat(m_b), mat(d_b), mat(s_dec), e2m1_params, mode=mode, rand_k=rand_k, key=key)
+    into(out, g, mat(m_b), mat(d_b), mat(s_dec), e2m1_params, mode=mode, rand_k=rand_k, key=key, idx=idx)
 
 
 def fused_along(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, idx=None, *, order: str = "te",
@@ -130,15 +134,8 @@ def fused_along(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, idx=None,
     layout (a block amax is a max over rows, vectorised along ``inner``; no transposed copy in or out). Amaxes over
     finite elements (the reference's, as in ``fused``); random bits at each element's flat index in the moved
     layout (outer, inner, n), as the reference's ``group_view`` rows (``idx``: ``mx_compiled.along_index``)."""
-    a_b, big_a = block_amax_finite_along(g)
-    if order == "torchao":
-        m_b, d_b, s_dec = torchao_scales(a_b, big_a, c2688, c6)
-        into = torchao_into
-    else:
-        m_b, d_b, s_dec = te_scales(a_b, big_a, c2688)
-        into = te_into
-    mat = compiling.materialised
-    into(out, g, mat(m_b), mat(d_b), mat(s_dec), e2m1_params, mode=mode, rand_k=rand_k, key=key, idx=idx)
+    _scale_and_round_in_graph(out, g, *block_amax_finite_along(g), c2688, c6, e2m1_params, rand_k, key, idx, order,
+                              mode)
 
 
 def block_amax_finite_along(g):
