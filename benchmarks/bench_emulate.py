@@ -125,9 +125,8 @@ def main() -> None:
                 recipe = (lowp.get_recipe(name[:-len("+noattn")]).replace(attention=None)
                           if name.endswith("+noattn") else lowp.get_recipe(name))
                 step = stepper(lowp.emulate(copy.deepcopy(model), recipe), x, y)
-                # the FP32 baseline from the same initial weights, trained as many steps as the emulated copy: a
-                # baseline trained on across recipes drifted (float32 subnormals appear as the CNN fits random
-                # labels, and its step slowed from 55 to 60-79 ms)
+                # the FP32 baseline from the same initial weights, trained as many steps as the emulated copy: one
+                # baseline trained on across all recipes drifted (its CNN step went from 55 to 60-79 ms in a run)
                 base_step = stepper(copy.deepcopy(model), x, y)
             except Exception as e:  # noqa: BLE001 - report and go on (e.g. a dependency not written yet)
                 print(f"{task}: {name:<18} unavailable: {type(e).__name__}: {e}")

@@ -1,14 +1,15 @@
 """The emulated ops round a block-format operand along its GEMM's reduction axis on a layout of their own
-(ops/context.py, formats/layout.py): MX blocks where they lie (``mx_compiled.quantize_along``; Wᵀ on W), other 1-D
-blocks on a contiguous copy with the axis last (a compiled transposition), square tiles of a transposed tensor on the
-contiguous tensor itself. Oracle: ``lowp.quantize`` with the format's ``axis`` set, on the tensor as given — the same bits, random bits included, with compilation on."""
+(ops/context.py, formats/layout.py): MX and NVFP4 1x16 blocks where they lie (``mx_compiled.quantize_along``,
+``nvfp4_compiled.fused_along``; Wᵀ on W), other 1-D blocks on a contiguous copy with the axis last (a compiled
+transposition), square tiles of a transposed tensor on the contiguous tensor itself. Oracle: ``lowp.quantize`` with
+the format's ``axis`` set, on the tensor as given — the same bits, random bits included, with compilation on."""
 import dataclasses
 
 import pytest
 import torch
 
 import lowp
-from lowp.formats import compiling, layout, mx_compiled
+from lowp.formats import compiling, layout, mx_compiled, nvfp4_compiled
 from lowp.ops import OpContext
 
 
@@ -33,6 +34,8 @@ def test_1d_blocks_along_any_axis_equal_the_format_quantizer(name, rounding, sha
     along = []
     monkeypatch.setattr(mx_compiled, "quantize_along",
                         lambda *a, _f=mx_compiled.quantize_along, **k: along.append(a[2]) or _f(*a, **k))
+    monkeypatch.setattr(nvfp4_compiled, "_quantize_along",
+                        lambda *a, _f=nvfp4_compiled._quantize_along, **k: along.append(a[1].axis) or _f(*a, **k))
     with compiling.compiled_at_any_size():
         torch.manual_seed(5)
         got = ctx.quantize("input", src, axis, axis)
@@ -41,7 +44,7 @@ def test_1d_blocks_along_any_axis_equal_the_format_quantizer(name, rounding, sha
         want = lowp.quantize(src, oriented(name, axis), rounding)
     assert got.shape == src.shape
     assert torch.equal(got.contiguous().view(torch.int32), want.contiguous().view(torch.int32))
-    if name.startswith("mx"):  # MX: rounded where the blocks lie (Wᵀ: on W), no copy in or out
+    if name.startswith(("mx", "nvfp4")):  # rounded where the blocks lie (Wᵀ: on W), no copy in or out
         assert got_along == [-2 if axis == -1 else axis]
     elif len(shape) == 2 and axis == 0:
         assert compiling.cached(layout._transposed) is not None  # the compiled transposition made the copy
