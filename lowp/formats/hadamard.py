@@ -15,7 +15,8 @@ at training sizes) rather than a GEMM of each block with H: the references' last
 summation order; here each output is one fixed tree of adds, the same in every layout. The axis length must be a
 multiple of n (TE refuses other lengths too), unless ``pad=True``: then the axis is first zero-padded to the next
 multiple of n, so the result is longer. Rotating both operands of a GEMM that way leaves the product unchanged
-((H·[a; 0])ᵀ(H·[g; 0]) = aᵀg: the padded rows add nothing), which is how lowp's ops treat a reduction that is not a multiple of the block (e.g. a last or dry-run batch of 2 samples).
+((H·[a; 0])ᵀ(H·[g; 0]) = aᵀg: the padded rows add nothing), which is how lowp's ops treat a reduction that is not
+a multiple of the block (e.g. a last or dry-run batch of 2 samples).
 """
 from __future__ import annotations
 
