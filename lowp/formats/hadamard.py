@@ -114,7 +114,7 @@ def fwht(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """(g ⊙ s)·H_n along dim 2 of g = (outer, nb, n, inner), s the signs times 1/√n as an (n, 1) column: the
     Sylvester-ordered fast Walsh–Hadamard transform, log2(n) butterfly stages (a, b) -> (a + b, a - b) on the pairs
     (i, i + h), h = 1, 2, 4, ..., written per block row so that a compiled graph is one pass (n loads, the butterfly
-    in registers, n stores; built stage by stage through whole-tensor intermediates it took 12x as long). Each
+    in registers, n stores; built stage by stage through whole-tensor intermediates it took 2.2x as long). Each
     output is one fixed tree of float adds, so the bits do not depend on the layout or on a GEMM library's
     summation order (for n = 4^k the scaled signs ±2^-k make every product exact)."""
     n = g.shape[2]
