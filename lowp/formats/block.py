@@ -93,10 +93,7 @@ class MXFormat(Format):
         another one (``mx_compiled.quantize_along``)."""
         from . import mx_compiled
 
-        if x.dim() >= 1 and axis % x.dim() == x.dim() - 1:
-            return (x.is_contiguous() and x.dtype == torch.float32 and x.shape[-1] % self.block == 0
-                    and mx_compiled.supported(self, rounding))
-        return mx_compiled.along_layout_ok(x, self, axis, rounding)
+        return layout.in_place_ok(x, axis, self.block) and mx_compiled.supported(self, rounding)
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
         from . import dispatch, mx_compiled

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from . import compiling
+from . import compiling, layout
 
 TE_WGRAD_SIGNS = (1, 1, 1, -1, 1, -1, -1, -1, -1, -1, -1, 1, -1, 1, -1, -1)
 
@@ -89,25 +89,14 @@ class RandomHadamard:
         xw = x.to(work).contiguous()  # a plain copy at most: the blocks are rotated where they lie
         if xw.numel() == 0:
             return xw.to(x.dtype)
-        g = _blocks(xw, axis, self.block)
+        g = layout.blocks(xw, axis, self.block)
         out = torch.empty_like(xw)
         s = _scaled_signs_on(self, work, x.device)
         if compiling.compile_enabled():  # at any size: eager, the butterfly is 3·log2(n) + 1 ops (150 µs at 2560)
-            compiling.compiled(_fwht_into)(_blocks(out, axis, self.block), g, s)
+            compiling.compiled(_fwht_into)(layout.blocks(out, axis, self.block), g, s)
         else:
             out.view(g.shape).copy_(fwht_stages(g, s))
         return out.to(x.dtype)
-
-
-def _blocks(x: torch.Tensor, axis: int, n: int) -> torch.Tensor:
-    """Contiguous x viewed as (outer, L / n, n, inner) around ``axis`` (length L), the block dim static."""
-    outer = 1
-    for d in x.shape[:axis]:
-        outer *= d
-    inner = x.numel() // (outer * x.shape[axis])
-    v = x.view(outer, x.shape[axis] // n, n, inner)
-    torch._dynamo.mark_static(v, 2)
-    return v
 
 
 def fwht(g: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Compiled MX kernels for float elements with the OCP ``floor`` scale, round to nearest or stochastic: the bits of
 ``block.MXFormat`` (the eager reference) in two passes over the tensor, for rows of one block each (``dispatch.py``
 lays the tensor out as the reference's ``group_view``), or, for blocks along another axis of a contiguous tensor,
-where they lie (``quantize_along``: x viewed as (outer, n/block, block, inner), no transposed copy):
+where they lie (``quantize_along``: x viewed as ``layout.blocks``, no transposed copy):
 
   ``amax``   a_b = max |g| per block and its max A (NaN/Inf included: a plain vectorized reduction; only when A
              is not finite, ``amax_finite`` takes the reference's amax over finite elements)       one read
@@ -23,13 +23,10 @@ of emulated training; at 2^24 elements the separate passes are faster).
 """
 from __future__ import annotations
 
-import collections
-import threading
-
 import torch
 
 from ..rounding import draw_key
-from . import compiling, dispatch, grid_kernels
+from . import compiling, dispatch, grid_kernels, layout
 
 I32 = torch.int32
 FUSED_MAX = 1 << 20  # elements below which ``fused`` serves (measured at 2^17: 144 vs 432 µs; 2^24: 20.0 vs 17.5 ms)
@@ -88,53 +85,11 @@ def fused_along(out, g, rand_k=None, key=None, idx=None, *, emax: int = 8, **ele
     """``fused`` for blocks along dim 2 of g = x.view(outer, n / block, block, inner), x contiguous: the blocks of
     ``x.movedim(axis, -1)`` rounded where they lie, out in x's layout. The amax of a block is a max over rows
     (vectorised along ``inner``, no horizontal reduction), and no transposed copy is made in or out. Stochastic
-    rounding draws each element's bits at its flat index in the moved layout (``along_index``), as ``quantize``
+    rounding draws each element's bits at its flat index in the moved layout (``layout.moved_index``), as ``quantize``
     on that copy does: the same bits."""
     a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=2, keepdim=True)
     s_down, s_up = scales(a_b, emax=emax)
     round_into(out, g, compiling.materialised(s_down), compiling.materialised(s_up), rand_k, key, idx, **element)
-
-
-_IDX: "collections.OrderedDict[tuple, torch.Tensor]" = collections.OrderedDict()
-_IDX_LOCK = threading.Lock()
-IDX_CACHE_BYTES = 64 << 20  # the index tensors kept (least recently used dropped first)
-
-
-def along_index(g: torch.Tensor) -> torch.Tensor:
-    """int32 random-bit index of each element of g = x.view(outer, nb, block, inner) (``along_view``): its flat
-    index in ``x.movedim(axis, -1)``, of shape (outer, inner, nb·block), o·inner·n + c·n + m. A tensor passed to
-    the kernel, cached per shape: computed inside the graph, the index is not affine along the vectorised dim and
-    inductor writes that loop in scalar code (measured 3.5x slower at 2^19 elements)."""
-    outer, nb, block, inner = g.shape
-    key = (outer, nb, block, inner, g.device)
-    with _IDX_LOCK:
-        idx = _IDX.get(key)
-        if idx is not None:
-            _IDX.move_to_end(key)
-            return idx
-    n = nb * block
-    idx = (torch.arange(g.numel(), dtype=I32, device=g.device).view(outer, inner, n).transpose(1, 2)
-           .contiguous().view(outer, nb, block, inner))
-    torch._dynamo.mark_static(idx, 2)
-    if idx.numel() * 4 <= IDX_CACHE_BYTES:
-        with _IDX_LOCK:
-            _IDX[key] = idx
-            while sum(t.numel() * 4 for t in _IDX.values()) > IDX_CACHE_BYTES:
-                _IDX.popitem(last=False)
-    return idx
-
-
-def along_view(x: torch.Tensor, axis: int, block: int) -> torch.Tensor:
-    """Contiguous x viewed as (outer, n / block, block, inner) around ``axis`` (length n), detached, the block
-    dim static (one graph per block length)."""
-    ax = axis % x.dim()
-    outer = 1
-    for d in x.shape[:ax]:
-        outer *= d
-    inner = x.numel() // (outer * x.shape[ax])
-    v = x.detach().view(outer, x.shape[ax] // block, block, inner)
-    torch._dynamo.mark_static(v, 2)
-    return v
 
 
 def supported(fmt, rounding: str) -> bool:
@@ -161,10 +116,10 @@ def _rand(rounding: str, rand_bits: int, generator, device) -> list:
 
 
 def along_layout_ok(x: torch.Tensor, fmt, axis: int, rounding: str) -> bool:
-    """Whether x's layout suits ``quantize_along`` for blocks along ``axis``: contiguous float32, not its last axis,
-    a length that is a multiple of the block, and a format and rounding these kernels serve."""
-    return (x.dim() >= 2 and x.numel() > 0 and axis % x.dim() != x.dim() - 1 and x.shape[axis] % fmt.block == 0
-            and x.is_contiguous() and x.dtype == torch.float32 and supported(fmt, rounding))
+    """Whether x's layout suits ``quantize_along`` for blocks along ``axis``: not its last axis, ``layout.in_place_ok``,
+    and a format and rounding these kernels serve."""
+    return (x.dim() >= 2 and axis % x.dim() != x.dim() - 1 and layout.in_place_ok(x, axis, fmt.block)
+            and supported(fmt, rounding))
 
 
 def along_ok(x: torch.Tensor, fmt, axis: int, rounding: str) -> bool:
@@ -176,14 +131,14 @@ def quantize_along(x: torch.Tensor, fmt, axis: int, rounding: str, rand_bits: in
                    out: torch.Tensor | None = None) -> torch.Tensor:
     """MX quantization of x (``along_ok``) with blocks along ``axis``, in x's own layout (``fused_along``): the
     values and random bits of rounding ``x.movedim(axis, -1)`` along its last axis, moved back."""
-    g = along_view(x, axis, fmt.block)
+    g = layout.blocks(x.detach(), axis, fmt.block)
     direct = out is not None and out.is_contiguous()
-    target = along_view(out if direct else torch.empty_like(x), axis, fmt.block)
+    target = layout.blocks(out if direct else torch.empty_like(x), axis, fmt.block)
     tag, element = _element(fmt, rounding)
     k = compiling.with_constants(fused_along, f"{tag}_emax{fmt.element.emax}".replace("-", "m"), "MX",
                                  emax=fmt.element.emax, **element)
     rand = _rand(rounding, rand_bits, generator, x.device)
-    k(target, g, *rand, *([along_index(g)] if rand else []))
+    k(target, g, *rand, *([layout.moved_index(g)] if rand else []))
     dispatch.compiled_calls += 1
     return dispatch._result(x, out, target.view(x.shape), direct)
 

@@ -100,14 +100,10 @@ class NVFP4Format(Format):
         """Whether 1x16 blocks along ``axis`` of x are rounded in x's own layout, without a transposed or padded
         copy in or out, when the compiled kernels serve it: the last axis of a contiguous x, or another one
         (``nvfp4_compiled.fused_along``). Tiles: False (the emulated ops handle their transposes)."""
-        from . import nvfp4_compiled
+        from . import layout
 
-        if isinstance(self.block, tuple) or x.dim() < 1:
-            return False
-        if axis % x.dim() == x.dim() - 1:
-            return (x.is_contiguous() and x.dtype == torch.float32 and x.shape[-1] % self.block == 0
-                    and rounding in ("nearest", "stochastic"))
-        return nvfp4_compiled.along_layout_ok(x, self, axis, rounding)
+        return (isinstance(self.block, int) and layout.in_place_ok(x, axis, self.block)
+                and rounding in ("nearest", "stochastic"))
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
         from . import nvfp4_compiled

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 
 from ..rounding import draw_key
-from . import compiling, dispatch, grid_kernels, round_compiled
+from . import compiling, dispatch, grid_kernels, layout, round_compiled
 from .mx_compiled import block_amax, block_amax_finite  # (a_b, A) per row of 16, as for MX blocks
 from .round_reference import MODE_CODE
 
@@ -133,7 +133,7 @@ def fused_along(out, g, c2688, c6, e2m1_params, rand_k=None, key=None, idx=None,
     n / 16, 16, inner), x contiguous: the blocks of ``x.movedim(axis, -1)`` rounded where they lie, out in x's
     layout (a block amax is a max over rows, vectorised along ``inner``; no transposed copy in or out). Amaxes over
     finite elements (the reference's, as in ``fused``); random bits at each element's flat index in the moved
-    layout (outer, inner, n), as the reference's ``group_view`` rows (``idx``: ``mx_compiled.along_index``)."""
+    layout (outer, inner, n), as the reference's ``group_view`` rows (``idx``: ``layout.moved_index``)."""
     _scale_and_round_in_graph(out, g, *block_amax_finite_along(g), c2688, c6, e2m1_params, rand_k, key, idx, order,
                               mode)
 
@@ -240,25 +240,22 @@ def _tiles_in_place(x, fmt) -> bool:
 
 
 def along_layout_ok(x: torch.Tensor, fmt, axis: int, rounding: str) -> bool:
-    """1x16 blocks along ``axis`` of a contiguous float32 x, not its last, of a length that is a multiple of 16,
-    rounded to nearest or stochastically: ``fused_along`` rounds them where they lie."""
-    return (isinstance(fmt.block, int) and x.dim() >= 2 and x.numel() > 0 and axis % x.dim() != x.dim() - 1
-            and x.shape[axis] % fmt.block == 0 and x.is_contiguous() and x.dtype == torch.float32
-            and rounding in ("nearest", "stochastic"))
+    """1x16 blocks along ``axis`` of x, not its last, in a layout ``layout.in_place_ok`` accepts, rounded to nearest
+    or stochastically: ``fused_along`` rounds them where they lie."""
+    return (isinstance(fmt.block, int) and x.dim() >= 2 and axis % x.dim() != x.dim() - 1
+            and layout.in_place_ok(x, axis, fmt.block) and rounding in ("nearest", "stochastic"))
 
 
 def _quantize_along(x, fmt, rounding, rand_bits, generator, out):
-    from .mx_compiled import along_index, along_view
-
-    g4 = along_view(x, fmt.axis, fmt.block)
+    g4 = layout.blocks(x.detach(), fmt.axis, fmt.block)
     direct = out is not None and out.is_contiguous()
-    target = along_view(out if direct else torch.empty_like(x), fmt.axis, fmt.block)
+    target = layout.blocks(out if direct else torch.empty_like(x), fmt.axis, fmt.block)
     dev = g4.device
     k = compiling.with_constants(fused_along, f"{fmt.order}_{rounding}", "NVFP4", order=fmt.order,
                                  mode=MODE_CODE[rounding])
     rand = _random(rounding, rand_bits, generator, dev)
     if rand:
-        rand["idx"] = along_index(g4)
+        rand["idx"] = layout.moved_index(g4)
     k(target, g4, _const(2688.0, dev), _const(6.0, dev), _e2m1_params(dev), **rand)
     return _finish(x, out, target.view(x.shape), direct, None)
 

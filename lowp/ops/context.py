@@ -140,11 +140,11 @@ class OpContext:
             else:
                 x2, ax = x, block_axis
             in_place = getattr(fmt, "rounds_in_place", None)
-            tax = _transposed_axis(x2, ax)
             if in_place is not None and in_place(x2, ax, quantizer.rounding):
                 # blocks rounded where they lie, along any axis (MX: ``mx_compiled.quantize_along``)
                 q = quantizer.round(x2, fmt=self._block_fmt(role, fmt, ax)).reshape(shape)
-            elif tax is not None and in_place is not None and in_place(x2.transpose(-1, -2), tax, quantizer.rounding):
+            elif (in_place is not None and (tax := _transposed_axis(x2, ax)) is not None
+                  and in_place(x2.transpose(-1, -2), tax, quantizer.rounding)):
                 # a transposed contiguous tensor (Wᵀ) blocked along one of its last two axes: rounded on the
                 # contiguous tensor along the same axis, which moved last is the same layout (same blocks, same
                 # random bits); its transpose is the result, a view

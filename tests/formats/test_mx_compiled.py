@@ -133,19 +133,3 @@ def test_blocks_along_another_axis_compiled_equal_the_eager_reference(shape, axi
         want = fmt.quantize(x, rounding)
     assert got.is_contiguous()
     same_bits(got, want)
-
-
-def test_along_index_is_the_moved_layouts_flat_index_and_its_cache_is_bounded(monkeypatch):
-    """The random-bit index of an element of x.view(outer, nb, block, inner) is its flat index in
-    x.movedim(axis, -1); the cached index tensors stay within ``IDX_CACHE_BYTES`` (least recently used dropped)."""
-    x = torch.arange(3 * 64 * 5, dtype=torch.float32).view(3, 64, 5)
-    idx = mx_compiled.along_index(mx_compiled.along_view(x, 1, 32))
-    moved = torch.arange(x.numel(), dtype=torch.int32).view(3, 5, 64).movedim(-1, 1)  # x.movedim(1, -1)'s order
-    assert torch.equal(idx.view(3, 64, 5), moved)
-    monkeypatch.setattr(mx_compiled, "_IDX", type(mx_compiled._IDX)())
-    monkeypatch.setattr(mx_compiled, "IDX_CACHE_BYTES", 5 * 4096 * 4)  # (1, 4, 32, 32c) takes c·16 KiB
-    for cols in (1, 2, 3, 4):
-        mx_compiled.along_index(torch.empty(1, 4, 32, 32 * cols).view(1, 4, 32, 32 * cols))
-    assert sum(t.numel() * 4 for t in mx_compiled._IDX.values()) <= mx_compiled.IDX_CACHE_BYTES
-    assert (1, 4, 32, 128, torch.device("cpu")) in mx_compiled._IDX  # the newest kept
-    assert (1, 4, 32, 32, torch.device("cpu")) not in mx_compiled._IDX  # the oldest dropped
