@@ -20,6 +20,7 @@ import datetime
 import os
 import pickle
 import socket
+import sys
 import tempfile
 import time
 from typing import Any, Callable
@@ -52,6 +53,11 @@ def _entry(rank: int, fn: Callable, nproc: int, port: int, args: tuple, out_dir:
         dist.barrier()  # no rank tears gloo down while a peer still talks to it (seen as SIGABRT at exit)
     finally:
         dist.destroy_process_group()
+    # done, the result on disk: leave without the interpreter's teardown, whose C++ destructors (gloo's and the
+    # TCP store's threads) still aborted a worker now and then ("terminate called without an active exception")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch(fn: Callable, nproc: int, args: tuple = (), *, timeout_s: float = 600.0, init_timeout_s: float = 60.0,
