@@ -80,7 +80,22 @@ class BlockScaledFormat(Format):
         g, _ = tile_view(x.float(), self.axis, self.block)
         return fp8_block_scale(block_amax(g)[0], self.element.max, self.style, self.pow2)
 
+    def rounds_in_place(self, x: torch.Tensor, axis: int, rounding: str) -> bool:
+        """Whether x is rounded in its own layout, without a moved, padded or tile-view copy in or out, when the
+        compiled kernels serve it (``blockwise_compiled``): a contiguous float32 x rounded to nearest, blocks or
+        rows along ``axis``, or square tiles (a square tile of x and of its transpose cover the same elements, so
+        a transposed x may be rounded as its contiguous base)."""
+        from . import blockwise_compiled
+
+        tiles = isinstance(self.block, tuple)
+        return (x.dim() >= (2 if tiles else 1) and x.numel() > 0 and x.is_contiguous() and x.dtype == torch.float32
+                and (not tiles or self.block[0] == self.block[1]) and blockwise_compiled.supported(self, rounding))
+
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
+        from . import blockwise_compiled
+
+        if blockwise_compiled.usable(x, self, rounding):  # the compiled twin of the code below (same bits)
+            return blockwise_compiled.quantize(x, self, out)
         g, inv = tile_view(x.float(), self.axis, self.block)
         a, finite = block_amax(g)
         s = fp8_block_scale(a, self.element.max, self.style, self.pow2)

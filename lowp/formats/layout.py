@@ -1,8 +1,9 @@
 """Layouts for rounding blocks along one axis (the axis of an operand's GEMM reduction, docs/accelerator-recipes.md).
 
-In place: a contiguous tensor viewed as (outer, n / block, block, inner) around the axis (``blocks``), which the
-MX and NVFP4 kernels and the Hadamard transform work on where the elements lie (``in_place_ok``); ``moved_index``
-gives each element its flat index in the tensor with the axis moved last, where the reference draws its random bits.
+In place: a contiguous tensor viewed as (outer, n, inner) around the axis (``around``; the FP8 blockwise kernels) or
+as (outer, n / block, block, inner) (``blocks``), which the MX and NVFP4 kernels and the Hadamard transform work on
+where the elements lie (``in_place_ok``); ``moved_index`` gives each element its flat index in the tensor with the
+axis moved last, where the reference draws its random bits.
 
 Moved: a tensor with one axis moved last, as a contiguous copy (the layout the references build).
 
@@ -53,15 +54,23 @@ def in_place_ok(x: torch.Tensor, axis: int, block: int) -> bool:
             and x.shape[axis] % block == 0)
 
 
-def blocks(x: torch.Tensor, axis: int, block: int) -> torch.Tensor:
-    """Contiguous x viewed as (outer, n / block, block, inner) around ``axis`` (length n), the block dim static for
-    the compiled kernels (one graph per block length)."""
+def around(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Contiguous x viewed as (outer, n, inner) around ``axis`` (length n)."""
     ax = axis % x.dim()
     outer = 1
     for d in x.shape[:ax]:
         outer *= d
-    inner = x.numel() // (outer * x.shape[ax])
-    v = x.view(outer, x.shape[ax] // block, block, inner)
+    inner = 1
+    for d in x.shape[ax + 1:]:
+        inner *= d
+    return x.view(outer, x.shape[ax], inner)
+
+
+def blocks(x: torch.Tensor, axis: int, block: int) -> torch.Tensor:
+    """Contiguous x viewed as (outer, n / block, block, inner) around ``axis`` (length n), the block dim static for
+    the compiled kernels (one graph per block length)."""
+    outer, n, inner = around(x, axis).shape
+    v = x.view(outer, n // block, block, inner)
     torch._dynamo.mark_static(v, 2)
     return v
 

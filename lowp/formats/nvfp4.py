@@ -97,13 +97,17 @@ class NVFP4Format(Format):
         return q, d_b, s_dec, g, inv, finite
 
     def rounds_in_place(self, x: torch.Tensor, axis: int, rounding: str) -> bool:
-        """Whether 1x16 blocks along ``axis`` of x are rounded in x's own layout, without a transposed or padded
-        copy in or out, when the compiled kernels serve it: the last axis of a contiguous x, or another one
-        (``nvfp4_compiled.fused_along``). Tiles: False (the emulated ops handle their transposes)."""
+        """Whether x is rounded in its own layout, without a transposed or padded copy in or out, when the compiled
+        kernels serve it: 1x16 blocks along the last axis of a contiguous x, or another one
+        (``nvfp4_compiled.fused_along``); square tiles of a contiguous x rounded to nearest (a square tile of x and
+        of its transpose cover the same elements, and the tensor scale is the same, so a transposed x may be
+        rounded as its contiguous base)."""
         from . import layout
 
-        return (isinstance(self.block, int) and layout.in_place_ok(x, axis, self.block)
-                and rounding in ("nearest", "stochastic"))
+        if isinstance(self.block, tuple):
+            return (self.block[0] == self.block[1] and rounding == "nearest" and x.dim() >= 2 and x.numel() > 0
+                    and x.is_contiguous() and x.dtype == torch.float32)
+        return layout.in_place_ok(x, axis, self.block) and rounding in ("nearest", "stochastic")
 
     def _quantize(self, x, rounding, saturate, rand_bits, generator, out):
         from . import nvfp4_compiled

@@ -58,10 +58,6 @@ def _transposed_axis(x: torch.Tensor, axis: int) -> int | None:
     return {-1: -2, -2: -1}.get(a)
 
 
-def _square(block) -> bool:
-    return block is not None and len(block) == 2 and block[0] == block[1]
-
-
 class OpContext:
     """What one emulated layer needs: resolved role specs and formats, accumulator, scaling state, its name."""
 
@@ -141,13 +137,15 @@ class OpContext:
                 x2, ax = x, block_axis
             in_place = getattr(fmt, "rounds_in_place", None)
             if in_place is not None and in_place(x2, ax, quantizer.rounding):
-                # blocks rounded where they lie, along any axis (MX: ``mx_compiled.quantize_along``)
+                # rounded where the elements lie: blocks along any axis (MX: ``mx_compiled.quantize_along``; NVFP4;
+                # FP8 blockwise), square tiles (the format's ``rounds_in_place``)
                 q = quantizer.round(x2, fmt=self._block_fmt(role, fmt, ax)).reshape(shape)
             elif (in_place is not None and (tax := _transposed_axis(x2, ax)) is not None
                   and in_place(x2.transpose(-1, -2), tax, quantizer.rounding)):
                 # a transposed contiguous tensor (Wᵀ) blocked along one of its last two axes: rounded on the
                 # contiguous tensor along the same axis, which moved last is the same layout (same blocks, same
-                # random bits); its transpose is the result, a view
+                # random bits), or in square tiles, which are the same sets of elements (to nearest: the format
+                # says so); its transpose is the result, a view
                 q = quantizer.round(x2.transpose(-1, -2), fmt=self._block_fmt(role, fmt, tax))
                 q = q.transpose(-1, -2).reshape(shape)
             elif fmt.info.block is not None and len(fmt.info.block) == 1 and x2.dim() >= 2:
@@ -158,13 +156,6 @@ class OpContext:
                 q = quantizer.round(layout.axis_last(x2, ax), fmt=self._block_fmt(role, fmt, -1))
                 q = q.movedim(-1, ax % x2.dim())
                 q = (layout.contiguous(q) if q.dim() > 2 else q).reshape(shape)
-            elif (_square(fmt.info.block) and quantizer.rounding == "nearest" and x2.dim() >= 2
-                  and not x2.is_contiguous() and x2.transpose(-1, -2).is_contiguous()):
-                # square tiles of a transposed contiguous tensor (Wᵀ of a linear layer): its tiles are the
-                # transposes of the contiguous tensor's, the same sets of elements, so rounded to nearest they take
-                # the same scales and values; rounded in place there, no tile-view copy in or out
-                q = quantizer.round(x2.transpose(-1, -2), fmt=self._block_fmt(role, fmt, ax))
-                q = q.transpose(-1, -2).reshape(shape)
             else:
                 q = quantizer.round(x2, fmt=self._block_fmt(role, fmt, ax)).reshape(shape)
             if observe.OBSERVERS:
