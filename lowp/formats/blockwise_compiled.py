@@ -2,18 +2,22 @@
 round to nearest: the bits of the eager reference (``BlockScaledFormat._quantize``) in one graph, with the blocks
 rounded where they lie in a contiguous tensor (no moved, padded or tile-view copy in or out):
 
-  blocks n  x viewed as (outer, L, inner) around the block axis, then (outer, L/n, n, inner): the block amax is a
-            max over rows, vectorised along ``inner``; a partial last block is zero-padded inside the graph (zeros
-            never raise an amax), the padding dropped before the rounding
-  rows      (block None) one scale per (outer, inner) line along the axis
-  tiles r×c x viewed as (lead, R, C), then (lead, R/r, r, C/c, c), partial tiles zero-padded likewise
+  blocks n  along the last axis: x viewed as rows of (L/n, n), the amax a reduction along each block, a partial
+            last block rounded as a line of its own; along another: x viewed as (outer, L, inner), then
+            (outer, L/n, n, inner), the amax a max over rows vectorised along ``inner``, a partial last block
+            zero-padded inside the graph (zeros never raise an amax) and the padding cropped from the result
+  rows      (block None, or a line no longer than a block) one scale per line along the axis
+  tiles r×c x viewed as (lead, R, C), then (lead, R/r, r, C/c, c) (one tile spanning a dim of at most r or c
+            unpadded), partial tiles zero-padded and cropped likewise
 
 Per block, as the reference (``blockwise.fp8_block_scale``): a = max |finite element|; s = fl32(max / a) from the
 float64 quotient (torchao: a clamped below at 1e-12 first; te: an infinite s becomes FLT_MAX, and s = 1 where
 a = 0); ``pow2`` clears s's significand bits (2^floor(log2 s), exact: s is a normal float32 here). Per element:
 v = clamp(fl32(x·s), ±max), r = RN(v) on the element grid (``grid_kernels.rn``; flushed below the smallest normal
 for formats without subnormals, fnuz's -0 -> +0), y = r·fl32(1/s) (te) or r / s (torchao); NaN and ±Inf pass
-through. One graph per (element, style, pow2, granularity, padded or not), shapes dynamic.
+through. One graph per (element, style, pow2, granularity, padded or not); sizes dynamic, except the row length
+along the last axis (a layer's K, few values: a dynamic one costs a division and a modulo per vector to index the
+block's scale, measured 2-3x slower).
 """
 from __future__ import annotations
 
@@ -157,8 +161,7 @@ def quantize(x: torch.Tensor, fmt, out: torch.Tensor | None = None) -> torch.Ten
     else:
         x3 = layout.around(x, fmt.axis)
         last = x3.shape[2] == 1  # the last axis (or only trailing 1s): lines are rows
-        if last:  # the row length static (a layer's K: few values): else the scale's index costs a division and
-            # a modulo by a dynamic size per vector (measured 2-3x slower)
+        if last:  # the row length static (module docstring)
             x3 = x3.view(x3.shape[0], x3.shape[1])
             torch._dynamo.mark_static(x3, 1)
         if block is None or x3.shape[1] <= block:  # one (zero-padded) block per line
