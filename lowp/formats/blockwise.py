@@ -28,9 +28,7 @@ from typing import Any
 import torch
 
 from .base import Format, FormatInfo
-from .dfp import floor_log2
 from .float import FloatFormat
-from .round_reference import pow2
 from .tiles import Block, block_amax, block_label, check_block, tile_view
 
 STYLES = ("torchao", "te")
@@ -45,8 +43,8 @@ def fp8_block_scale(a: torch.Tensor, fmt_max: float, style: str, pow2_scale: boo
     else:
         s = (fmt_max / a.double()).float()  # fl32 of the float64 quotient = the correctly rounded float32 quotient
         s = torch.where(torch.isinf(s), torch.full_like(s, FLT_MAX), s)
-    if pow2_scale:
-        s = pow2(floor_log2(s.double()), torch.float64).float()
+    if pow2_scale:  # 2^floor(log2 s): the significand bits of s in float64 (normal there) cleared, exactly
+        s = (s.double().view(torch.int64) & 0x7FF0000000000000).view(torch.float64).float()
     if style == "te":
         s = torch.where(a == 0, torch.ones_like(s), s)
     return s

@@ -12,7 +12,7 @@ rounded where they lie in a contiguous tensor (no moved, padded or tile-view cop
 
 Per block, as the reference (``blockwise.fp8_block_scale``): a = max |finite element|; s = fl32(max / a) from the
 float64 quotient (torchao: a clamped below at 1e-12 first; te: an infinite s becomes FLT_MAX, and s = 1 where
-a = 0); ``pow2`` clears s's significand bits (2^floor(log2 s), exact: s is a normal float32 here). Per element:
+a = 0); ``pow2`` rounds s down to a power of two, exactly. Per element:
 v = clamp(fl32(x·s), ±max), r = RN(v) on the element grid (``grid_kernels.rn``; flushed below the smallest normal
 for formats without subnormals, fnuz's -0 -> +0), y = r·fl32(1/s) (te) or r / s (torchao); NaN and ±Inf pass
 through. One graph per (element, style, pow2, granularity, padded or not); sizes dynamic, except the row length
@@ -24,10 +24,8 @@ from __future__ import annotations
 import torch
 
 from . import compiling, dispatch, grid_kernels, layout
+from .blockwise import fp8_block_scale
 
-I32, F32 = torch.int32, torch.float32
-FLT_MAX = torch.finfo(torch.float32).max
-TORCHAO_EPS = 1e-12
 
 
 def supported(fmt, rounding: str) -> bool:
@@ -45,30 +43,15 @@ def usable(x: torch.Tensor, fmt, rounding: str) -> bool:
 
 
 def _scales(a, *, fmt_max: float, style: str, pow2: bool):
-    """(s, d) per block from its finite amax a: the encode scale and what r is multiplied by (te, fl32(1/s)) or
-    divided by (torchao, s)."""
-    a64 = a.to(torch.float64)
-    if style == "torchao":
-        s = (fmt_max / torch.clamp(a64, min=TORCHAO_EPS)).to(F32)
-    else:
-        s = (fmt_max / a64).to(F32)
-        s = torch.where(torch.isinf(s), torch.full_like(s, FLT_MAX), s)
-    if pow2:
-        s = (s.view(I32) & 0x7F800000).view(F32)
-    if style == "te":
-        s = torch.where(a == 0, torch.ones_like(s), s)
-        return s, torch.reciprocal(s)
-    return s, s
+    """(s, d) per block from its finite amax a: the encode scale (``blockwise.fp8_block_scale``) and what r is
+    multiplied by (te, fl32(1/s)) or divided by (torchao, s)."""
+    s = fp8_block_scale(a, fmt_max, style, pow2)
+    return s, (torch.reciprocal(s) if style == "te" else s)
 
 
-def _round(x, s, d, *, style: str, man: int, emin: int, maxval: float, minnorm: float, subnormals: bool,
-           fnuz: bool):
-    v = torch.clamp(x * s, -maxval, maxval)
-    r = grid_kernels.rn(v, man, emin)
-    if not subnormals:
-        r = torch.where(r.abs() < minnorm, r * 0.0, r)
-    if fnuz:
-        r = torch.where(r == 0, torch.zeros_like(r), r)
+def _round(x, s, d, *, style: str, man: int, emin: int, **finish):
+    r = grid_kernels.rn(torch.clamp(x * s, -finish["maxval"], finish["maxval"]), man, emin)
+    r = grid_kernels.saturated(r, **finish)
     y = r * d if style == "te" else r / d
     return torch.where(torch.isfinite(x), y, x)
 
@@ -131,12 +114,9 @@ def tiles_into(out, x3, *, r: int, c: int, pad: bool, one_row: bool, one_col: bo
 
 def _element(fmt) -> tuple[str, dict]:
     """(tag, keywords): the constants baked into each compiled copy, and a tag naming them."""
-    el = fmt.element
-    tag = (f"{el.name}_{el.exp}_{el.man}_{el.bias}_{el.special}_{int(el.subnormals)}_{fmt.style}_"
-           f"p{int(fmt.pow2)}").replace("-", "_")
-    return tag, dict(fmt_max=float(el.max), pow2=bool(fmt.pow2), style=fmt.style, man=el.man, emin=el.emin,
-                     maxval=float(el.max), minnorm=float(el.min_normal), subnormals=bool(el.subnormals),
-                     fnuz=el.special == "fnuz")
+    tag, element = grid_kernels.element_constants(fmt.element)
+    return (f"{tag}_{fmt.style}_p{int(fmt.pow2)}",
+            dict(fmt_max=float(fmt.element.max), pow2=bool(fmt.pow2), style=fmt.style, **element))
 
 
 def quantize(x: torch.Tensor, fmt, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -67,3 +67,23 @@ def sr(v: torch.Tensor, man: int, emin: int, rand_k: torch.Tensor, key: torch.Te
     carry = (h ^ INT32_MIN) > (rword ^ INT32_MAX)
     r = torch.where(a < 2.0**emin, (qf + carry.to(F32)) * 2.0 ** (emin - man), normal)
     return _finish(v, u, mag, r)
+
+
+def element_constants(el) -> tuple[str, dict]:
+    """(tag, keywords) of FloatFormat ``el`` for ``saturated`` and the kernels built on ``rn``/``sr``: the grid
+    (man, emin), the saturation bound, and the flush/fnuz policy; the tag names them (a compiled copy bakes its own:
+    ``compiling.with_constants``)."""
+    tag = f"{el.name}_{el.exp}_{el.man}_{el.bias}_{el.special}_{int(el.subnormals)}".replace("-", "_")
+    return tag, dict(man=el.man, emin=el.emin, maxval=float(el.max), minnorm=float(el.min_normal),
+                     subnormals=bool(el.subnormals), fnuz=el.special == "fnuz")
+
+
+def saturated(r: torch.Tensor, *, maxval: float, minnorm: float, subnormals: bool, fnuz: bool) -> torch.Tensor:
+    """A grid-rounded r clamped to ±maxval, flushed (sign kept) below the smallest normal for a grid without
+    subnormals, fnuz's -0 -> +0."""
+    r = torch.clamp(r, -maxval, maxval)
+    if not subnormals:
+        r = torch.where(r.abs() < minnorm, r * 0.0, r)
+    if fnuz:
+        r = torch.where(r == 0, torch.zeros_like(r), r)
+    return r

@@ -62,12 +62,7 @@ def round_into(out, g, s_down, s_up, rand_k=None, key=None, idx=None, *, mode: i
     compiled copy bakes its own: ``compiling.with_constants``)."""
     v = g * s_down
     r = grid_kernels.rn(v, man, emin) if mode == 0 else grid_kernels.sr(v, man, emin, rand_k, key, idx)
-    r = torch.clamp(r, -maxval, maxval)
-    if not subnormals:
-        r = torch.where(r.abs() < minnorm, r * 0.0, r)
-    if fnuz:
-        r = torch.where(r == 0, torch.zeros_like(r), r)
-    y = r * s_up
+    y = grid_kernels.saturated(r, maxval=maxval, minnorm=minnorm, subnormals=subnormals, fnuz=fnuz) * s_up
     out.copy_(torch.where(torch.isfinite(g), y, g))
 
 
@@ -103,10 +98,8 @@ def supported(fmt, rounding: str) -> bool:
 
 def _element(fmt, rounding: str) -> tuple[str, dict]:
     """(tag, keywords): the element's constants for ``round_into``, and a tag naming them."""
-    el = fmt.element
-    tag = f"{el.name}_{el.exp}_{el.man}_{el.bias}_{el.special}_{int(el.subnormals)}_{rounding}".replace("-", "_")
-    return tag, dict(mode=0 if rounding == "nearest" else 5, man=el.man, emin=el.emin, maxval=float(el.max),
-                     minnorm=float(el.min_normal), subnormals=bool(el.subnormals), fnuz=el.special == "fnuz")
+    tag, element = grid_kernels.element_constants(fmt.element)
+    return f"{tag}_{rounding}", dict(mode=0 if rounding == "nearest" else 5, **element)
 
 
 def _rand(rounding: str, rand_bits: int, generator, device) -> list:
