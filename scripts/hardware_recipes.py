@@ -59,11 +59,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="/work/repl", help="parent folder: one compare folder per task")
     ap.add_argument("--doc", default="docs/results/hardware-recipes.md")
+    ap.add_argument("--rerun-stale", action="store_true", help="train again the runs another lowp build made")
     args = ap.parse_args()
     cmd = replication.command_line("hardware_recipes.py", {"seeds": args.seeds, "jobs": args.jobs})
     parts, dump = [], {"command": cmd, "tasks": {}}
     for task, (every, scale, unit, digits) in TASKS.items():
-        comp, wall = replication.run_compare(task, RECIPES, args.seeds, os.path.join(args.out, task), args.jobs, every)
+        comp, wall = replication.run_compare(task, RECIPES, args.seeds, os.path.join(args.out, task), args.jobs, every,
+                                             args.rerun_stale)
         rows, summary = replication.table(comp, RECIPES, scale=scale, unit=unit, digits=digits,
                                           prefix=f"{task}-")
         train_s = sum(r.wall_s for r in comp.runs)
@@ -81,7 +83,7 @@ def main() -> None:
                 f"{h})" for (kind, a, b), h in zip(pieces, held)) + ".")
         parts += [f"## {task}", "",
                   f"{len(comp.runs)} runs, {train_s / 60:.1f} min of training in all (sum of the runs' wall times, "
-                  f"{args.jobs} at a time); this call {wall / 60:.1f} min (it reuses finished runs).", "",
+                  f"{args.jobs} at a time); this call {wall / 60:.1f} min ({replication.reuse_text(comp)}).", "",
                   *rows, "", f"Claims (paired differences over the seeds, 95% interval; for a loss, positive = "
                   f"worse; for accuracy, negative = worse; \"≈\"/\"close\" means the interval lies within "
                   f"± {mtext}):", "", *claims, ""]

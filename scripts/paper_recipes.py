@@ -83,8 +83,10 @@ def main() -> None:
     ap.add_argument("--numerics-every", type=int, default=25)
     ap.add_argument("--out", default="/work/repl/tiny-gpt")
     ap.add_argument("--doc", default="docs/results/paper-recipes.md")
+    ap.add_argument("--rerun-stale", action="store_true", help="train again the runs another lowp build made")
     args = ap.parse_args()
-    comp, wall = replication.run_compare("tiny-gpt", RECIPES, args.seeds, args.out, args.jobs, args.numerics_every)
+    comp, wall = replication.run_compare("tiny-gpt", RECIPES, args.seeds, args.out, args.jobs, args.numerics_every,
+                                         args.rerun_stale)
     rows, summary = replication.table(comp, RECIPES, prefix="r-")
     train_s = sum(r.wall_s for r in comp.runs)
     cmd = replication.command_line("paper_recipes.py", {"seeds": args.seeds, "jobs": args.jobs,
@@ -108,7 +110,7 @@ def main() -> None:
         "",
         f"Written by `{cmd}`. The {len(comp.runs)} runs took {train_s / 60:.1f} min of training in all "
         f"(sum of the runs' wall times, {args.jobs} at a time on the 2-core CPU); this call took {wall / 60:.1f} min "
-        "(it reuses finished runs).",
+        f"({replication.reuse_text(comp)}).",
         "",
         *rows,
         "",

@@ -15,15 +15,28 @@ from typing import Sequence
 
 
 def run_compare(task: str, recipes: Sequence[str], seeds: Sequence[int], out: str, jobs: int,
-                numerics_every: int | None):
-    """``lowp.compare`` into ``out`` (resumes finished runs), numerics on (every ``numerics_every`` steps, None: the
-    task's default interval); returns (Comparison, wall seconds)."""
+                numerics_every: int | None, rerun_stale: bool = False):
+    """``lowp.compare`` into ``out`` (resumes finished runs; ``rerun_stale``: trains again those another lowp build
+    made), numerics on (every ``numerics_every`` steps, None: the task's default interval); returns (Comparison,
+    wall seconds)."""
     from lowp.experiments.compare import compare
 
     t0 = time.perf_counter()
     comp = compare(task=task, recipes=list(recipes), seeds=list(seeds), out=out, jobs=jobs,
-                   numerics_every=numerics_every, quiet=True, progress=False)
+                   numerics_every=numerics_every, quiet=True, progress=False, rerun_stale=rerun_stale)
     return comp, time.perf_counter() - t0
+
+
+def reuse_text(comp) -> str:
+    """How many runs this call reused, and which of them another lowp build made (``--rerun-stale`` retrains
+    those)."""
+    n, other = len(comp.reused), comp.reused_other_build
+    text = f"it reused {n} finished run{'s' if n != 1 else ''}"
+    if other:
+        which = "all of them were" if len(other) == n else f"{len(other)} of them ({', '.join(other)}) were"
+        text += (f"; {which} made by another lowp build or by one that did not record its build, so their bits may "
+                 "differ from this build's (`--rerun-stale` trains them again)")
+    return text
 
 
 def worst_numerics(runs) -> dict | None:

@@ -22,7 +22,7 @@ def run(args) -> int:
                    out=args.out, jobs=args.jobs, config=args.config, lr=args.lr, batch_size=args.batch_size,
                    numerics_every=args.numerics_every, numerics=False if args.no_numerics else None,
                    nproc=args.nproc, grad_hook=args.grad_hook, tensorboard=args.tensorboard,
-                   quiet=args.quiet, progress=False if args.quiet else None)
+                   quiet=args.quiet, progress=False if args.quiet else None, rerun_stale=args.rerun_stale)
     print(format_table(comp))
     print("\n" + format_summary(comp))
     print("\ntiming (this machine; × fp32 step = emulation cost, not a hardware speed-up):\n" + format_timing(comp))
@@ -60,7 +60,8 @@ def register(sub) -> None:
                     "DIR/results.json, DIR/report.html and its PNG plots; print the summary table. Without "
                     f"arguments: task {DEFAULT_TASK}, recipes {','.join(DEFAULT_RECIPES)}, seeds "
                     f"{','.join(map(str, DEFAULT_SEEDS))}, out ./{DEFAULT_OUT}. "
-                    "A rerun into the same DIR reuses finished recipes with identical settings. Command-line "
+                    "A rerun into the same DIR reuses finished recipes with identical settings (a run made by "
+                    "another lowp build with a warning, or trained again with --rerun-stale). Command-line "
                     "options override --config.",
         epilog=EXIT_CODES, formatter_class=_EpilogAsIs)
     p.add_argument("--task", help=f"task name (default {DEFAULT_TASK}; see --list-tasks), or a function returning "
@@ -89,5 +90,9 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines; only the table")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even when a recipe failed or diverged (default: exit 1)")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="train again the finished runs in --out that another lowp build made (another lowp or "
+                        "torch version, edited lowp sources, or a lowp that did not record its build); by default "
+                        "they are reused with a warning and listed in results.json and the report")
     p.add_argument("--list-tasks", action="store_true", help="list the registered tasks and exit")
     p.set_defaults(func=run)

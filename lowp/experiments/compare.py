@@ -5,7 +5,7 @@ Output folder layout (``out``, default ``./lowp-compare``)::
     config.toml          the effective configuration (``lowp compare --config DIR/config.toml`` repeats the run)
     config.orig.toml     the config file given with ``--config``, copied verbatim
     runs/<recipe>@<seed>.json  one finished run each (recipe × seed), written as soon as it finishes (resume
-                         reads them)
+                         reads them), with the build that made it (``made_by``: ``provenance.py``)
     results.json         ``results``: every run (recipe × seed): recipe, metric, metric_name, fp32_delta, diverged,
                          history, skipped_steps, wall_s, first_use_s, step_s, peak_rss_mb, settings (with its
                          seed), ...; ``aggregate``: per recipe over seeds (aggregate.py: mean, sd, paired Δ with its
@@ -18,6 +18,9 @@ written, each recipe by a dry run (emulate, forward and backward on 2 training s
 comparison into it is refused. ``jobs`` workers die with the process that started them. A rerun into the same
 folder reuses each ``runs/<recipe>@<seed>.json`` whose settings (task, seed, epochs, lr, batch size, numerics
 interval and the full recipe) are identical, and trains the rest (runs that ended in an exception are retried).
+A reused run made by another build (another lowp or torch version, edited lowp sources, or a lowp that did not
+record its build) is reused with a warning and listed as ``reused_other_build`` in results.json and in the report;
+``rerun_stale`` trains such runs again instead.
 ``fp32_delta`` is ``metric − metric(fp32)`` of the same seed, in the metric's own units (a fraction for accuracy;
 the table shows percentage points), whatever the metric's direction: for a lower-is-better metric
 (``higher_is_better`` false in results.json, e.g. a validation loss) a positive delta is a loss of quality. It is
@@ -37,7 +40,7 @@ import sys
 import tempfile
 from typing import Any, Sequence
 
-from . import io
+from . import io, provenance
 from .aggregate import RecipeSummary, recipe_names, summarize
 from .config import CompareConfig, RecipeEntry, load_config
 from .tasks import get_task, is_task_path, register_task, task_factory
@@ -65,6 +68,7 @@ class Comparison:
     metric_unit: str = "fraction"
     seeds: tuple[int, ...] | None = None
     model: dict | None = None
+    reused_other_build: tuple[str, ...] = ()  # reused runs made by another build (``provenance.py``)
 
     def __post_init__(self) -> None:
         if self.seeds is None:
@@ -87,7 +91,8 @@ class Comparison:
         return {"task": self.task, "seed": self.seed, "seeds": list(self.seeds), "epochs": self.epochs,
                 "lr": self.lr, "batch_size": self.batch_size, "metric_name": self.metric_name,
                 "higher_is_better": self.higher_is_better, "metric_unit": self.metric_unit, "reference": REFERENCE,
-                "lowp_version": __version__, "reused": list(self.reused), "model": self.model,
+                "lowp_version": __version__, "reused": list(self.reused),
+                "reused_other_build": list(self.reused_other_build), "model": self.model,
                 "aggregate": [s.to_dict() for s in self.summaries()],
                 "results": [r.to_dict() for r in self.runs]}
 
@@ -96,7 +101,8 @@ class Comparison:
         return cls(d["task"], d["seed"], d["epochs"], d["lr"], d["batch_size"], d["metric_name"],
                    tuple(RunResult.from_dict(r) for r in d["results"]), out, tuple(d.get("reused", ())),
                    bool(d.get("higher_is_better", True)), str(d.get("metric_unit", "fraction")),
-                   tuple(d["seeds"]) if d.get("seeds") else None, d.get("model"))
+                   tuple(d["seeds"]) if d.get("seeds") else None, d.get("model"),
+                   tuple(d.get("reused_other_build", ())))
 
     def run(self, recipe: str, seed: int | None = None) -> RunResult:
         """The run of ``recipe`` under ``seed`` (default: its first run)."""
@@ -149,8 +155,9 @@ def _run_path(out: str, name: str, seed: int) -> str:
     return os.path.join(out, "runs", f"{io.safe_filename(name)}@{seed}.json")
 
 
-def _finished(out: str, name: str, seed: int, key: dict) -> RunResult | None:
-    """The saved run of ``name`` under ``seed`` if its settings and recipe equal ``key``."""
+def _finished(out: str, name: str, seed: int, key: dict) -> tuple[RunResult, Any] | None:
+    """The saved run of ``name`` under ``seed`` if its settings and recipe equal ``key``, with the build that made
+    it (its ``made_by``; None for a run that recorded none)."""
     p = _run_path(out, name, seed)
     try:
         with open(p, encoding="utf-8") as f:
@@ -158,7 +165,7 @@ def _finished(out: str, name: str, seed: int, key: dict) -> RunResult | None:
         if d.get("key") != key and _current_key(d.get("key")) != key:
             return None
         res = RunResult.from_dict(d["result"])
-        return None if res.error else res  # a run that failed with an exception is retried
+        return None if res.error else (res, d.get("made_by"))  # a run that failed with an exception is retried
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -181,7 +188,8 @@ def _run_key(settings: RunSettings, recipe_spec: dict, numerics_every: int | Non
 
 
 def _save_run(out: str, res: RunResult, key: dict) -> None:
-    io.atomic_write_json(_run_path(out, res.recipe, res.seed), {"key": key, "result": res.to_dict()})
+    io.atomic_write_json(_run_path(out, res.recipe, res.seed),
+                         {"key": key, "made_by": provenance.made_by(), "result": res.to_dict()})
 
 
 def _worker_init(threads: int, tasks: dict[str, bytes], parent: int | None = None) -> None:
@@ -211,13 +219,18 @@ def _log(quiet: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def _warn(msg: str) -> None:
+    """A line on stderr that ``quiet`` does not silence (results the user should know are mixed)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None, *, epochs: int | None = None,
             seed: int | None = None, seeds: Sequence[int] | str | None = None, out: str | None = None,
             jobs: int | None = None, config: "str | os.PathLike | CompareConfig | None" = None,
             lr: float | None = None, batch_size: int | None = None, numerics_every: int | None = None,
             numerics: bool | None = None, nproc: int | None = None, grad_hook: str | None = None,
             tensorboard: str | None = None, quiet: bool = False, progress: bool | None = None,
-            report: bool = True) -> Comparison:
+            report: bool = True, rerun_stale: bool = False) -> Comparison:
     """Train ``task`` under each of ``recipes``, once per seed, and write results, plots and report into ``out``.
 
     ``recipes``: names, ``RecipeEntry``/dicts (name, base, overrides), or a comma-separated string. Arguments
@@ -232,7 +245,8 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
     ``nproc`` > 1 trains each run data-parallel on that many processes (torch.distributed, gloo) with the
     gradient communication hook ``grad_hook`` (``none``, ``adacomp``, ``allreduce:FORMAT[:stochastic][:ef]``; see
     lowp.distributed); results then carry bytes_per_step and compression_ratio. Returns the :class:`Comparison`
-    (also written to results.json).
+    (also written to results.json). A rerun into the same ``out`` reuses finished runs with identical settings;
+    one made by another build (``provenance.py``) is reused with a warning, or trained again with ``rerun_stale``.
     """
     # ---- validate everything before writing anything
     orig_config = None
@@ -279,7 +293,7 @@ def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None,
     _prepare_out(outdir)
     with io.locked_dir(outdir, "lowp compare"):
         return _compare_locked(cfg, the_task, resolved, settings, task_blobs, orig_config, quiet, progress, report,
-                               every, tensorboard)
+                               every, tensorboard, rerun_stale)
 
 
 NUMERICS_SAMPLES = 20  # sampled steps per run when the interval is chosen automatically
@@ -396,7 +410,7 @@ def _check_exempt(name: str, recipe, model, task: str) -> None:
 
 def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSettings, task_blobs: dict[str, bytes],
                     orig_config: str | None, quiet: bool, progress: bool | None, report: bool,
-                    every: int | None, tensorboard: str | None) -> Comparison:
+                    every: int | None, tensorboard: str | None, rerun_stale: bool = False) -> Comparison:
     """The writing part of :func:`compare`, run while this process holds the lock on ``cfg.out``."""
     if report:  # import the plotting backend now: a Ctrl-C landing inside its C-extension import aborts Python
         import matplotlib.backends.backend_agg  # noqa: F401
@@ -415,7 +429,7 @@ def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSetting
     # ---- resume, per (recipe, seed); runs are trained seed by seed (a whole comparison of the first seed first)
     results: dict[tuple[str, int], RunResult] = {}
     pending = []
-    reused = []
+    reused, other_build = [], []
     for seed in cfg.seeds:
         s_settings = dataclasses.replace(settings, seed=seed)
         for name, recipe in resolved:
@@ -423,10 +437,18 @@ def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSetting
             if cfg.nproc > 1:
                 key = {**key, "nproc": cfg.nproc, "grad_hook": cfg.grad_hook}
             done = _finished(outdir, name, seed, key)
-            if done is not None:
-                results[(name, seed)] = done
+            stale = done is not None and not provenance.same_build(done[1])
+            if done is not None and not (stale and rerun_stale):
+                results[(name, seed)] = done[0]
                 reused.append(f"{name}@{seed}")
-                _log(quiet, f"lowp compare: {name} seed {seed}: reusing finished run {_run_path(outdir, name, seed)}")
+                path = _run_path(outdir, name, seed)
+                if stale:
+                    other_build.append(f"{name}@{seed}")
+                    _warn(f"lowp compare: {name} seed {seed}: reusing {path}, made by {provenance.describe(done[1])}, "
+                          f"not this build ({provenance.describe(provenance.made_by())}); its bits may differ "
+                          "(--rerun-stale trains it again)")
+                else:
+                    _log(quiet, f"lowp compare: {name} seed {seed}: reusing finished run {path}")
             else:
                 pending.append((name, recipe, s_settings, key))
 
@@ -473,7 +495,8 @@ def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSetting
 
     comp = Comparison(cfg.task, cfg.seed, settings.epochs, settings.lr, settings.batch_size,
                       the_task.metric_name, runs, outdir, tuple(reused), the_task.higher_is_better,
-                      the_task.metric_unit, tuple(cfg.seeds), model_shapes(the_task, settings.batch_size))
+                      the_task.metric_unit, tuple(cfg.seeds), model_shapes(the_task, settings.batch_size),
+                      tuple(other_build))
     io.atomic_write_json(os.path.join(outdir, "results.json"), comp.to_dict())
     if report:
         from .report import render

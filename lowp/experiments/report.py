@@ -372,7 +372,8 @@ def render_numerics(recipe: str, records: Sequence[dict], path: str) -> None:
 _CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left}tr.bad td{background:#fde8e8}img{max-width:100%}
-code{background:#f4f4f4;padding:0 3px}details{margin:.3em 0}"""
+code{background:#f4f4f4;padding:0 3px}details{margin:.3em 0}
+p.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px}"""
 
 
 def _html_table(comp, table_id: str = "summary", cols=None) -> str:
@@ -404,6 +405,17 @@ def _delta_section(comp, out: str) -> list[str]:
                "percentage points" if frac else comp.metric_unit, _higher(comp))
     return ["<h2>Difference to FP32</h2>",
             "<img src='delta.png' alt='difference of the final metric to FP32 per recipe, with confidence bars'>"]
+
+
+def _other_build_note(comp) -> list[str]:
+    """A warning paragraph when some runs were reused from another build (``provenance.py``), else nothing."""
+    other = getattr(comp, "reused_other_build", ())
+    if not other:
+        return []
+    return [f"<p class='warn'><b>{len(other)} of {len(comp.runs)} runs were made by another lowp build</b> "
+            "(another lowp or torch version, edited sources, or a lowp that did not record its build) and reused "
+            f"here: {html.escape(', '.join(other))}. Their bits may differ from this build's; "
+            "<code>lowp compare --rerun-stale</code> trains them again.</p>"]
 
 
 def render(comp, out: str, numerics: Any = None) -> str:
@@ -440,6 +452,7 @@ def render(comp, out: str, numerics: Any = None) -> str:
              f"the same for every recipe. Metric: {how}. {test} Raw numbers (every run and the aggregates): "
              "<a href='results.json'>results.json</a>; repeat with <code>lowp compare --config config.toml</code>."
              "</p>",
+             *_other_build_note(comp),
              "<h2>Summary</h2>", _html_table(comp),
              "<ul id='verdict'>" + "".join(f"<li>{e(x)}</li>" for x in summary_lines(comp)) + "</ul>"]
     for r in comp.runs:

@@ -109,6 +109,14 @@ class MXFormat(Format):
             ax = self.axis % x.dim()
             xt = layout.axis_last(x, ax)  # the strided copies as compiled transpositions where they can be
             n = xt.shape[-1]
+            if n < self.block and self.block % n == 0 and rounding == "nearest":
+                # lines shorter than a block (attention's head dim 16 under blocks of 32): each line is one block
+                # whose zero padding changes neither its amax nor, to nearest, any element's rounding, so it is
+                # rounded as a block of its own length, without the padded copy (stochastic rounding draws its
+                # bits at the padded positions: it keeps the padded layout below)
+                y = dispatch.mx_dispatch(xt, dataclasses.replace(self, axis=-1, block=n), rounding, rand_bits,
+                                         generator, None)
+                return layout.contiguous(y.movedim(-1, ax))
             if n % self.block:
                 xt = torch.nn.functional.pad(xt, (0, (-n) % self.block))
             y = dispatch.mx_dispatch(xt, _along_last(self), rounding, rand_bits, generator, None)

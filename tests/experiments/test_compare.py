@@ -3,12 +3,14 @@ diverging recipe among finishing ones, resume, bad input, the numerics section o
 import html.parser
 import json
 import os
+import shutil
 
 import pytest
 from torch import nn
 
 import lowp
-from lowp.experiments import tasks as T
+from lowp.cli import main
+from lowp.experiments import provenance, tasks as T
 from lowp.experiments.compare import load_results
 from lowp.experiments.report import format_table, numerics_matrix, render
 
@@ -123,6 +125,43 @@ def test_resume_skips_finished(two_recipes, tmp_path):
     assert set(third.reused) == {"fp32@0", "bf16@0"}
     changed = lowp.compare(task="digits-mlp", recipes="fp32", epochs=1, seed=5, out=str(out), quiet=True)
     assert changed.reused == ()
+
+
+def test_run_from_another_build_is_flagged_or_trained_again(two_recipes, tmp_path, capsys):
+    src, comp = two_recipes
+    out = tmp_path / "cmp"
+    shutil.copytree(src, out)
+    runs = out / "runs"
+    bf16 = json.loads((runs / "bf16@0.json").read_text())
+    assert bf16["made_by"] == provenance.made_by()  # every saved run names the build that made it
+    bf16["made_by"] = {**bf16["made_by"], "source": "000000000000"}  # as if lowp's sources had changed since
+    (runs / "bf16@0.json").write_text(json.dumps(bf16))
+    fp32 = json.loads((runs / "fp32@0.json").read_text())
+    del fp32["made_by"]  # as a run saved by a lowp that did not record its build
+    (runs / "fp32@0.json").write_text(json.dumps(fp32))
+    capsys.readouterr()
+
+    again = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, seed=0, out=str(out), quiet=True)
+    assert set(again.reused) == set(again.reused_other_build) == {"fp32@0", "bf16@0"}
+    assert again.runs == comp.runs
+    err = capsys.readouterr().err  # warned although quiet
+    assert "bf16 seed 0: reusing" in err and "source 000000000000" in err
+    assert "fp32 seed 0: reusing" in err and "did not record its build" in err
+    assert sorted(json.loads((out / "results.json").read_text())["reused_other_build"]) == ["bf16@0", "fp32@0"]
+    assert load_results(str(out)).reused_other_build == again.reused_other_build
+    assert "2 of 2 runs were made by another lowp build" in (out / "report.html").read_text()
+
+    # --rerun-stale trains both again; then every run is this build's and nothing is flagged
+    assert main(["compare", "--task", "digits-mlp", "--recipes", "fp32,bf16", "--epochs", "1", "--seed", "0",
+                 "--out", str(out), "--quiet", "--rerun-stale"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["reused"] == [] and res["reused_other_build"] == []
+    assert json.loads((runs / "bf16@0.json").read_text())["made_by"] == provenance.made_by()
+    assert "another lowp build" not in (out / "report.html").read_text()
+    # a rerun without the flag now reuses both silently
+    third = lowp.compare(task="digits-mlp", recipes="fp32,bf16", epochs=1, seed=0, out=str(out), quiet=True)
+    assert set(third.reused) == {"fp32@0", "bf16@0"} and third.reused_other_build == ()
+    assert "reusing" not in capsys.readouterr().err
 
 
 def test_diverging_recipe_reported_others_finish(tmp_path):

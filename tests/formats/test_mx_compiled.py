@@ -132,4 +132,51 @@ def test_blocks_along_another_axis_compiled_equal_the_eager_reference(shape, axi
         torch.manual_seed(9)
         want = fmt.quantize(x, rounding)
     assert got.is_contiguous()
-    same_bits(got, want)
+    assert same_bits(got, want)
+
+
+def _short_lines(shape, strided, seed=0):
+    """Values over 80 binades with NaN, ±Inf, zeros and an all-zero line; ``strided``: a view, as attention's q
+    is of the fused qkv projection (shape (b, h, t, d) taken from (b, t, 3, h, d))."""
+    g = torch.Generator().manual_seed(seed)
+    if strided:
+        b, h, t, d = shape
+        x = torch.randn(b, t, 3, h, d, generator=g).permute(2, 0, 3, 1, 4)[1]
+    else:
+        x = torch.randn(*shape, generator=g)
+    x.mul_(torch.exp2(torch.randint(-40, 40, x.shape, generator=g).float()))
+    x[torch.arange(x.numel()).reshape(x.shape) % 7 == 3] = float("nan")
+    x[..., 1] = float("inf")
+    x[..., 2] = -0.0
+    x[(0,) * (x.dim() - 1)] = 0.0  # an all-zero line: E = -127
+    return x
+
+
+@pytest.mark.parametrize("fmt", ["mxfp8_e4m3", "mxfp4_e2m1", "mxfp8_e4m3-rceil", NO_SUB_FNUZ],
+                         ids=["e4m3", "e2m1", "e4m3-rceil", "nosub-fnuz"])
+@pytest.mark.parametrize("shape,axis,strided", [((8, 4, 64, 16), -1, True), ((8, 4, 16, 64), -2, False),
+                                                ((300, 8), -1, False), ((6, 4), -1, False), ((8, 2, 5), 0, False)])
+def test_lines_shorter_than_a_block_rounded_unpadded(fmt, shape, axis, strided, monkeypatch):
+    """Lines shorter than the block (attention's head dim 16 under blocks of 32; any length dividing the block),
+    rounded to nearest: each line is one block, rounded at its own length without the zero-padded copy; the eager
+    reference pads. The same bits; stochastic rounding keeps the padded layout (its random bits sit there)."""
+    import dataclasses
+
+    base = lowp.get_format(fmt) if isinstance(fmt, str) else fmt
+    f = dataclasses.replace(base, axis=axis)
+    x = _short_lines(shape, strided)
+    assert x.shape[axis] < f.block
+    want = eager(x, f, "nearest")
+    pads = []
+    real_pad = torch.nn.functional.pad
+    monkeypatch.setattr(torch.nn.functional, "pad", lambda *a, **k: pads.append(1) or real_pad(*a, **k))
+    with compiling.compiled_at_any_size():
+        got = f.quantize(x, "nearest")
+    assert same_bits(got, want) and pads == []
+    with compiling.compiled_at_any_size():
+        torch.manual_seed(9)
+        sr = f.quantize(x, "stochastic")
+    assert pads == [1]
+    with compiling.eager_only():
+        torch.manual_seed(9)
+        assert same_bits(sr, f.quantize(x, "stochastic"))
