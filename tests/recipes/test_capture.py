@@ -4,6 +4,7 @@ Per captured op the oracle is the plain torch op applied to ``lowp.quantize``d o
 where the recipe says (a small straight-through function written here: forward Q_fwd, backward Q_bwd), compared bit
 for bit forward and backward."""
 import copy
+import gc
 
 import pytest
 import torch
@@ -392,16 +393,22 @@ def test_ddp_wrapped_model(tmp_path):
     ref = lowp.emulate(copy.deepcopy(base), "bf16")
     y0, g0 = _step(ref, x)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    ddp = wrapped = None
     try:
         ddp = nn.parallel.DistributedDataParallel(lowp.emulate(copy.deepcopy(base), "bf16"))
         y1, g1 = _step(ddp, x)
         wrapped = lowp.emulate(nn.parallel.DistributedDataParallel(copy.deepcopy(base)), "bf16")
         y2, g2 = _step(wrapped, x)
+        captured = "module.proj" in capture_state(wrapped).contexts
     finally:
+        # the DDP wrappers (their reducers hold the process group) go before the group: a ProcessGroupGloo last
+        # released after destroy_process_group once hung CI in its destructor (joining its worker threads)
+        del ddp, wrapped
+        gc.collect()
         dist.destroy_process_group()
     for y, g in ((y1, g1), (y2, g2)):
         assert torch.equal(y, y0) and all(torch.equal(a, b) for a, b in zip(g, g0))
-    assert "module.proj" in capture_state(wrapped).contexts
+    assert captured
 
 
 def test_restore_removes_every_hook_and_scripted_models_are_refused():
