@@ -2,7 +2,8 @@
 
 Hypothesis runs derandomized by default (the "ci" profile: examples drawn from a fixed seed per test, no example
 database), so a failure reproduces run after run; ``HYPOTHESIS_PROFILE=explore`` draws fresh examples.
-Multi-process tests carry ``@pytest.mark.timeout`` (pytest-timeout, in the ``test`` extra).
+Multi-process tests carry ``@pytest.mark.timeout`` (pytest-timeout, in the ``test`` extra); every test has the
+hang guard of pyproject.toml (20 minutes, then every thread's stack and the run ends).
 """
 import errno
 import os
