@@ -203,6 +203,7 @@ def _worker_init(threads: int, tasks: dict[str, bytes], parent: int | None = Non
     torch.set_num_threads(threads)
     for name, blob in tasks.items():
         register_task(name, pickle.loads(blob), replace=True)
+    provenance.made_by()  # the sources this worker just imported, read now rather than at its first save
 
 
 def _worker(task: str, recipe_dict: dict, settings: RunSettings, out: str, key: dict,
@@ -414,6 +415,7 @@ def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSetting
     """The writing part of :func:`compare`, run while this process holds the lock on ``cfg.out``."""
     if report:  # import the plotting backend now: a Ctrl-C landing inside its C-extension import aborts Python
         import matplotlib.backends.backend_agg  # noqa: F401
+    provenance.made_by()  # this build, read before the first run trains (sources edited during a run do not count)
     outdir = cfg.out
     os.makedirs(os.path.join(outdir, "runs"), exist_ok=True)
     # ---- write the effective config; stale results/report are removed until this run writes new ones

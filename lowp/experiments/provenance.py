@@ -9,7 +9,9 @@ bits may differ: it is reused only with a warning and listed in results.json and
 The digest is SHA-256 over the package's ``.py`` and ``.json`` files (their paths relative to the package and their
 bytes, in sorted order), cut to 12 hex digits: any edit counts, a docstring included, since the digest cannot tell
 which edits change bits. Not covered: the code of a user's own task (``--task module:function``) and the other
-installed packages (numpy, transformers); a run's key holds the task's name and settings, not its code.
+installed packages (numpy, transformers); a run's key holds the task's name and settings, not its code. The
+digest is read once per process, when a comparison starts (and when a worker process starts): a process that
+imported lowp long before its sources were edited records the edited sources.
 """
 from __future__ import annotations
 

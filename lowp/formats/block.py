@@ -109,7 +109,7 @@ class MXFormat(Format):
             ax = self.axis % x.dim()
             xt = layout.axis_last(x, ax)  # the strided copies as compiled transpositions where they can be
             n = xt.shape[-1]
-            if n < self.block and self.block % n == 0 and rounding == "nearest":
+            if 0 < n < self.block and self.block % n == 0 and rounding == "nearest":
                 # lines shorter than a block (attention's head dim 16 under blocks of 32): each line is one block
                 # whose zero padding changes neither its amax nor, to nearest, any element's rounding, so it is
                 # rounded as a block of its own length, without the padded copy (stochastic rounding draws its
