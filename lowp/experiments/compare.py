@@ -216,13 +216,9 @@ def _worker(task: str, recipe_dict: dict, settings: RunSettings, out: str, key: 
 
 
 def _log(quiet: bool, msg: str) -> None:
+    """A line on stderr unless ``quiet`` (``_log(False, ...)``: a warning that ``quiet`` does not silence)."""
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
-
-
-def _warn(msg: str) -> None:
-    """A line on stderr that ``quiet`` does not silence (results the user should know are mixed)."""
-    print(msg, file=sys.stderr, flush=True)
 
 
 def compare(task: str | None = None, recipes: Sequence[Any] | str | None = None, *, epochs: int | None = None,
@@ -446,9 +442,10 @@ def _compare_locked(cfg: CompareConfig, the_task, resolved, settings: RunSetting
                 path = _run_path(outdir, name, seed)
                 if stale:
                     other_build.append(f"{name}@{seed}")
-                    _warn(f"lowp compare: {name} seed {seed}: reusing {path}, made by {provenance.describe(done[1])}, "
-                          f"not this build ({provenance.describe(provenance.made_by())}); its bits may differ "
-                          "(--rerun-stale trains it again)")
+                    this = provenance.describe(provenance.made_by())
+                    _log(False, f"lowp compare: {name} seed {seed}: reusing {path}, made by "  # not silenced
+                         f"{provenance.describe(done[1])}, not this build ({this}); its bits may differ "
+                         "(--rerun-stale trains it again)")
                 else:
                     _log(quiet, f"lowp compare: {name} seed {seed}: reusing finished run {path}")
             else:

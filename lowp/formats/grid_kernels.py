@@ -1,7 +1,9 @@
 """Round-to-nearest-even and stochastic rounding of float32 onto one float grid, the grid's constants as Python ints
-(baked into each compiled graph): the building blocks of the compiled NVFP4 and MX kernels (``nvfp4_compiled.py``,
-``mx_compiled.py``). Same bits as the general kernel (``float_kernel.round_float`` / ``fast_kernels.round_f32``)
-on |v| <= the grid's largest binade, without its overflow handling (callers clamp or saturate after).
+(baked into each compiled graph), and a block amax without NaN in its reduction (``finite_row_max``): the building
+blocks of the compiled NVFP4 and MX kernels (``nvfp4_compiled.py``, ``mx_compiled.py``; the FP8 blockwise kernels use
+``rn``). The roundings give the bits of the general kernel (``float_kernel.round_float`` /
+``fast_kernels.round_f32``) on |v| <= the grid's largest binade, without its overflow handling (callers clamp or
+saturate after).
 
 For float32 v, a = |v|, a grid with m mantissa bits (sh = 23 - m dropped bits) and smallest normal 2^emin:
   nearest     a >= 2^emin: add-and-mask on the bit pattern, bits(a) + 2^(sh-1) - 1 + lsb, low sh bits cleared;
@@ -67,6 +69,24 @@ def sr(v: torch.Tensor, man: int, emin: int, rand_k: torch.Tensor, key: torch.Te
     carry = (h ^ INT32_MIN) > (rword ^ INT32_MAX)
     r = torch.where(a < 2.0**emin, (qf + carry.to(F32)) * 2.0 ** (emin - man), normal)
     return _finish(v, u, mag, r)
+
+
+def finite_row_max(g, mask: int):
+    """max along the last axis of g (keepdim) of the elements' bit patterns cut to ``mask`` (0x7FFFFFFF: |g|;
+    0x7F800000: the binade), non-finite elements counted as 0, as float32. The patterns are non-negative finite
+    floats, so their integer and float orders agree and no NaN enters the reduction: a row of n = 8k elements is
+    first folded to 8 lanes by k - 1 elementwise integer maxima (whole vectors), then reduced across the 8 as floats
+    (inductor's horizontal max, NaN-propagating, on one vector per block instead of k): 1.4-1.8x the MX kernel's
+    speed at blocks of 32 against a masked float amax. Other row lengths reduce directly."""
+    m = g.view(I32) & mask
+    m = torch.where(m >= 0x7F800000, torch.zeros_like(m), m)
+    n = g.shape[-1]
+    if n % 8 == 0 and n > 8:
+        lanes = m.view(*m.shape[:-1], n // 8, 8)
+        m = lanes[..., 0, :]
+        for i in range(1, n // 8):
+            m = torch.maximum(m, lanes[..., i, :])
+    return m.view(F32).amax(dim=-1, keepdim=True)
 
 
 def element_constants(el) -> tuple[str, dict]:

@@ -3,8 +3,8 @@
 lays the tensor out as the reference's ``group_view``), or, for blocks along another axis of a contiguous tensor,
 where they lie (``quantize_along``: x viewed as ``layout.blocks``, no transposed copy):
 
-  ``amax``   a_b = max |g| per block and its max A (NaN/Inf included: a plain vectorized reduction; only when A
-             is not finite, ``amax_finite`` takes the reference's amax over finite elements)       one read
+  ``binade`` 2^floor(log2 a_b) per block, a_b its amax over finite elements (the reference's): the max of the
+             elements' exponent fields, non-finite ones as 0 (``block_binade_finite``)               one read
   ``scales`` E = clamp(floor(log2 a_b) - emax, -127, 127) (-127 for a zero block) as 2^-E and 2^E per block
   ``round``  v = g·2^-E in float32;
              r = Q(v) on the element grid (``grid_kernels``, the element's constants baked in), saturated at ±max
@@ -18,8 +18,9 @@ remainder word floor(f·2^32) = 0. r·2^E is exact in float64, so one float32 ro
 reference's ``(e·scale).to(float32)``. Directed roundings (whose decision sees any nonzero remainder) and the other
 scale roundings keep the general kernel (``round_compiled.mx_round_into``).
 One graph per (element, rounding) and block length, shapes dynamic. Below ``FUSED_MAX`` elements the three run as
-one graph (``fused``: one compiled call instead of three and no host sync, which is most of the cost at the sizes
-of emulated training; at 2^24 elements the separate passes are faster).
+one graph (``fused``: one compiled call instead of three, which is most of the cost at the sizes of emulated
+training; at 2^24 elements the separate passes are faster). The binade pass is an integer fold with no NaN to
+propagate (``grid_kernels.finite_row_max``): a float amax over each block was the costliest part of the kernel.
 """
 from __future__ import annotations
 
@@ -28,20 +29,22 @@ import torch
 from ..rounding import draw_key
 from . import compiling, dispatch, grid_kernels, layout
 
-I32 = torch.int32
+I32, F32 = torch.int32, torch.float32
 FUSED_MAX = 1 << 20  # elements below which ``fused`` serves (measured at 2^17: 144 vs 432 µs; 2^24: 20.0 vs 17.5 ms)
 
 
-def block_amax(g):
-    """(a_b, A): max |g| per row (keepdim), NaN/Inf included, and its max."""
-    a_b = g.abs().amax(dim=-1, keepdim=True)
-    return a_b, a_b.amax()
-
-
 def block_amax_finite(g):
-    """(a_b, A) with non-finite elements counted as 0 (the reference's amax)."""
-    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=-1, keepdim=True)
+    """(a_b, A) with non-finite elements counted as 0 (the reference's amax), on the bit patterns
+    (``grid_kernels.finite_row_max``)."""
+    a_b = grid_kernels.finite_row_max(g, 0x7FFFFFFF)
     return a_b, a_b.amax()
+
+
+def block_binade_finite(g):
+    """2^floor(log2 a_b) per row of g (keepdim), a_b the amax over the row's finite elements (0 where that is 0 or
+    subnormal): the max of the elements' exponent fields, non-finite ones counted as 0 (a larger exponent field is a
+    larger binade, so the max field is the amax's), all ``scales`` needs of a_b."""
+    return grid_kernels.finite_row_max(g, 0x7F800000)
 
 
 def scales(a_b, *, emax: int = 8):
@@ -67,12 +70,11 @@ def round_into(out, g, s_down, s_up, rand_k=None, key=None, idx=None, *, mode: i
 
 
 def fused(out, g, rand_k=None, key=None, *, emax: int = 8, **element):
-    """``block_amax``, ``scales`` and ``round_into`` in one graph. The amax of every block is taken over its finite
-    elements: in a block without NaN/Inf that is its plain amax, so this is the reference's amax in every case. The
-    rows' scales are materialised (``compiling.materialised``; else inductor recomputes them per element in scalar
-    code)."""
-    a_b, _ = block_amax_finite(g)
-    s_down, s_up = scales(a_b, emax=emax)
+    """The block binades (``block_binade_finite``), ``scales`` and ``round_into`` in one graph. The binade of every
+    block is that of its amax over its finite elements: in a block without NaN/Inf that is its plain amax, so the
+    scales are the reference's in every case. The rows' scales are materialised (``compiling.materialised``; else
+    inductor recomputes them per element in scalar code)."""
+    s_down, s_up = scales(block_binade_finite(g), emax=emax)
     round_into(out, g, compiling.materialised(s_down), compiling.materialised(s_up), rand_k, key, **element)
 
 
@@ -82,8 +84,9 @@ def fused_along(out, g, rand_k=None, key=None, idx=None, *, emax: int = 8, **ele
     (vectorised along ``inner``, no horizontal reduction), and no transposed copy is made in or out. Stochastic
     rounding draws each element's bits at its flat index in the moved layout (``layout.moved_index``), as ``quantize``
     on that copy does: the same bits."""
-    a_b = torch.where(torch.isfinite(g), g.abs(), torch.zeros_like(g)).amax(dim=2, keepdim=True)
-    s_down, s_up = scales(a_b, emax=emax)
+    e = g.view(I32) & 0x7F800000  # the block binades (``block_binade_finite``), a max across rows
+    e = torch.where(e == 0x7F800000, torch.zeros_like(e), e)
+    s_down, s_up = scales(e.view(F32).amax(dim=2, keepdim=True), emax=emax)
     round_into(out, g, compiling.materialised(s_down), compiling.materialised(s_up), rand_k, key, idx, **element)
 
 
@@ -147,9 +150,7 @@ def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out
         k(target, flat, *rand)
         dispatch.compiled_calls += 1
         return dispatch._result(x, out, target, direct)
-    a_b, big_a = compiling.with_constants(block_amax, "mx", "MX")(flat)
-    if not bool(torch.isfinite(big_a)):  # a NaN or Inf in x: the amax over finite elements, as the reference
-        a_b, big_a = compiling.with_constants(block_amax_finite, "mx", "MX")(flat)
+    a_b = compiling.with_constants(block_binade_finite, "mx", "MX")(flat)  # the reference's, NaN/Inf or not
     s_down, s_up = compiling.with_constants(scales, f"emax{el.emax}".replace("-", "m"), "MX", emax=el.emax)(a_b)
     compiling.with_constants(round_into, tag, "MX", **element)(target, flat, s_down, s_up, *rand)
     dispatch.compiled_calls += 1

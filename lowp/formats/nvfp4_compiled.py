@@ -6,10 +6,11 @@ the reference's ``tile_view`` (a view of x when the blocks run along the last, c
 else one transposed / zero-padded copy, so every element keeps its position and, under stochastic rounding, its
 random bits) and three compiled graphs do the work:
 
-  ``block_amax``   a_b = max |g| per row (rows of 16, or 256 for a 16×16 tile) and A = max a_b, NaN/Inf
-                   included (a plain vectorized reduction: inductor runs a masked one ~2.5x slower); only when A
-                   is not finite (a host check, as the reference's) ``block_amax_finite`` recomputes both over the
-                   finite elements                                                                 one read of x
+  ``block_amax``   a_b = max |g| per row over its finite elements (the reference's) and A = max a_b: rows of
+                   16 on the bit patterns (``mx_compiled.block_amax_finite``: no NaN in the reduction, no host
+                   check); 16×16 tiles as a plain vectorized reduction with NaN/Inf included (inductor runs a
+                   masked one ~2.5x slower), recomputed over the finite elements only when A is not finite (a host
+                   check, as the reference's)                                                      one read of x
   ``te_scales`` / ``torchao_scales``   the per-tensor and per-block scales of ``nvfp4.py``'s docstring (same
                    float32 operations in the same order; divisors passed as 0-d tensors, so that no backend turns
                    a division into a multiplication), vectorized over the rows          a pass over a_b (1/16)
@@ -32,7 +33,7 @@ import torch
 
 from ..rounding import draw_key
 from . import compiling, dispatch, grid_kernels, layout, round_compiled
-from .mx_compiled import block_amax, block_amax_finite  # (a_b, A) per row of 16, as for MX blocks
+from .mx_compiled import block_amax_finite  # (a_b, A) per row of 16, as for MX blocks
 from .round_reference import MODE_CODE
 
 F32 = torch.float32
@@ -144,7 +145,7 @@ def block_amax_finite_along(g):
     return a_b, a_b.amax()
 
 
-_FNS = {"amax": block_amax, "amax_finite": block_amax_finite, "tile_amax": tile_amax,
+_FNS = {"amax_finite": block_amax_finite, "tile_amax": tile_amax,
         "tile_amax_finite": tile_amax_finite, "te_scales": te_scales,
         "torchao_scales": torchao_scales, "te": te_into, "torchao": torchao_into}
 def _compiled(which: str, mode: str | None = None):
@@ -226,9 +227,7 @@ def quantize(x: torch.Tensor, fmt, rounding: str, rand_bits: int, generator, out
     g, rl, inv = _layout(x, fmt)
     direct = inv is None
     flat, target, direct = dispatch._operands(g, out if direct else None, rl)
-    a_b, big_a = _compiled("amax")(flat)
-    if not bool(torch.isfinite(big_a)):  # a NaN or Inf in x: the amax over finite elements (host check, as eager)
-        a_b, big_a = _compiled("amax_finite")(flat)
+    a_b, big_a = _compiled("amax_finite")(flat)  # over the finite elements (the reference's): no host check
     return _scale_and_round(x, fmt, rounding, rand_bits, generator, out, flat, target, direct, inv, a_b, big_a)
 
 

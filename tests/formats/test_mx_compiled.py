@@ -62,6 +62,18 @@ def test_adversarial_blocks_bit_identical(fmt, passes, monkeypatch):
         check(monkeypatch, x, fmt, "stochastic", rand_bits=k)
 
 
+@pytest.mark.parametrize("block", [4, 8, 16, 64, 128])
+def test_fused_kernel_at_other_block_lengths(block, monkeypatch):
+    """The fused kernel's block binades fold rows of 8k elements to 8 lanes first (k = 2, 8, 16 here), take rows of 8
+    directly and fall back to a plain reduction for other lengths (4): the reference's bits for each."""
+    monkeypatch.setattr(mx_compiled, "FUSED_MAX", 1 << 40)
+    x = adversarial()
+    for fmt in (f"mxfp8_e4m3-b{block}", f"mxfp4_e2m1-b{block}"):
+        check(monkeypatch, x, fmt, "nearest")
+        check(monkeypatch, x, fmt, "stochastic", rand_bits=8)
+        check(monkeypatch, x.t().contiguous(), fmt, "nearest")  # the special rows now spread across blocks
+
+
 def test_directed_and_other_scale_roundings_keep_the_general_kernel(monkeypatch):
     """"up" sees any nonzero remainder, which the float32 scaling can lose below 2^-126 (the block with one huge
     value): that mode and the non-floor scales keep the general kernel, with the eager bits."""
